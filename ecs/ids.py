@@ -1,0 +1,242 @@
+"""Entity ids: 64-bit, generational, globally unique across shards, stable across hand-off.
+
+Layout of an id (most significant first)::
+
+    | shard prefix: 16 bits | generation: 16 bits | slot index: 32 bits |
+
+A slot's generation starts at 1 and grows each time the slot is freed, so a handle kept after
+a despawn never matches the slot's next occupant; a slot whose generation is exhausted is
+retired, never reused. Id 0 (``NULL_ID``) is never issued. The shard prefix makes ids minted
+by different shards distinct; an entity handed to another shard keeps its id there
+(``adopt``), stored in a local slot, so nothing that refers to it has to be rewritten.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+from numba import njit
+
+from ecs.config import JIT
+
+NULL_ID = 0
+INDEX_BITS = 32
+GEN_BITS = 16
+SHARD_BITS = 16
+MAX_GENERATION = (1 << GEN_BITS) - 1
+MAX_SHARD = (1 << SHARD_BITS) - 1
+_INDEX_MASK = (1 << INDEX_BITS) - 1
+
+
+def make_id(shard: int, generation: int, index: int) -> int:
+    """Pack the three parts of an id (see module docstring) into one int64."""
+    raw = (shard << (INDEX_BITS + GEN_BITS)) | (generation << INDEX_BITS) | index
+    return raw - (1 << 64) if raw >= (1 << 63) else raw
+
+
+def id_index(entity: int) -> int:
+    return int(entity) & _INDEX_MASK
+
+
+def id_generation(entity: int) -> int:
+    return (int(entity) >> INDEX_BITS) & MAX_GENERATION
+
+
+def id_shard(entity: int) -> int:
+    return (int(entity) >> (INDEX_BITS + GEN_BITS)) & MAX_SHARD
+
+
+@njit(**JIT)
+def _locate_local(ids, slot_id, slot_table, slot_row, shard, out_table, out_row, out_foreign):
+    """Resolve ids minted by this shard to (table, row); mark the others for the slow path.
+
+    ids: (n,) int64, read. slot_id/slot_table/slot_row: (cap,) registry columns, read.
+    out_table: (n,) int32, out_row: (n,) int64, written (-1 where unknown or dead).
+    out_foreign: (n,) bool, written: True where the id carries another shard's prefix.
+    """
+    cap = slot_id.shape[0]
+    for i in range(ids.shape[0]):
+        e = ids[i]
+        out_table[i] = -1
+        out_row[i] = -1
+        out_foreign[i] = False
+        if e == 0:
+            continue
+        if ((e >> 48) & 0xFFFF) != shard:
+            out_foreign[i] = True
+            continue
+        s = e & 0xFFFFFFFF
+        if s < cap and slot_id[s] == e:
+            out_table[i] = slot_table[s]
+            out_row[i] = slot_row[s]
+
+
+class EntityRegistry:
+    """Allocates ids and maps each live id to its (table, row).
+
+    Free slots are reused first-in first-out, so a slot rests as long as possible before its
+    next generation is issued. ``slot_table == -2`` marks an id that is reserved (spawned
+    through a command buffer) but not yet materialised in a table.
+    """
+
+    RESERVED = -2
+
+    def __init__(self, shard: int = 0, capacity: int = 1024) -> None:
+        if not 0 <= shard <= MAX_SHARD:
+            raise ValueError(f"shard prefix must be in 0..{MAX_SHARD}, got {shard}")
+        self.shard = shard
+        self.slot_id = np.zeros(capacity, np.int64)  # id living in the slot, 0 when free
+        self.slot_gen = np.zeros(capacity, np.int64)  # generation of the slot's next/current id
+        self.slot_table = np.full(capacity, -1, np.int32)
+        self.slot_row = np.full(capacity, -1, np.int64)
+        self._used = 0  # slots ever handed out; those above are untouched
+        self._free: deque[int] = deque()
+        self._foreign: dict[int, int] = {}  # adopted id -> local slot
+        self._lent: set[int] = set()  # our slots whose entity lives on another shard
+        self.alive = 0
+
+    # -- allocation -------------------------------------------------------------------------
+    def _grow(self, need: int) -> None:
+        cap = self.slot_id.shape[0]
+        if need <= cap:
+            return
+        new = max(need, 2 * cap)
+        for name, fill in (("slot_id", 0), ("slot_gen", 0), ("slot_table", -1), ("slot_row", -1)):
+            old = getattr(self, name)
+            arr = np.full(new, fill, old.dtype)
+            arr[:cap] = old
+            setattr(self, name, arr)
+
+    def _take_slots(self, n: int) -> np.ndarray:
+        reuse = min(n, len(self._free))
+        slots = np.empty(n, np.int64)
+        for k in range(reuse):
+            slots[k] = self._free.popleft()
+        fresh = n - reuse
+        if fresh:
+            if self._used + fresh > _INDEX_MASK:
+                raise RuntimeError("entity slot space exhausted")
+            self._grow(self._used + fresh)
+            slots[reuse:] = np.arange(self._used, self._used + fresh)
+            self.slot_gen[self._used : self._used + fresh] = 1
+            self._used += fresh
+        return slots
+
+    def allocate(self, n: int) -> np.ndarray:
+        """Mint ``n`` new ids of this shard; they are reserved until ``place`` is called."""
+        slots = self._take_slots(n)
+        ids = (np.int64(self.shard) << np.int64(48)) | (self.slot_gen[slots] << np.int64(32)) | slots
+        self.slot_id[slots] = ids
+        self.slot_table[slots] = self.RESERVED
+        self.slot_row[slots] = -1
+        self.alive += n
+        return ids
+
+    def adopt(self, ids: np.ndarray) -> None:
+        """Take in entities handed over from another shard, keeping their ids.
+
+        One of our own ids coming back returns to the slot it was lent from; an id minted by
+        another shard gets a local slot of its own.
+        """
+        ids = np.asarray(ids, np.int64).tolist()
+        if len(set(ids)) != len(ids):
+            raise ValueError("an entity cannot be adopted twice in one batch")
+        for e in ids:
+            if e == NULL_ID or self.contains(e):
+                raise ValueError(f"entity {e:#x} cannot be adopted: null or already alive here")
+            if id_shard(e) == self.shard and id_index(e) not in self._lent:
+                raise ValueError(f"entity {e:#x} has this shard's prefix but was never lent out")
+        for e in ids:
+            if id_shard(e) == self.shard:
+                s = id_index(e)
+                self._lent.discard(s)
+            else:
+                s = int(self._take_slots(1)[0])
+                self._foreign[e] = s
+            self.slot_id[s] = e
+            self.slot_table[s] = self.RESERVED
+            self.slot_row[s] = -1
+        self.alive += len(ids)
+
+    def release(self, entity: int) -> None:
+        """Free an id's slot; its generation moves on so old handles stop matching."""
+        s = self._vacate(entity)
+        if self._foreign.pop(int(entity), None) is not None:
+            self._free.append(s)
+            return
+        gen = self.slot_gen[s] + 1
+        self.slot_gen[s] = gen
+        if gen <= MAX_GENERATION:
+            self._free.append(s)
+        # else: the slot is retired; its generation would wrap and alias an old handle.
+
+    def hand_off(self, entity: int) -> None:
+        """Give an entity to another shard: it leaves here, its id stays valid over there.
+
+        A slot of ours is lent, not freed, so the id cannot be reissued while it lives on.
+        """
+        s = self._vacate(entity)
+        if self._foreign.pop(int(entity), None) is not None:
+            self._free.append(s)
+        else:
+            self._lent.add(s)
+
+    def _vacate(self, entity: int) -> int:
+        s = self.slot_of(entity)
+        if s < 0:
+            raise KeyError(f"entity {int(entity):#x} is not alive")
+        self.slot_id[s] = 0
+        self.slot_table[s] = -1
+        self.slot_row[s] = -1
+        self.alive -= 1
+        return s
+
+    # -- lookup -----------------------------------------------------------------------------
+    def slot_of(self, entity: int) -> int:
+        e = int(entity)
+        if e == NULL_ID:
+            return -1
+        if id_shard(e) != self.shard:
+            return self._foreign.get(e, -1)
+        s = id_index(e)
+        if s < self.slot_id.shape[0] and self.slot_id[s] == e:
+            return s
+        return -1
+
+    def contains(self, entity: int) -> bool:
+        return self.slot_of(entity) >= 0
+
+    def place(self, entity: int, table: int, row: int) -> None:
+        s = self.slot_of(entity)
+        self.slot_table[s] = table
+        self.slot_row[s] = row
+
+    def place_many(self, ids: np.ndarray, table: int, rows: np.ndarray) -> None:
+        if self._foreign:
+            slots = np.array([self.slot_of(e) for e in ids.tolist()], np.int64)
+        else:
+            slots = ids & np.int64(_INDEX_MASK)
+        self.slot_table[slots] = table
+        self.slot_row[slots] = rows
+
+    def locate(self, entity: int) -> tuple[int, int]:
+        """(table, row) of a live entity, or (-1, -1)."""
+        s = self.slot_of(entity)
+        if s < 0:
+            return -1, -1
+        return int(self.slot_table[s]), int(self.slot_row[s])
+
+    def locate_many(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Vectorised ``locate``: (table (n,) int32, row (n,) int64), -1 where not alive here."""
+        ids = np.ascontiguousarray(ids, np.int64)
+        n = ids.shape[0]
+        table = np.empty(n, np.int32)
+        row = np.empty(n, np.int64)
+        foreign = np.empty(n, np.bool_)
+        _locate_local(ids, self.slot_id, self.slot_table, self.slot_row, self.shard, table, row, foreign)
+        if self._foreign and foreign.any():
+            for i in np.flatnonzero(foreign).tolist():
+                t, r = self.locate(int(ids[i]))
+                table[i], row[i] = t, r
+        return table, row

@@ -1,0 +1,125 @@
+"""Archetype table: all entities with exactly one set of components, stored column by column.
+
+Every field of every component is one contiguous numpy column of the table's capacity; rows
+``[0, n)`` are live. Removing a row swaps the last row into its place and reports which
+entity moved, so the registry can fix that entity's row (bevy's ``swap_remove``). Capacity
+doubles when full, without the caller noticing; column views taken before a growth are
+stale, which is why structural changes happen only at sync points between systems.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from ecs.component import Component
+from ecs.ids import NULL_ID
+
+
+class ColumnSet:
+    """The live columns of one component in one table: ``cols.x`` is an (n,) view."""
+
+    __slots__ = ("_table", "_component")
+
+    def __init__(self, table: Table, component: Component) -> None:
+        self._table = table
+        self._component = component
+
+    def __getattr__(self, field: str) -> np.ndarray:
+        try:
+            return self._table.column(self._component, field)
+        except KeyError:
+            raise AttributeError(f"{self._component.name} has no field {field!r}") from None
+
+    def __getitem__(self, field: str) -> np.ndarray:
+        return self._table.column(self._component, field)
+
+
+class Table:
+    """Columns of one archetype. ``components`` is sorted by name; ``key`` identifies it."""
+
+    def __init__(self, components: Iterable[Component], capacity: int = 64) -> None:
+        self.components: tuple[Component, ...] = tuple(sorted(set(components), key=lambda c: c.name))
+        self.key = frozenset(c.name for c in self.components)
+        self.n = 0
+        self._ids = np.zeros(capacity, np.int64)
+        self._cols: dict[tuple[str, str], np.ndarray] = {}
+        for c in self.components:
+            for f in c.fields:
+                self._cols[(c.name, f)] = np.full(capacity, c.defaults[f], c.dtype[f])
+
+    @property
+    def capacity(self) -> int:
+        return self._ids.shape[0]
+
+    def has(self, component: Component) -> bool:
+        return component.name in self.key
+
+    @property
+    def ids(self) -> np.ndarray:
+        """(n,) int64 view of the entity id of each live row."""
+        return self._ids[: self.n]
+
+    def column(self, component: Component, field: str) -> np.ndarray:
+        """(n,) contiguous view of one field; writes go straight to the table."""
+        return self._cols[(component.name, field)][: self.n]
+
+    def columns(self, component: Component) -> ColumnSet:
+        if not self.has(component):
+            raise KeyError(f"table {sorted(self.key)} has no component {component.name}")
+        return ColumnSet(self, component)
+
+    def reserve(self, need: int) -> None:
+        cap = self.capacity
+        if need <= cap:
+            return
+        new = max(need, 2 * cap)
+        ids = np.zeros(new, np.int64)
+        ids[: self.n] = self._ids[: self.n]
+        self._ids = ids
+        for c in self.components:
+            for f in c.fields:
+                old = self._cols[(c.name, f)]
+                col = np.full(new, c.defaults[f], old.dtype)
+                col[: self.n] = old[: self.n]
+                self._cols[(c.name, f)] = col
+
+    def append(self, ids: np.ndarray, values: Mapping[Component, Mapping[str, object]] | None = None) -> np.ndarray:
+        """Add rows for ``ids``; fields not given take the component's default. Returns rows."""
+        ids = np.asarray(ids, np.int64).reshape(-1)
+        k = ids.shape[0]
+        start = self.n
+        self.reserve(start + k)
+        self._ids[start : start + k] = ids
+        values = values or {}
+        for c in self.components:
+            given = values.get(c, {})
+            unknown = set(given) - set(c.fields)
+            if unknown:
+                raise KeyError(f"{c.name} has no field(s) {sorted(unknown)}")
+            for f in c.fields:
+                col = self._cols[(c.name, f)]
+                col[start : start + k] = given[f] if f in given else c.defaults[f]
+        for c in values:
+            if not self.has(c):
+                raise KeyError(f"values given for {c.name}, which this table does not hold")
+        self.n = start + k
+        return np.arange(start, start + k, dtype=np.int64)
+
+    def row_values(self, row: int) -> dict[Component, dict[str, object]]:
+        return {c: {f: self._cols[(c.name, f)][row] for f in c.fields} for c in self.components}
+
+    def swap_remove(self, row: int) -> int:
+        """Remove ``row`` by moving the last row into it; return the moved entity (or NULL_ID)."""
+        last = self.n - 1
+        if not 0 <= row <= last:
+            raise IndexError(f"row {row} out of range 0..{last}")
+        moved = NULL_ID
+        if row != last:
+            moved = int(self._ids[last])
+            self._ids[row] = self._ids[last]
+            for col in self._cols.values():
+                col[row] = col[last]
+        self.n = last
+        return moved

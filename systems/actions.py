@@ -1,0 +1,119 @@
+"""Player actions as one struct-of-arrays batch per tick, and the reasons an action is refused.
+
+The batch is sealed at ingest (tick step 1) and then only annotated: every later step writes
+``status`` (0 while accepted, else a ``Refusal`` code) and its own outcome columns, so one
+array tells what happened to every action, and nothing is dropped without a reason.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+import numpy as np
+
+
+class ActionKind(IntEnum):
+    MOVE = 1
+    MELEE = 2
+    RANGED = 3
+    CAST = 4
+    LOOT = 5
+    TRADE = 6
+    USE = 7
+
+
+SPELL_BOLT = 0  # CAST value: which spell. A bolt hurts its target,
+SPELL_HEAL = 1  # a heal restores a living player's health.
+
+KIND_NAMES = {k.name.lower(): int(k) for k in ActionKind}
+TARGETED = (ActionKind.MELEE, ActionKind.RANGED, ActionKind.CAST, ActionKind.LOOT, ActionKind.TRADE)
+
+
+class Refusal(IntEnum):
+    """Why an action did not take effect. 0 means it is (still) accepted."""
+
+    OK = 0
+    MALFORMED = 1
+    UNKNOWN_ACTOR = 2
+    ACTOR_DEAD = 3
+    REPLAYED_SEQ = 4
+    FUTURE_TIMESTAMP = 5
+    STALE_TIMESTAMP = 6
+    OUT_OF_BOUNDS = 7
+    TOO_FAST = 8
+    UNKNOWN_TARGET = 9
+    TARGET_DEAD = 10
+    OUT_OF_REACH = 11
+    NOT_HELD = 12
+    BAD_TARGET = 13
+    CLAIM_LOST = 14
+    TARGET_NOT_DEAD = 15
+    DISCONNECTED = 16
+
+
+REFUSAL_NAMES = {int(r): r.name.lower() for r in Refusal}
+
+# (name, dtype) of every column; the first eight are what a client sends.
+ACTION_FIELDS = (
+    ("actor", np.int64),
+    ("seq", np.int64),
+    ("client_time_ms", np.float64),
+    ("kind", np.int8),
+    ("target", np.int64),
+    ("x", np.float64),
+    ("y", np.float64),
+    ("value", np.float64),
+    ("recv_time_ms", np.float64),  # game time the server received it
+    ("status", np.int16),  # Refusal code
+    ("event_ms", np.float64),  # estimated true event time (game clock), set by validation
+)
+CLIENT_FIELDS = tuple(name for name, _ in ACTION_FIELDS[:8])
+
+
+class ActionBatch:
+    """Columns of ``n`` actions; ``ActionBatch.empty()`` for none. Arrays are (n,)."""
+
+    __slots__ = tuple(name for name, _ in ACTION_FIELDS) + ("n",)
+
+    def __init__(self, **columns: np.ndarray) -> None:
+        n = None
+        for name, dtype in ACTION_FIELDS:
+            col = columns.get(name)
+            if col is None:
+                if name == "status":
+                    col = np.zeros(n or 0, dtype)
+                elif name == "event_ms":
+                    col = np.full(n or 0, np.nan, dtype)
+                else:
+                    raise TypeError(f"ActionBatch needs column {name!r}")
+            col = np.ascontiguousarray(col, dtype)
+            if n is None:
+                n = col.shape[0]
+            elif col.shape != (n,):
+                raise ValueError(f"column {name!r} has shape {col.shape}, expected ({n},)")
+            setattr(self, name, col)
+        self.n = n or 0
+
+    @classmethod
+    def empty(cls) -> ActionBatch:
+        return cls(**{name: np.empty(0, dtype) for name, dtype in ACTION_FIELDS})
+
+    @classmethod
+    def concat(cls, batches: list[ActionBatch]) -> ActionBatch:
+        batches = [b for b in batches if b.n]
+        if not batches:
+            return cls.empty()
+        if len(batches) == 1:
+            return batches[0]
+        return cls(**{name: np.concatenate([getattr(b, name) for b in batches]) for name, _ in ACTION_FIELDS})
+
+    def take(self, index: np.ndarray) -> ActionBatch:
+        return ActionBatch(**{name: getattr(self, name)[index] for name, _ in ACTION_FIELDS})
+
+    def refuse(self, mask: np.ndarray, reason: Refusal) -> None:
+        """Refuse the still-accepted actions under ``mask`` with ``reason``."""
+        self.status[mask & (self.status == 0)] = int(reason)
+
+    def refusal_counts(self) -> dict[str, int]:
+        codes, counts = np.unique(self.status[self.status != 0], return_counts=True)
+        return {REFUSAL_NAMES[int(c)]: int(k) for c, k in zip(codes, counts)}

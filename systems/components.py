@@ -1,0 +1,56 @@
+"""Component schemas shared by the systems. Declared once; tables are built from them.
+
+Units are in field names where they are not obvious: metres, seconds, milliseconds.
+"""
+
+from ecs import Component, tag
+
+Position = Component("Position", [("x", "f8"), ("y", "f8")])
+Velocity = Component("Velocity", [("vx", "f8"), ("vy", "f8")])
+
+# hp is additive under merge (damage and heals from one tick all count); dead is set once.
+Health = Component(
+    "Health",
+    [("hp", "f8"), ("max_hp", "f8"), ("dead", "u1"), ("died_tick", "i8")],
+    defaults={"hp": 100.0, "max_hp": 100.0, "died_tick": -1},
+    merge={"hp": "additive", "dead": "max"},
+)
+
+# What the server knows of a connected player: the highest sequence number it accepted and a
+# 64-wide window of the ones below (packets may arrive out of order, never twice), where and
+# when (client clock) its last accepted position claim put it, and its measured network figures.
+Player = Component(
+    "Player",
+    [
+        ("last_seq", "i8"),
+        ("seq_window", "i8"),  # bit k set: sequence number last_seq - k was accepted (anti-replay)
+        ("last_move_ms", "f8"),
+        ("last_x", "f8"),
+        ("last_y", "f8"),
+        ("rtt_ms", "f8"),
+        ("clock_offset_ms", "f8"),
+        ("speed_mps", "f8"),
+        ("life_start_ms", "f8"),  # game time of the last (re)spawn; older actions are void
+        ("team", "i4"),
+        ("population", "i4"),
+        ("connected", "u1"),  # 0 while the client is gone: its avatar stays, its actions are refused  # index among the world file's player populations
+    ],
+    defaults={"last_seq": -1, "last_move_ms": -1.0e18, "connected": 1},
+)
+
+Inventory = Component(
+    "Inventory",
+    [("gold", "i8"), ("potions", "i8")],
+    merge={"gold": "additive", "potions": "additive"},
+)
+
+# NPC wandering: a home it stays near, a heading it keeps for a while, and its pace.
+Npc = Component(
+    "Npc",
+    [("home_x", "f8"), ("home_y", "f8"), ("leash_m", "f8"), ("speed_mps", "f8"), ("kind", "i4")],
+)
+# A purse: dropped by a killed NPC (lootable once it is a corpse), or a chest's (container = 1,
+# lootable at any time). Looting is a first claim.
+Loot = Component("Loot", [("gold", "i8"), ("container", "u1")], merge={"gold": "first_claim"})
+
+Static = tag("Static")  # entities that never move (props, chests)

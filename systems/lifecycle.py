@@ -1,0 +1,89 @@
+"""Deaths and rebirths: what happens to those the apply step killed (tick step 3, before movement).
+
+A killed NPC stays as a lootable corpse for ``rules.corpse_s``, then is despawned and, when
+its population asks for it, replaced by a newcomer in the population's spawn area (a new id:
+the old handle stays dead). A killed player is revived after ``rules.respawn_s`` with full
+health at a point of its spawn area; actions it sent before its revival are void (validation
+compares their event time with ``Player.life_start_ms``). All changes go through the command
+buffer or plain column writes: nothing moves tables mid-system.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ecs import Phase, System
+from systems.components import Health, Inventory, Loot, Npc, Player, Position, Velocity
+from systems.spawning import spawn_points
+
+STREAM_RESPAWN = 7
+
+
+class Lifecycle(System):
+    # Before movement: a revived player or a newcomer NPC is then in place for the spatial
+    # hash and the regions of this very tick.
+    phase = Phase.MOVE
+    reads = (Npc,)
+    writes = (Health, Player, Position, Velocity, Loot, Inventory)
+    before = ("Movement",)
+
+    def __init__(self, world, defn, npc_archetype, population_of_npc_kind) -> None:
+        self._defn = defn
+        self._npc_archetype = npc_archetype  # components a replacement NPC gets
+        self._npc_pops = population_of_npc_kind  # Npc.kind -> schema Npcs
+        self._dead_npcs = world.query(Npc, Health)
+        self._players = world.query(Player, Health, Position)
+        self._player_pops = {i: p for i, p in enumerate(defn.players())}
+
+    def run(self, world, ctx) -> None:
+        rules = self._defn.rules
+        corpse_ticks = int(round(rules.corpse_s / ctx.dt_s))
+        respawn_ticks = int(round(rules.respawn_s / ctx.dt_s))
+        for t in self._dead_npcs:
+            h = t.columns(Health)
+            gone = np.flatnonzero((h.dead != 0) & (h.died_tick + corpse_ticks <= ctx.tick))
+            if gone.size == 0:
+                continue
+            ids = t.ids[gone].copy()
+            kinds = t.column(Npc, "kind")[gone].copy()
+            for e in ids.tolist():
+                world.commands.despawn(e)
+            for k in np.unique(kinds).tolist():
+                pop = self._npc_pops[k]
+                if pop.respawn:
+                    self._replace_npcs(world, ctx, pop, k, ids[kinds == k])
+        for t in self._players:
+            h = t.columns(Health)
+            back = np.flatnonzero((h.dead != 0) & (h.died_tick + respawn_ticks <= ctx.tick))
+            if back.size == 0:
+                continue
+            p = t.columns(Player)
+            for b in np.unique(p.population[back]).tolist():
+                rows = back[p.population[back] == b]
+                x, y = spawn_points(self._defn, self._player_pops[b].spawn, t.ids[rows], ctx.tick, ctx.rng, STREAM_RESPAWN)
+                t.column(Position, "x")[rows] = x
+                t.column(Position, "y")[rows] = y
+                p.last_x[rows] = x
+                p.last_y[rows] = y
+            h.hp[back] = h.max_hp[back]
+            h.dead[back] = 0
+            h.died_tick[back] = -1
+            p.life_start_ms[back] = ctx.time_ms
+            p.last_move_ms[back] = ctx.time_ms
+
+    def _replace_npcs(self, world, ctx, pop, kind: int, dead_ids: np.ndarray) -> None:
+        n = dead_ids.shape[0]
+        x, y = spawn_points(self._defn, pop.spawn, dead_ids, ctx.tick, ctx.rng, STREAM_RESPAWN + 1)
+        world.commands.spawn_batch(self._npc_archetype, n, npc_values(pop, kind, x, y))
+
+
+def npc_values(pop, kind: int, x: np.ndarray, y: np.ndarray) -> dict:
+    """Initial component values of NPCs of population ``pop`` placed at (x, y)."""
+    return {
+        Position: {"x": x, "y": y},
+        Velocity: {},
+        Health: {"hp": pop.hp, "max_hp": pop.hp, "dead": 0, "died_tick": -1},
+        Npc: {"home_x": x, "home_y": y, "leash_m": pop.leash_m,
+              "speed_mps": pop.speed_mps if pop.movement == "wander" else 0.0, "kind": kind},
+        Loot: {"gold": pop.gold, "container": int(pop.container)},
+    }

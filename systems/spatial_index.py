@@ -1,0 +1,113 @@
+"""Tick step 4: the spatial index every other system queries, rebuilt once per tick.
+
+All positioned entities are put into one uniform grid (``systems.spatial_hash.SpatialGrid``,
+a counting sort by cell). The ``SpatialIndex`` resource holds the grid plus, in the grid's
+point order, each entity's id, position and whether it is alive, so that ordering, cheat
+checks, orchestration and the client simulation all ask the same index and nobody builds
+another.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ecs import Phase, System
+from systems.components import Health, Position
+from systems.spatial_hash import SpatialGrid
+
+
+class SpatialIndex:
+    """Positions of every entity at the tick's spatial step, and a grid over them.
+
+    ids, x, y: (n,) int64 / float64 / float64; alive: (n,) bool. Query results are indices
+    into these arrays.
+    """
+
+    def __init__(self, grid: SpatialGrid) -> None:
+        self.grid = grid
+        self.ids = np.empty(0, np.int64)
+        self.x = np.empty(0, np.float64)
+        self.y = np.empty(0, np.float64)
+        self.alive = np.empty(0, np.bool_)
+        self._world = None
+        self._offset = np.empty(0, np.int64)  # by table index: where its rows start here, -1 if absent
+        self._sorted_at = None  # argsort of ids, built only if a lookup needs it
+
+    def rebuild(self, world, positioned) -> None:
+        tables = [t for t in positioned.tables() if t.n]
+        self._world = world
+        self._offset = np.full(len(world.tables), -1, np.int64)
+        start = 0
+        for t in tables:
+            self._offset[world.tables.index(t)] = start
+            start += t.n
+        # Copies, not views: the index must keep the tick's positions even if tables change.
+        self.ids = _joined([t.ids for t in tables], np.int64)
+        self.x = _joined([t.column(Position, "x") for t in tables], np.float64)
+        self.y = _joined([t.column(Position, "y") for t in tables], np.float64)
+        self.alive = _joined(
+            [t.column(Health, "dead") == 0 if t.has(Health) else np.ones(t.n, np.bool_) for t in tables], np.bool_
+        )
+        self.grid.rebuild(self.x, self.y)
+        self._sorted_at = None
+
+    def query_point(self, px: float, py: float, radius_m: float) -> np.ndarray:
+        """Indices of the entities within ``radius_m`` of (px, py), inclusive."""
+        return self.grid.neighbors_near(px, py, radius_m)
+
+    def index_of(self, ids: np.ndarray) -> np.ndarray:
+        """Index of each id in this index, -1 where it is not here.
+
+        O(1) per id through the registry: an entity's index is its table's offset here plus its
+        row (valid until the next structural change, which only happens after this step).
+        """
+        ids = np.asarray(ids, np.int64)
+        if self._world is None:
+            return np.full(ids.shape, -1, np.int64)
+        table, row = self._world.locate_many(ids.reshape(-1))
+        known = table >= 0
+        offset = np.where(known, self._offset[np.where(known, table, 0)] if self._offset.size else -1, -1)
+        out = np.where(offset >= 0, offset + row, -1)
+        # Guard against entities spawned after the rebuild (their table may be indexed already).
+        flat = ids.reshape(-1)
+        ok = (out >= 0) & (out < self.ids.shape[0])
+        ok[ok] = self.ids[out[ok]] == flat[ok]
+        moved = np.flatnonzero(~ok & known)
+        if moved.size:  # rows changed since the rebuild (a despawn swapped them): search by id
+            if self._sorted_at is None:
+                self._sorted_at = np.argsort(self.ids, kind="stable")
+            pos = np.searchsorted(self.ids, flat[moved], sorter=self._sorted_at).clip(0, max(self.ids.size - 1, 0))
+            hit = self.ids[self._sorted_at[pos]] == flat[moved] if self.ids.size else np.zeros(moved.size, bool)
+            out[moved] = np.where(hit, self._sorted_at[pos] if self.ids.size else -1, -1)
+            ok[moved] = hit
+        return np.where(ok, out, -1).reshape(ids.shape)
+
+    def position_of(self, entity: int) -> tuple[float, float]:
+        i = int(self.index_of(np.array([entity]))[0])
+        if i < 0:
+            return np.nan, np.nan
+        return float(self.x[i]), float(self.y[i])
+
+
+def _joined(parts: list[np.ndarray], dtype) -> np.ndarray:
+    if not parts:
+        return np.empty(0, dtype)
+    return parts[0].copy() if len(parts) == 1 else np.concatenate(parts)
+
+
+class SpatialHash(System):
+    phase = Phase.SPATIAL
+    reads = (Position, Health)
+    writes = (SpatialIndex,)
+
+    def __init__(self, world, defn) -> None:
+        x0, y0, x1, y1 = defn.bounds
+        cell = defn.world.cell_m
+        n_cols = max(1, int(np.ceil((x1 - x0) / cell)))
+        n_rows = max(1, int(np.ceil((y1 - y0) / cell)))
+        self.index = SpatialIndex(SpatialGrid(cell, x0, y0, n_cols, n_rows))
+        self._positioned = world.query(Position)
+
+    def run(self, world, ctx) -> None:
+        self.index.rebuild(world, self._positioned)
+        world.resources[SpatialIndex] = self.index

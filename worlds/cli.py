@@ -1,0 +1,183 @@
+"""The ``worlds`` command: run a world file and summarise what happened.
+
+    python -m worlds run FILE [--ticks N] [--seed S] [--realtime] [--json]
+                              [--actions STREAM.jsonl] [--record STREAM.jsonl]
+
+Without ``--realtime`` ticks run back to back, as fast as they go; with it they are paced at
+the world's tick rate, as a server would run them. ``--json`` prints exactly one JSON object
+on stdout (the summary); the progress bar and any refused stream lines go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from worlds.loader import WorldFileError, load_world
+from worlds.runtime import Simulation
+
+
+def _percentiles(values: np.ndarray) -> dict[str, float]:
+    if values.size == 0:
+        return {"p50": 0.0, "p99": 0.0, "max": 0.0}
+    p50, p99 = np.percentile(values, [50, 99])
+    return {"p50": round(float(p50), 3), "p99": round(float(p99), 3), "max": round(float(values.max()), 3)}
+
+
+def run_world(sim: Simulation, ticks: int, realtime: bool = False, progress: bool | None = None) -> dict:
+    """Step ``sim`` for ``ticks`` ticks and return the summary dict the command prints."""
+    tick_ms, a2e = [], []
+    refused: dict[str, int] = {}
+    submitted = applied = 0
+    per_system: dict[str, list[float]] = {}
+    conflicts: dict[str, int] = {}
+    first_tick_ms = None
+    dt = sim.clock.dt_s
+    t_begin = time.perf_counter()
+    overruns = 0
+    bar = tqdm(total=ticks, unit="tick", disable=(None if progress is None else not progress), file=sys.stderr,
+               leave=False)
+    for k in range(ticks):
+        due = t_begin + k * dt
+        if realtime:
+            wait = due - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            elif k:
+                overruns += 1
+        report = sim.step(wall_start=due if realtime else None)
+        if first_tick_ms is None:
+            first_tick_ms = report.tick_ms
+        tick_ms.append(report.tick_ms)
+        a2e.append(report.action_to_effect_ms)
+        submitted += report.submitted
+        applied += report.applied
+        for reason, count in report.refused.items():
+            refused[reason] = refused.get(reason, 0) + count
+        for key, v in report.conflicts.items():
+            conflicts[key] = max(conflicts.get(key, 0), v) if key == "largest_group" else conflicts.get(key, 0) + v
+        for name, ms in report.system_ms.items():
+            per_system.setdefault(name, []).append(ms)
+        bar.update(1)
+    bar.close()
+    wall_s = time.perf_counter() - t_begin
+    ticks_arr = np.asarray(tick_ms)
+    steady = ticks_arr[1:] if ticks_arr.size > 1 else ticks_arr  # the first tick compiles
+    busy_s = float(steady.sum()) / 1000.0
+    a2e_all = np.concatenate(a2e) if a2e else np.empty(0)
+    return {
+        "world": sim.defn.world.name,
+        "seed": sim.seed,
+        "ticks": ticks,
+        "tick_rate_hz": sim.clock.tick_rate_hz,
+        "entities": sim.entity_count,
+        "players": int(sim.player_ids.shape[0]),
+        "actions_submitted": submitted,
+        "actions_applied": applied,
+        "actions_refused": dict(sorted(refused.items())),
+        "actions_per_second": round(submitted / busy_s, 1) if busy_s > 0 else 0.0,
+        "tick_ms": _percentiles(steady),
+        "first_tick_ms": round(first_tick_ms or 0.0, 3),
+        "system_ms_p50": {k: round(float(np.median(v[1:] or v)), 4) for k, v in per_system.items()},
+        "action_to_effect_ms": {k: v for k, v in _percentiles(a2e_all).items() if k != "max"},
+        "realtime": realtime,
+        "tick_overruns": overruns,
+        "wall_s": round(wall_s, 3),
+        "state_hash": sim.state_hash(),
+        "regions": sim.regions.summary(),
+        "conflicts": conflicts,
+    }
+
+
+def _print_readable(summary: dict) -> None:
+    t, a = summary["tick_ms"], summary["action_to_effect_ms"]
+    print(f"world {summary['world']} (seed {summary['seed']}): {summary['ticks']} ticks at {summary['tick_rate_hz']:g} Hz, "
+          f"{summary['entities']} entities, {summary['players']} players")
+    print(f"actions: {summary['actions_submitted']} submitted, {summary['actions_applied']} applied, "
+          f"{sum(summary['actions_refused'].values())} refused, {summary['actions_per_second']:.0f} actions/s")
+    for reason, count in summary["actions_refused"].items():
+        print(f"  refused {reason}: {count}")
+    print(f"tick ms: p50 {t['p50']}  p99 {t['p99']}  max {t['max']}   (first tick {summary['first_tick_ms']} ms)")
+    print(f"action to effect ms: p50 {a['p50']}  p99 {a['p99']}")
+    for name, ms in summary["system_ms_p50"].items():
+        print(f"  {name:<20} {ms:8.3f} ms")
+    print(f"state hash {summary['state_hash']}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        defn = load_world(args.file)
+    except WorldFileError as e:
+        for line in e.problems:
+            print(line, file=sys.stderr)
+        return 2
+    sim = Simulation(defn, seed=args.seed, generate=args.actions is None)
+    stream_errors: list[dict] = []
+    if args.actions is not None:
+        from worlds.stream import StreamReader
+
+        try:
+            with open(args.actions, encoding="utf-8") as f:
+                reader = StreamReader(f)
+        except OSError as e:
+            print(f"{args.actions}: cannot read: {e.strerror or e}", file=sys.stderr)
+            return 2
+        for no, reason in reader.errors:
+            print(f"{Path(args.actions).name}:{no}: {reason}", file=sys.stderr)
+            stream_errors.append({"line": no, "reason": reason})
+        sim.external = reader
+    record = open(args.record, "w", encoding="utf-8") if args.record else None
+    sim.recorder = record
+    try:
+        summary = run_world(sim, args.ticks, realtime=args.realtime, progress=None if not args.json else False)
+    finally:
+        if record is not None:
+            record.close()
+    if stream_errors:
+        summary["stream_errors"] = stream_errors
+        summary["actions_refused"]["malformed"] = summary["actions_refused"].get("malformed", 0) + len(stream_errors)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        _print_readable(summary)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="worlds", description="Run MMO world definition files.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a world file for some ticks and print a summary")
+    run.add_argument("file", help="world definition file (TOML)")
+    run.add_argument("--ticks", type=int, default=100, help="ticks to run (default 100)")
+    run.add_argument("--seed", type=int, default=None, help="override the file's seed")
+    run.add_argument("--realtime", action="store_true", help="pace ticks at the world's tick rate")
+    run.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    run.add_argument("--actions", metavar="STREAM", help="take player actions from a recorded JSONL stream")
+    run.add_argument("--record", metavar="STREAM", help="write every action of the run to a JSONL stream")
+    check = sub.add_parser("check", help="validate world files and report every problem")
+    check.add_argument("files", nargs="+")
+    args = parser.parse_args(argv)
+    if args.command == "check":
+        status = 0
+        for f in args.files:
+            try:
+                load_world(f)
+                print(f"{Path(f).name}: ok")
+            except WorldFileError as e:
+                status = 2
+                for line in e.problems:
+                    print(line, file=sys.stderr)
+        return status
+    if args.ticks < 0:
+        parser.error("--ticks must be >= 0")
+    return _run(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

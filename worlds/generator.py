@@ -1,0 +1,304 @@
+"""Synthetic players: an action stream driven by the behaviours a world file declares.
+
+Each player is simulated as a client: it keeps its own position and heading, moves at most at
+its top speed, and sends actions (moves, attacks, casts, loot, trades, potions) at its
+population's rate, stamped with its own clock (true time plus a per-player clock offset). The
+server receives each action half a round trip later, plus jitter, and later still when the
+client stalls; the action waits in the inbox until the tick after it arrives. Every draw is
+keyed (seed, tick, player, stream), so a world file and seed give one stream, always.
+
+Behaviours: ``wander`` (random headings), ``travel`` (hotspot to hotspot), ``fight`` (close
+in on the nearest enemy and attack it), ``trade`` (go to a hotspot, trade with those there),
+``idle`` (stay and only use items now and then).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ecs import Rng
+from ecs.config import JIT
+from systems.actions import ActionBatch, ActionKind
+from systems.columns import gather
+from systems.apply_actions import TradeOffer
+from systems.components import Health, Inventory, Loot, Player, Position
+from systems.spatial_index import SpatialIndex
+
+BEHAVIOURS = ("wander", "travel", "fight", "trade", "idle")
+# Probability of each kind for one action, per behaviour: move, melee, ranged, cast, loot, trade, use.
+_MIX = {
+    "wander": (0.88, 0.0, 0.0, 0.0, 0.08, 0.0, 0.04),
+    "travel": (0.92, 0.0, 0.0, 0.0, 0.05, 0.0, 0.03),
+    "fight": (0.35, 0.28, 0.17, 0.1, 0.06, 0.0, 0.04),
+    "trade": (0.3, 0.0, 0.0, 0.0, 0.0, 0.66, 0.04),
+    "idle": (0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5),
+}
+_KINDS = np.array([ActionKind.MOVE, ActionKind.MELEE, ActionKind.RANGED, ActionKind.CAST,
+                   ActionKind.LOOT, ActionKind.TRADE, ActionKind.USE], np.int8)
+(S_ACT, S_KIND, S_OFFSET, S_JITTER, S_TURN, S_HEADING, S_STALL, S_HOTSPOT, S_GOLD, S_NET) = range(200, 210)
+CLIENT_PACE = 0.95  # honest clients move a little under their top speed
+
+
+def client_network(defn, player_ids: np.ndarray, population: np.ndarray, rng: Rng) -> dict[str, np.ndarray]:
+    """Each player's round trip and clock offset, drawn from its population's network section.
+
+    Part of the world, not of the generator: a replayed stream meets the same measured links.
+    """
+    pops = defn.players()
+    ids = np.asarray(player_ids, np.int64)
+    net = [pops[p].network for p in np.asarray(population).tolist()]
+    lo = np.array([x.rtt_ms[0] for x in net])
+    hi = np.array([x.rtt_ms[1] for x in net])
+    off = np.array([x.clock_offset_ms for x in net])
+    return {
+        "rtt_ms": lo + rng.uniform(0, ids, S_NET) * (hi - lo),
+        "clock_offset_ms": (2 * rng.uniform(0, ids, S_NET, 1) - 1) * off,
+    }
+
+
+class ActionGenerator:
+    """Simulated clients for every player of a world; ``generate(tick)`` returns what they sent."""
+
+    def __init__(self, defn, world, player_ids, population, network: dict, rng: Rng, dt_s: float) -> None:
+        self.defn = defn
+        self.world = world
+        self.rng = rng
+        self.dt_s = dt_s
+        self.ids = np.asarray(player_ids, np.int64)
+        n = self.ids.shape[0]
+        pops = defn.players()
+        self.pop = np.asarray(population, np.int64)
+        self.behaviour = np.array([BEHAVIOURS.index(pops[p].behaviour) for p in self.pop], np.int64)
+        self.speed = np.array([pops[p].speed_mps or defn.rules.player_speed_mps for p in self.pop])
+        self.rate = np.array([pops[p].actions_per_s for p in self.pop])
+        self.team = np.array([pops[p].team for p in self.pop], np.int64)
+        net = [pops[p].network for p in self.pop]
+        self.rtt_ms = network["rtt_ms"]
+        self.clock_offset_ms = network["clock_offset_ms"]
+        self.jitter_ms = np.array([x.jitter_ms for x in net])
+        self.stall_rate = np.array([x.stall_rate_per_s for x in net])
+        self.stall_ms = np.array([x.stall_ms for x in net])
+        self.stall_until_ms = np.full(n, -1.0)
+        self.next_seq = np.zeros(n, np.int64)
+        self.x, _ = gather(world, self.ids, Position, "x")
+        self.y, _ = gather(world, self.ids, Position, "y")
+        self.heading = 2 * np.pi * rng.uniform(0, self.ids, S_HEADING)
+        self.life_start_ms, _ = gather(world, self.ids, Player, "life_start_ms")
+        self.potions, _ = gather(world, self.ids, Inventory, "potions")  # as the client counts them
+        self.hot_x = np.array([h.x for h in defn.hotspots]) if defn.hotspots else np.zeros(1)
+        self.hot_y = np.array([h.y for h in defn.hotspots]) if defn.hotspots else np.zeros(1)
+        self.hot_r = np.array([h.radius_m for h in defn.hotspots]) if defn.hotspots else np.ones(1)
+        names = [h.name for h in defn.hotspots]
+        self.route = [np.array([names.index(h) for h in (pops[p].hotspots or names)], np.int64) for p in range(len(pops))]
+        self.leg = (rng.uniform(0, self.ids, S_HOTSPOT) * 1e6).astype(np.int64)
+        self.mix = np.array([_MIX[BEHAVIOURS[b]] for b in self.behaviour]).reshape(n, len(_KINDS))
+        self.mix_cdf = np.cumsum(self.mix, axis=1)
+
+    # -- steering ---------------------------------------------------------------------------
+    def _destination(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per player: a goal point and whether it has one (travel, trade, fight)."""
+        n = self.ids.shape[0]
+        gx, gy, has = np.zeros(n), np.zeros(n), np.zeros(n, np.bool_)
+        routed = (self.behaviour == 1) | (self.behaviour == 3)
+        if self.defn.hotspots and routed.any():
+            idx = np.flatnonzero(routed)
+            h = np.array([self.route[self.pop[i]][self.leg[i] % len(self.route[self.pop[i]])] for i in idx.tolist()], np.int64)
+            gx[idx], gy[idx], has[idx] = self.hot_x[h], self.hot_y[h], True
+            # Travellers that reached their hotspot go on to the next one.
+            arrived = np.hypot(self.x[idx] - gx[idx], self.y[idx] - gy[idx]) < 0.5 * self.hot_r[h]
+            arrived &= self.behaviour[idx] == 1
+            self.leg[idx[arrived]] += 1
+            # Traders stop once inside the market.
+            inside = (self.behaviour[idx] == 3) & (np.hypot(self.x[idx] - gx[idx], self.y[idx] - gy[idx]) < 0.6 * self.hot_r[h])
+            has[idx[inside]] = False
+        return gx, gy, has
+
+    def generate(self, tick: int, index: SpatialIndex | None) -> tuple[ActionBatch, np.ndarray]:
+        """The actions clients sent during tick ``tick``, and the tick each one reaches us."""
+        rng, dt = self.rng, self.dt_s
+        ids = self.ids
+        n = ids.shape[0]
+        if n == 0:
+            return ActionBatch.empty(), np.empty(0, np.int64)
+        dead, _ = gather(self.world, ids, Health, "dead")
+        sx, _ = gather(self.world, ids, Position, "x")
+        sy, _ = gather(self.world, ids, Position, "y")
+        life, _ = gather(self.world, ids, Player, "life_start_ms")
+        connected, _ = gather(self.world, ids, Player, "connected")
+        alive = (dead == 0) & (connected != 0)  # a disconnected client sends nothing
+        # A dead or just revived client's view snaps to the server's (the respawn point).
+        resync = ~alive | (life != self.life_start_ms)
+        self.x[resync] = sx[resync]
+        self.y[resync] = sy[resync]
+        self.life_start_ms = life
+
+        gx, gy, has_goal = self._destination()
+        fighters = np.flatnonzero(alive & (self.behaviour == 2))
+        foe = np.full(n, -1, np.int64)
+        if index is not None and fighters.size:
+            foe[fighters] = self._nearest_foe(index, fighters, self.defn.rules.ranged_range_m * 3)
+            chase = fighters[foe[fighters] >= 0]
+            fx, _ = gather(self.world, foe[chase], Position, "x")
+            fy, _ = gather(self.world, foe[chase], Position, "y")
+            gx[chase], gy[chase], has_goal[chase] = fx, fy, True
+        turn = rng.uniform(tick, ids, S_TURN) < 0.3 * dt
+        self.heading = np.where(turn, 2 * np.pi * rng.uniform(tick, ids, S_HEADING), self.heading)
+        toward = np.arctan2(gy - self.y, gx - self.x)
+        heading = np.where(has_goal, toward, self.heading)
+        speed = self.speed * CLIENT_PACE
+        dist_goal = np.hypot(gx - self.x, gy - self.y)
+        close = has_goal & (dist_goal < 0.5 * self.defn.rules.melee_reach_m)
+        moving = alive & (self.behaviour != 4) & ~close & ~((self.behaviour == 3) & ~has_goal)
+        vx = np.where(moving, speed * np.cos(heading), 0.0)
+        vy = np.where(moving, speed * np.sin(heading), 0.0)
+
+        act = alive & (rng.uniform(tick, ids, S_ACT) < self.rate * dt)
+        frac = rng.uniform(tick, ids, S_OFFSET)  # when in the tick the client acted
+        x0, y0, x1, y1 = self.defn.bounds
+        ex = np.clip(self.x + vx * frac * dt, x0, x1)
+        ey = np.clip(self.y + vy * frac * dt, y0, y1)
+        nx = np.clip(self.x + vx * dt, x0, x1)
+        ny = np.clip(self.y + vy * dt, y0, y1)
+        bounced_x = (self.x + vx * dt < x0) | (self.x + vx * dt > x1)
+        bounced_y = (self.y + vy * dt < y0) | (self.y + vy * dt > y1)
+        self.heading = np.where(bounced_x, np.pi - self.heading, self.heading)
+        self.heading = np.where(bounced_y, -self.heading, self.heading)
+        self.x, self.y = nx, ny
+
+        who = np.flatnonzero(act)
+        if who.size == 0:
+            return ActionBatch.empty(), np.empty(0, np.int64)
+        pick = rng.uniform(tick, ids[who], S_KIND)
+        kind = _KINDS[(pick[:, None] >= self.mix_cdf[who]).sum(axis=1).clip(0, 6)]
+        target = np.zeros(who.size, np.int64)
+        value = np.zeros(who.size)
+        if index is not None:
+            self._pick_targets(index, who, kind, target, value, foe, ex, ey, tick)
+        kind = np.where((kind != ActionKind.MOVE) & (kind != ActionKind.USE) & (target == 0), np.int8(ActionKind.MOVE), kind)
+        # An honest client drinks only potions it still has, and only when hurt.
+        use = np.flatnonzero(kind == ActionKind.USE)
+        hp, _ = gather(self.world, ids[who[use]], Health, "hp")
+        max_hp, _ = gather(self.world, ids[who[use]], Health, "max_hp")
+        drink = (self.potions[who[use]] > 0) & (hp < 0.7 * max_hp)
+        kind[use[~drink]] = ActionKind.MOVE
+        self.potions[who[use[drink]]] -= 1
+
+        tick_ms = 1000.0 * self.dt_s
+        event_ms = (tick + frac[who]) * tick_ms
+        seq = self.next_seq[who] + 1
+        self.next_seq[who] = seq
+        noise = self.jitter_ms[who] * rng.normal(tick, ids[who], S_JITTER)
+        one_way = 0.5 * self.rtt_ms[who]
+        recv = event_ms + np.maximum(one_way + noise, 0.5 * one_way)
+        # Stalls: the link freezes and releases everything at once when it recovers.
+        stall_start = rng.uniform(tick, ids[who], S_STALL) < self.stall_rate[who] * dt
+        until = self.stall_until_ms[who]
+        until = np.where(stall_start & (until < event_ms), event_ms + self.stall_ms[who], until)
+        self.stall_until_ms[who] = until
+        recv = np.where(until > event_ms, np.maximum(recv, until + one_way), recv)
+        deliver = np.maximum(np.ceil(recv / tick_ms).astype(np.int64), tick + 1)
+        batch = ActionBatch(
+            actor=ids[who], seq=seq, client_time_ms=event_ms + self.clock_offset_ms[who], kind=kind,
+            target=target, x=ex[who], y=ey[who], value=value, recv_time_ms=recv,
+        )
+        return batch, deliver
+
+    # -- targets ---------------------------------------------------------------------------
+    def _nearest(self, index: SpatialIndex, who: np.ndarray, px, py, radius: float, eligible, team_of_point,
+                 skip_team: np.ndarray) -> np.ndarray:
+        """Id of the nearest eligible entity within ``radius`` of each (px, py), 0 where none.
+
+        ``skip_team``: (len(who),) int64; points of that team are passed over (-1 skips none).
+        """
+        g = index.grid
+        out = np.full(who.size, -1, np.int64)
+        self_ix = index.index_of(self.ids[who])
+        _nearest_eligible(g.sx, g.sy, g.order, g.cell_start, g.n_cols, g.cell_m, g.origin_x, g.origin_y,
+                          np.asarray(px, np.float64), np.asarray(py, np.float64), radius, eligible,
+                          team_of_point, skip_team, self_ix, out)
+        return np.where(out >= 0, index.ids[np.maximum(out, 0)], 0)
+
+    def _team_of_point(self, index: SpatialIndex) -> np.ndarray:
+        team, is_player = gather(self.world, index.ids, Player, "team", -1)
+        return np.where(is_player, team, -1).astype(np.int64)
+
+    def _nearest_foe(self, index: SpatialIndex, who: np.ndarray, radius: float) -> np.ndarray:
+        """Nearest living enemy of each player in ``who``: an NPC, or in PvP another team's player."""
+        team = self._team_of_point(index)
+        pvp = self.defn.world.mode == "pvp"
+        eligible = index.alive & ((team < 0) | pvp)
+        out = self._nearest(index, who, self.x[who], self.y[who], radius, eligible, team, self.team[who])
+        return np.where(out != 0, out, -1)
+
+    def _pick_targets(self, index, who, kind, target, value, foe, ex, ey, tick) -> None:
+        rules = self.defn.rules
+        for kd, reach in ((ActionKind.MELEE, rules.melee_reach_m), (ActionKind.RANGED, rules.ranged_range_m),
+                          (ActionKind.CAST, rules.cast_range_m)):
+            k = np.flatnonzero(kind == kd)
+            f = foe[who[k]]
+            ok = f > 0
+            fi = index.index_of(np.where(ok, f, 0))
+            ok &= fi >= 0
+            d = np.hypot(index.x[fi] - ex[who[k]], index.y[fi] - ey[who[k]])
+            ok &= d <= 0.8 * reach
+            target[k[ok]] = f[ok]
+        k = np.flatnonzero(kind == ActionKind.LOOT)
+        if k.size:
+            gold, has = gather(self.world, index.ids, Loot, "gold")
+            eligible = has & ~index.alive & (gold > 0)
+            none = np.full(k.size, -1, np.int64)
+            target[k] = self._nearest(index, who[k], ex[who[k]], ey[who[k]], 0.8 * rules.loot_reach_m,
+                                      eligible, np.full(index.ids.size, -1, np.int64), none)
+        k = np.flatnonzero(kind == ActionKind.TRADE)
+        if k.size:
+            team = self._team_of_point(index)
+            eligible = index.alive & (team >= 0)
+            none = np.full(k.size, -1, np.int64)
+            target[k] = self._nearest(index, who[k], ex[who[k]], ey[who[k]], 0.8 * rules.trade_reach_m,
+                                      eligible, team, none)
+            # A client answers an offer made to it (if the offerer is in reach) before making its own.
+            offers = self.world.query(TradeOffer)
+            giver, taker = offers.concat(TradeOffer, "giver"), offers.concat(TradeOffer, "taker")
+            if giver.size:
+                first_offer = dict(zip(taker[::-1].tolist(), giver[::-1].tolist()))
+                for j, i in zip(k.tolist(), who[k].tolist()):
+                    g = first_offer.get(int(self.ids[i]))
+                    gi = index.index_of(np.array([g]))[0] if g is not None else -1
+                    if gi >= 0 and np.hypot(index.x[gi] - ex[i], index.y[gi] - ey[i]) <= 0.8 * rules.trade_reach_m:
+                        target[j] = g
+            gold, _ = gather(self.world, self.ids[who[k]], Inventory, "gold")
+            want = 1 + np.floor(self.rng.uniform(tick, self.ids[who[k]], S_GOLD) * 5)
+            value[k] = np.minimum(want, gold)  # an honest client offers only what it holds
+
+
+@njit(**JIT)
+def _nearest_eligible(sx, sy, order, cell_start, n_cols, cell_m, origin_x, origin_y, qx, qy, radius_m,
+                      eligible, team, skip_team, self_ix, out):
+    """Nearest eligible point within radius of each query, by distance then index.
+
+    sx, sy, order, cell_start: a built ``SpatialGrid``'s arrays, read. qx, qy: (q,) float64,
+    read. eligible: (n,) bool and team: (n,) int64 per original point, read. skip_team,
+    self_ix: (q,) int64, read. out: (q,) int64, written: original point index or -1.
+    """
+    n_rows = (cell_start.shape[0] - 1) // n_cols
+    rings = int(np.ceil(radius_m / cell_m)) + 1  # +1: the grid's cells are a hair wider than cell_m
+    inv = 1.0 / cell_m
+    r2 = radius_m * radius_m
+    for q in range(qx.shape[0]):
+        qc = min(max(int((qx[q] - origin_x) * inv), 0), n_cols - 1)
+        qr = min(max(int((qy[q] - origin_y) * inv), 0), n_rows - 1)
+        best = -1
+        best_d2 = np.inf
+        for r in range(max(qr - rings, 0), min(qr + rings, n_rows - 1) + 1):
+            lo = cell_start[r * n_cols + max(qc - rings, 0)]
+            hi = cell_start[r * n_cols + min(qc + rings, n_cols - 1) + 1]
+            for b in range(lo, hi):
+                o = order[b]
+                if not eligible[o] or o == self_ix[q] or (skip_team[q] >= 0 and team[o] == skip_team[q]):
+                    continue
+                d2 = (sx[b] - qx[q]) ** 2 + (sy[b] - qy[q]) ** 2
+                if d2 <= r2 and (d2 < best_d2 or (d2 == best_d2 and o < best)):
+                    best = o
+                    best_d2 = d2
+        out[q] = best

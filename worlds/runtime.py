@@ -1,0 +1,274 @@
+"""The world runtime a server main loop drives: load a file, submit actions, step, read back.
+
+>>> sim = Simulation.from_file("worlds/defs/arena.toml", seed=7)
+>>> sim.submit([{"player": pid, "seq": 1, "kind": "move", "client_time_ms": 0.0, "x": 5, "y": 5}])
+>>> report = sim.step()          # one fixed-timestep tick
+>>> report.applied, report.refused, report.state_hash
+
+Actions come from outside (``submit``) or from the built-in client simulation
+(``generate=True``); either way they wait in the inbox until the tick in which the server has
+received them, and that tick's batch goes through the ten steps of the schedule.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ecs import FixedClock, Rng, Schedule, World
+from ecs.hashing import combine
+from systems.action_order import ActionOrder
+from systems.actions import KIND_NAMES, REFUSAL_NAMES, ActionBatch, Refusal
+from systems.apply_actions import ActionEffects, ApplyActions, TradeOffer
+from systems.components import Health, Inventory, Loot, Npc, Player, Position, Velocity
+from systems.columns import scatter
+from systems.context import TickContext
+from systems.ingest import Ingest
+from systems.lifecycle import Lifecycle, npc_values
+from systems.movement import Movement
+from systems.regions import RegionCell, Regions, RegionStats
+from systems.spatial_index import SpatialHash, SpatialIndex
+from systems.spawning import spawn_points
+from systems.telemetry import Telemetry
+from systems.validation import ActionValidation
+from worlds.generator import ActionGenerator, client_network
+from worlds.loader import load_world
+from worlds.schema import WorldDef
+
+PLAYER_ARCHETYPE = (Position, Velocity, Health, Player, Inventory, RegionCell)
+NPC_ARCHETYPE = (Position, Velocity, Health, Npc, Loot, RegionCell)
+STREAM_INITIAL_SPAWN = 1
+
+
+@dataclass
+class TickReport:
+    """What one tick did. ``refusals`` lists (player, seq, reason) of each refused action."""
+
+    tick: int
+    submitted: int
+    applied: int
+    refused: dict[str, int]
+    refusals: list[tuple[int, int, str]]
+    killed: list[int]
+    state_hash: str
+    tick_ms: float
+    system_ms: dict[str, float]
+    action_to_effect_ms: np.ndarray = field(repr=False)
+    conflicts: dict[str, int] = field(default_factory=dict)
+
+
+class Inbox:
+    """Actions received but not yet ingested, with the tick each becomes due."""
+
+    def __init__(self) -> None:
+        self._batches: list[ActionBatch] = []
+        self._due: list[np.ndarray] = []
+
+    def put(self, batch: ActionBatch, due_tick: np.ndarray) -> None:
+        if batch.n:
+            self._batches.append(batch)
+            self._due.append(np.asarray(due_tick, np.int64))
+
+    def seal(self, tick: int) -> ActionBatch:
+        """Take every action due at or before ``tick``, in arrival order."""
+        if not self._batches:
+            return ActionBatch.empty()
+        allb = ActionBatch.concat(self._batches)
+        due = np.concatenate(self._due)
+        now = due <= tick
+        later = np.flatnonzero(~now)
+        self._batches = [allb.take(later)] if later.size else []
+        self._due = [due[later]] if later.size else []
+        ready = allb.take(np.flatnonzero(now))
+        return ready.take(np.argsort(ready.recv_time_ms, kind="stable"))
+
+    def __len__(self) -> int:
+        return sum(b.n for b in self._batches)
+
+
+class Simulation:
+    def __init__(self, defn: WorldDef, seed: int | None = None, shard: int = 0, generate: bool = True) -> None:
+        self.defn = defn
+        self.seed = defn.world.seed if seed is None else int(seed)
+        self.clock = FixedClock(defn.world.tick_rate_hz)
+        self.rng = Rng(self.seed)
+        self.world = World(shard=shard)
+        self.inbox = Inbox()
+        self.max_speed_mps = max([p.speed_mps or defn.rules.player_speed_mps for p in defn.players()],
+                                 default=defn.rules.player_speed_mps)
+        self.player_ids, player_pop = self._spawn_players()
+        self._spawn_npcs()
+        self.world.apply_commands()
+        # What the server has measured of each client's link (in a live server: pings).
+        network = client_network(defn, self.player_ids, player_pop, self.rng)
+        for name in ("rtt_ms", "clock_offset_ms"):
+            scatter(self.world, self.player_ids, Player, name, network[name])
+        self.generator = (
+            ActionGenerator(defn, self.world, self.player_ids, player_pop, network, self.rng, self.clock.dt_s)
+            if generate else None
+        )
+        npc_pops = dict(enumerate(defn.npcs()))
+        self._spatial = SpatialHash(self.world, defn)
+        self.schedule = Schedule([
+            Ingest(),
+            ActionValidation(),
+            Lifecycle(self.world, defn, NPC_ARCHETYPE, npc_pops),
+            Movement(self.world),
+            self._spatial,
+            Regions(self.world, defn),
+            ActionOrder(defn),
+            ApplyActions(self.world, defn),
+            Telemetry(),
+        ])
+        self._spatial.index.rebuild(self.world, self.world.query(Position))
+        self.world.resources[SpatialIndex] = self._spatial.index
+        self._placed = self.world.query(Position)
+        self.recorder = None
+        self.external = None  # a StreamReader replacing the generator
+
+    @classmethod
+    def from_file(cls, path: str | Path, seed: int | None = None, **kw) -> Simulation:
+        return cls(load_world(path), seed=seed, **kw)
+
+    # -- population -------------------------------------------------------------------------
+    def _spawn_players(self) -> tuple[np.ndarray, np.ndarray]:
+        ids, pops = [], []
+        for k, pop in enumerate(self.defn.players()):
+            if pop.count == 0:
+                continue
+            keys = np.arange(pop.count, dtype=np.int64) + (k << 32)
+            x, y = spawn_points(self.defn, pop.spawn, keys, 0, self.rng, STREAM_INITIAL_SPAWN)
+            hp = self.defn.rules.player_hp
+            e = self.world.spawn_batch(PLAYER_ARCHETYPE, pop.count, {
+                Position: {"x": x, "y": y},
+                Health: {"hp": hp, "max_hp": hp, "dead": 0, "died_tick": -1},
+                Player: {"last_x": x, "last_y": y, "last_seq": -1, "last_move_ms": 0.0, "life_start_ms": -1e18,
+                         "speed_mps": pop.speed_mps or self.defn.rules.player_speed_mps, "team": pop.team,
+                         "population": k},
+                Inventory: {"gold": pop.gold, "potions": pop.potions},
+            })
+            ids.append(e)
+            pops.append(np.full(pop.count, k, np.int64))
+        if not ids:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        return np.concatenate(ids), np.concatenate(pops)
+
+    def _spawn_npcs(self) -> None:
+        for k, pop in enumerate(self.defn.npcs()):
+            if pop.count == 0:
+                continue
+            keys = np.arange(pop.count, dtype=np.int64) + ((k + 1000) << 32)
+            x, y = spawn_points(self.defn, pop.spawn, keys, 0, self.rng, STREAM_INITIAL_SPAWN)
+            self.world.spawn_batch(NPC_ARCHETYPE, pop.count, npc_values(pop, k, x, y))
+
+    # -- the server loop's API --------------------------------------------------------------
+    @property
+    def entity_count(self) -> int:
+        """Entities placed in the world (players, NPCs, chests): not bookkeeping like offers."""
+        return self._placed.count()
+
+    @property
+    def tick(self) -> int:
+        """The tick the next ``step`` will run."""
+        return self.clock.tick
+
+    def submit(self, actions: ActionBatch | list[dict]) -> list[tuple[int, str]]:
+        """Queue actions for the next tick. Dicts use the record fields of ``worlds.stream``
+        (``player``, ``seq``, ``kind``, ``client_time_ms``, ``target``, ``x``, ``y``, ``value``,
+        ``recv_time_ms``); returns (index, reason) for each dict refused as malformed."""
+        if isinstance(actions, ActionBatch):
+            self.inbox.put(actions, np.full(actions.n, self.tick, np.int64))
+            return []
+        from worlds.stream import StreamReader
+
+        import msgspec
+
+        lines = [msgspec.json.encode({"tick": self.tick, **a}).decode() for a in actions]
+        reader = StreamReader(lines)
+        batch = reader.batch_for(self.tick, self.clock.dt_ms)
+        self.inbox.put(batch, np.full(batch.n, self.tick, np.int64))
+        return [(no - 1, reason) for no, reason in reader.errors]
+
+    def disconnect(self, player: int) -> None:
+        """The player's client is gone: its avatar stays where it is, its actions are refused,
+        and its pending trade offers (made or received) are withdrawn: a trade it was part of
+        never started."""
+        self.world.set(player, Player, connected=0)
+        offers = self.world.query(TradeOffer)
+        involved = (offers.concat(TradeOffer, "giver") == player) | (offers.concat(TradeOffer, "taker") == player)
+        for e in offers.ids()[involved].tolist():
+            self.world.despawn(e)
+
+    def reconnect(self, player: int) -> None:
+        self.world.set(player, Player, connected=1)
+
+    @property
+    def regions(self) -> RegionStats:
+        return self.world.resources[RegionStats]
+
+    def state_hash(self) -> str:
+        """Hex digest of the world's logical state (component tables) at the current tick."""
+        return f"{combine(self.world.state_hash(), self.clock.tick):016x}"
+
+    def step(self, wall_start: float | None = None) -> TickReport:
+        """Run one tick. ``wall_start``: when (perf_counter) the tick was due, for latency."""
+        tick = self.clock.tick
+        if self.external is not None:
+            replay = self.external.batch_for(tick, self.clock.dt_ms)
+            self.inbox.put(replay, np.full(replay.n, tick, np.int64))
+        elif self.generator is not None:
+            self.inbox.put(*self.generator.generate(tick, self.world.resources.get(SpatialIndex)))
+        # The tick proper starts here: what came before is the clients' side of the wire.
+        t0 = time.perf_counter()
+        if wall_start is None:
+            wall_start = t0
+        batch = self.inbox.seal(tick)
+        if self.recorder is not None:
+            from worlds.stream import write_batch
+
+            write_batch(self.recorder, tick, batch)
+        self.world.resources[ActionBatch] = batch
+        ctx = TickContext(tick=tick, dt_s=self.clock.dt_s, seed=self.seed, rng=self.rng, defn=self.defn,
+                          max_speed_mps=self.max_speed_mps)
+        self.schedule.run(self.world, ctx)
+        self.clock.advance()
+        t1 = time.perf_counter()
+        applied = batch.status == 0
+        wait_ms = np.maximum(self.clock.time_ms_of(tick) - batch.recv_time_ms[applied], 0.0)
+        a2e = wait_ms + (t1 - wall_start) * 1000.0
+        refused_ix = np.flatnonzero(~applied)
+        effects = self.world.resources.get(ActionEffects)
+        return TickReport(
+            tick=tick,
+            submitted=batch.n,
+            applied=int(applied.sum()),
+            refused=ctx.stats.get("actions_refused", {}),
+            refusals=[(int(batch.actor[i]), int(batch.seq[i]), REFUSAL_NAMES[int(batch.status[i])]) for i in refused_ix.tolist()],
+            killed=[] if effects is None else effects.killed.tolist(),
+            state_hash=self.state_hash(),
+            tick_ms=(t1 - t0) * 1000.0,
+            system_ms=dict(self.schedule.last_timings_ms),
+            action_to_effect_ms=a2e,
+            conflicts=self._conflicts(ctx, batch, effects),
+        )
+
+    @staticmethod
+    def _conflicts(ctx: TickContext, batch: ActionBatch, effects: ActionEffects | None) -> dict[str, int]:
+        """The tick's conflict figures: groups, causality cycles, contested claims, damage."""
+        hits = (batch.status == 0) & np.isin(batch.kind, [2, 3, 4]) & ~((batch.kind == 4) & (batch.value == 1))
+        out = {
+            "groups": int(ctx.stats.get("conflict_groups", 0)),
+            "largest_group": int(ctx.stats.get("largest_group", 0)),
+            "cycles_broken": int(ctx.stats.get("cycles_broken", 0)),
+        }
+        if effects is not None:
+            out.update(claims_won=effects.claims_won, claims_lost=effects.claims_lost,
+                       trades_done=effects.trades_done, offers_made=effects.offers_made,
+                       damage_dealt=int(round(float(effects.effect[hits].sum()))), kills=int(effects.killed.size))
+        return out
+
+
+__all__ = ["KIND_NAMES", "Inbox", "Refusal", "Simulation", "TickReport"]

@@ -1,0 +1,209 @@
+"""The schema of world definition files (TOML), and the checks that tie their parts together.
+
+pydantic validates the shape and reports every problem at once with its field path (msgspec,
+lighter, stops at the first); unknown fields are errors everywhere (``extra="forbid"``).
+Cross-field rules (a spawn disc inside the bounds, a hotspot name that exists) are checked
+after the shape, in ``semantic_problems``, and reported the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+Count = Annotated[int, Field(ge=0)]
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+
+class WorldSection(Strict):
+    name: Name
+    bounds: Annotated[list[float], Field(min_length=4, max_length=4)]  # [min_x, min_y, max_x, max_y] metres
+    cell_m: PositiveFloat = 10.0  # spatial hash cell size
+    tick_rate_hz: Annotated[float, Field(gt=0, le=1000)] = 20.0
+    seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
+    interaction_radius_m: PositiveFloat = 5.0
+    rewind_window_ms: Annotated[float, Field(ge=0, le=5000)] = 200.0
+    mode: Literal["pvp", "pve"] = "pvp"
+
+
+class Rules(Strict):
+    """Game rules the validation and apply steps enforce."""
+
+    player_speed_mps: PositiveFloat = 6.0
+    speed_tolerance: Annotated[float, Field(ge=0, le=1)] = 0.1  # fraction over top speed still accepted
+    melee_reach_m: PositiveFloat = 3.0
+    ranged_range_m: PositiveFloat = 40.0
+    cast_range_m: PositiveFloat = 25.0
+    loot_reach_m: PositiveFloat = 3.0
+    trade_reach_m: PositiveFloat = 6.0
+    melee_damage: NonNegFloat = 12.0
+    ranged_damage: NonNegFloat = 7.0
+    cast_damage: NonNegFloat = 15.0
+    potion_heal: NonNegFloat = 30.0
+    cast_heal: NonNegFloat = 25.0  # a heal spell (CAST with value 1) on an ally
+    melee_windup_ms: NonNegFloat = 0.0  # physics of the hit: when it lands after the act
+    projectile_speed_mps: PositiveFloat = 80.0  # ranged: lands after distance / speed
+    cast_time_ms: NonNegFloat = 0.0
+    trade_offer_s: PositiveFloat = 10.0  # an unanswered trade offer lapses after this
+    player_hp: PositiveFloat = 100.0
+    respawn_s: NonNegFloat = 5.0
+    corpse_s: NonNegFloat = 10.0
+    future_tolerance_ms: NonNegFloat = 50.0  # client clocks may run this far ahead of ours
+    stale_limit_ms: PositiveFloat = 2000.0  # later than this past its round trip: refused, not clamped
+
+
+class RegionsSection(Strict):
+    """How the world is cut into regions (future shards) and when the cut is redrawn."""
+
+    count: Annotated[int, Field(ge=1, le=64)] = 1
+    interest_radius_m: PositiveFloat = 30.0  # border zone: neighbours see entities this close
+    action_weight: NonNegFloat = 1.0  # load of one action per tick, relative to one entity
+    action_window_ticks: Annotated[int, Field(ge=1, le=10_000)] = 20
+    rebalance: bool = True
+    rebalance_every_ticks: Annotated[int, Field(ge=1)] = 5
+    rebalance_trigger: Annotated[float, Field(ge=1.0)] = 1.15  # load ratio (max / mean) that starts a rebalance
+    rebalance_sustain_ticks: Annotated[int, Field(ge=1)] = 3  # evaluations in a row above the trigger
+    rebalance_min_interval_ticks: Annotated[int, Field(ge=0)] = 40
+    rebalance_min_gain: NonNegFloat = 0.05  # a new layout must lower the ratio at least this much
+    max_migrations: Annotated[int, Field(ge=1)] = 20_000  # entities moved to another region per rebalance
+
+
+class Expectations(Strict):
+    """Figures a scenario file promises; tests read them and assert them from the summary."""
+
+    balanced_within_ticks: Annotated[int, Field(ge=0)] | None = None
+    max_load_ratio: Annotated[float, Field(ge=1.0)] | None = None
+    max_rebalances: Annotated[int, Field(ge=0)] | None = None
+
+
+class Hotspot(Strict):
+    name: Name
+    x: float
+    y: float
+    radius_m: PositiveFloat = 20.0
+
+
+class SpawnArea(Strict):
+    """Where a population appears: the whole world, a disc, a gaussian around a point or around
+    the world's hotspots (``around = "hotspots"``)."""
+
+    shape: Literal["uniform", "disc", "gaussian"] = "uniform"
+    x: float | None = None
+    y: float | None = None
+    radius_m: PositiveFloat | None = None  # disc radius, or gaussian sigma
+    around: Literal["point", "hotspots"] = "point"
+
+
+class Network(Strict):
+    rtt_ms: Annotated[list[NonNegFloat], Field(min_length=2, max_length=2)] = [20.0, 300.0]  # range, uniform
+    jitter_ms: NonNegFloat = 10.0  # standard deviation of one-way delay noise
+    clock_offset_ms: NonNegFloat = 500.0  # client clock offsets are drawn from +-this
+    stall_rate_per_s: NonNegFloat = 0.0  # chance per second of a stall
+    stall_ms: NonNegFloat = 0.0
+
+
+class Players(Strict):
+    kind: Literal["players"]
+    name: Name
+    count: Count
+    behaviour: Literal["wander", "travel", "fight", "trade", "idle"] = "wander"
+    actions_per_s: Annotated[float, Field(ge=0, le=100)] = 2.0
+    speed_mps: PositiveFloat | None = None  # defaults to rules.player_speed_mps
+    hotspots: list[Name] = []  # for travel: the hotspots visited in turn (all when empty)
+    team: Annotated[int, Field(ge=0)] = 0
+    gold: Count = 100
+    potions: Count = 3
+    spawn: SpawnArea = SpawnArea()
+    network: Network = Network()
+
+
+class Npcs(Strict):
+    kind: Literal["npcs"]
+    name: Name
+    count: Count
+    movement: Literal["wander", "static"] = "wander"
+    speed_mps: NonNegFloat = 2.0
+    leash_m: PositiveFloat = 50.0
+    hp: PositiveFloat = 50.0
+    gold: Count = 10  # dropped as loot when killed
+    respawn: bool = True  # keep the population at count
+    container: bool = False  # a chest: its gold can be looted without killing it; it cannot be hurt
+    spawn: SpawnArea = SpawnArea()
+
+
+Population = Annotated[Players | Npcs, Field(discriminator="kind")]
+
+
+class WorldDef(Strict):
+    world: WorldSection
+    rules: Rules = Rules()
+    regions: RegionsSection = RegionsSection()
+    expect: Expectations = Expectations()
+    hotspots: list[Hotspot] = []
+    populations: list[Population] = []
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        b = self.world.bounds
+        return b[0], b[1], b[2], b[3]
+
+    def players(self) -> list[Players]:
+        return [p for p in self.populations if isinstance(p, Players)]
+
+    def npcs(self) -> list[Npcs]:
+        return [p for p in self.populations if isinstance(p, Npcs)]
+
+
+def semantic_problems(d: WorldDef) -> list[tuple[str, str]]:
+    """Rules that tie fields together; (field path, reason) for each one broken."""
+    out: list[tuple[str, str]] = []
+    x0, y0, x1, y1 = d.bounds
+    if not (x0 < x1 and y0 < y1):
+        out.append(("world.bounds", f"expected [min_x, min_y, max_x, max_y] with min < max, got {d.world.bounds}"))
+        return out
+    if d.world.cell_m > min(x1 - x0, y1 - y0):
+        out.append(("world.cell_m", f"cell of {d.world.cell_m} m is larger than the world ({x1 - x0} x {y1 - y0} m)"))
+    cells = ((x1 - x0) / d.world.cell_m) * ((y1 - y0) / d.world.cell_m)
+    if cells > 50_000_000:
+        out.append(("world.cell_m", f"{d.world.cell_m} m gives {cells:.3g} cells; use a larger cell"))
+    names = [h.name for h in d.hotspots]
+    for i, h in enumerate(d.hotspots):
+        if names.count(h.name) > 1 and names.index(h.name) != i:
+            out.append((f"hotspots[{i}].name", f"duplicate hotspot name {h.name!r}"))
+        if not (x0 <= h.x <= x1 and y0 <= h.y <= y1):
+            out.append((f"hotspots[{i}]", f"({h.x}, {h.y}) lies outside the world bounds"))
+    pop_names = [p.name for p in d.populations]
+    for i, p in enumerate(d.populations):
+        path = f"populations[{i}]"
+        if pop_names.count(p.name) > 1 and pop_names.index(p.name) != i:
+            out.append((f"{path}.name", f"duplicate population name {p.name!r}"))
+        s = p.spawn
+        if s.shape in ("disc", "gaussian") and s.around == "point":
+            if s.x is None or s.y is None or s.radius_m is None:
+                out.append((f"{path}.spawn", f"shape {s.shape!r} needs x, y and radius_m"))
+            elif not (x0 <= s.x <= x1 and y0 <= s.y <= y1):
+                out.append((f"{path}.spawn", f"centre ({s.x}, {s.y}) lies outside the world bounds"))
+        if s.around == "hotspots":
+            if not d.hotspots:
+                out.append((f"{path}.spawn.around", "'hotspots' needs at least one [[hotspots]] entry"))
+            if s.shape == "uniform":
+                out.append((f"{path}.spawn.shape", "spawning around hotspots needs shape 'disc' or 'gaussian'"))
+            if s.radius_m is None:
+                out.append((f"{path}.spawn.radius_m", "spawning around hotspots needs radius_m"))
+        if isinstance(p, Players):
+            lo, hi = p.network.rtt_ms
+            if lo > hi:
+                out.append((f"{path}.network.rtt_ms", f"expected [low, high] with low <= high, got {p.network.rtt_ms}"))
+            for j, h in enumerate(p.hotspots):
+                if h not in names:
+                    out.append((f"{path}.hotspots[{j}]", f"unknown hotspot {h!r} (known: {', '.join(names) or 'none'})"))
+            if p.behaviour == "travel" and not d.hotspots:
+                out.append((f"{path}.behaviour", "'travel' needs at least one [[hotspots]] entry"))
+    return out
