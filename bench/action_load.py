@@ -10,6 +10,10 @@ every action claiming a position reachable at 90 % of top speed from the previou
 and ranged attacks on living entities within reach. Damage per target per tick is kept below
 its hp and ``restore_health`` (the harness, between ticks, untimed) heals everyone, so every
 tick carries the same load and nothing dies.
+
+Fifty actions per player per tick exceed any honest client's rate: run the load on a world
+whose per-client caps are lifted (``bench.scenes.unthrottled``). The crafted moves do not
+route around walls: on a world with obstacles, expect ``blocked`` and ``not_visible``.
 """
 
 from __future__ import annotations

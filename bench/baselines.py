@@ -299,7 +299,7 @@ def _bare_pairs(sxy, order, counts, n_cols, n_rows, r2, out):
                 oa = order[a]
                 lo = a + 1
                 hi = counts[c + 2] if col + 1 < n_cols else a1
-                for run in range(2):
+                for _ in range(2):
                     if m + (hi - lo) <= cap:
                         for b in range(lo, hi):
                             ub = np.uint64(b)

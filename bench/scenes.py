@@ -143,3 +143,19 @@ def spread(players: int, npcs: int, base: WorldDef | None = None) -> WorldDef:
     _scaled_populations(data, players, npcs)
     data["world"]["name"] = f"continent_{players}p_{npcs}n"
     return parse_world(data, data["world"]["name"])
+
+
+LOAD_RULES = {"max_actions_per_s": 4000.0, "action_burst": 200.0, "melee_interval_ms": 0.0,
+              "ranged_interval_ms": 0.0, "cast_cooldown_ms": 0.0}
+"""Rules for bulk action loads: the continent caps a client at 12 actions/s and one swing per
+400 ms (5,000 players: at most 3,000 valid actions a tick), so 50 actions per player per tick
+would be refused as ``rate_limit``/``cooldown``. Lifted well above the heaviest load (1,000/s
+per player), the checks still run on every action; they just pass."""
+
+
+def unthrottled(base: WorldDef | None = None) -> WorldDef:
+    """The continent with the per-client rate and weapon caps lifted (``LOAD_RULES``)."""
+    data = (base or continent()).model_dump()
+    data["rules"].update(LOAD_RULES)
+    data["world"]["name"] = "continent_unthrottled"
+    return parse_world(data, data["world"]["name"])

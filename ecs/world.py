@@ -151,9 +151,10 @@ class World:
         """(table index, row) for each id; -1 where the entity is not alive here."""
         return self.registry.locate_many(ids)
 
-    def state_hash(self) -> int:
-        """Hash of every component table's logical content (see ``ecs.hashing``)."""
-        return hash_tables(self.tables)
+    def state_hash(self, exclude: Iterable[Component] = ()) -> int:
+        """Hash of every component table's logical content (see ``ecs.hashing``), optionally
+        without some components."""
+        return hash_tables(self.tables, tuple(exclude))
 
     # -- internals --------------------------------------------------------------------------
     def _require_alive(self, entity: int) -> tuple[int, int]:

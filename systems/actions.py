@@ -24,6 +24,8 @@ class ActionKind(IntEnum):
 
 SPELL_BOLT = 0  # CAST value: which spell. A bolt hurts its target,
 SPELL_HEAL = 1  # a heal restores a living player's health.
+# RANGED value: the client's claim that its shot hit (1) or missed (0); validation checks that
+# the shot was possible, the anomaly score checks whether the claims are humanly plausible.
 
 KIND_NAMES = {k.name.lower(): int(k) for k in ActionKind}
 TARGETED = (ActionKind.MELEE, ActionKind.RANGED, ActionKind.CAST, ActionKind.LOOT, ActionKind.TRADE)
@@ -49,6 +51,12 @@ class Refusal(IntEnum):
     CLAIM_LOST = 14
     TARGET_NOT_DEAD = 15
     DISCONNECTED = 16
+    TELEPORT = 17
+    BLOCKED = 18
+    NOT_VISIBLE = 19
+    COOLDOWN = 20
+    RATE_LIMIT = 21
+    FORGED_TIMESTAMP = 22
 
 
 REFUSAL_NAMES = {int(r): r.name.lower() for r in Refusal}
@@ -66,6 +74,8 @@ ACTION_FIELDS = (
     ("recv_time_ms", np.float64),  # game time the server received it
     ("status", np.int16),  # Refusal code
     ("event_ms", np.float64),  # estimated true event time (game clock), set by validation
+    ("excess_ms", np.float64),  # arrival later than the link explains (NaN in stalls), set by validation
+    ("speed_ratio", np.float64),  # claimed distance over what top speed allows (NaN if not judged), likewise
 )
 CLIENT_FIELDS = tuple(name for name, _ in ACTION_FIELDS[:8])
 
@@ -82,7 +92,7 @@ class ActionBatch:
             if col is None:
                 if name == "status":
                     col = np.zeros(n or 0, dtype)
-                elif name == "event_ms":
+                elif name in ("event_ms", "excess_ms", "speed_ratio"):
                     col = np.full(n or 0, np.nan, dtype)
                 else:
                     raise TypeError(f"ActionBatch needs column {name!r}")

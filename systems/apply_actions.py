@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ecs import Component, Phase, System
+from ecs import Component, Phase, Rng, System
 from ecs.config import JIT
 from systems.action_order import ActionOrderIndex
 from systems.actions import SPELL_HEAL, ActionBatch, ActionKind
@@ -31,8 +31,10 @@ from systems.conflict_merge import ADDITIVE, FIRST_CLAIM, merge_value, policy_of
 TradeOffer = Component("TradeOffer", [("giver", "i8"), ("taker", "i8"), ("gold", "i8"), ("expires_tick", "i8")])
 
 _ENTITY_FIELDS = ((Health, "hp"), (Health, "max_hp"), (Health, "dead"), (Inventory, "gold"),
-                  (Inventory, "potions"), (Loot, "gold"), (Loot, "container"), (Player, "team"))
-_HP, _MAX_HP, _DEAD, _GOLD, _POTIONS, _LOOT, _CONTAINER, _TEAM = range(8)
+                  (Inventory, "potions"), (Loot, "gold"), (Inventory, "rares"), (Loot, "container"), (Player, "team"))
+_HP, _MAX_HP, _DEAD, _GOLD, _POTIONS, _LOOT, _RARES, _CONTAINER, _TEAM = range(9)
+_WRITTEN = 7  # the fields above this index are only read
+STREAM_RARE = 31
 assert policy_of(Health, "hp") == ADDITIVE and policy_of(Loot, "gold") == FIRST_CLAIM
 assert policy_of(Inventory, "gold") == ADDITIVE and policy_of(Inventory, "potions") == ADDITIVE
 
@@ -53,7 +55,7 @@ def _find_offer(giver, taker, off_giver, off_taker, off_alive, n_off):
 
 
 @njit(**JIT)
-def _apply(perm, effect_ms, kind, actor_ix, target_ix, value, is_player, rules, ent, offers, status, effect):
+def _apply(perm, effect_ms, kind, actor_ix, target_ix, value, is_player, rules, ent, offers, status, effect, rare):
     """Apply actions in ``perm`` order to the touched entities.
 
     perm: (n,) int64 order, read. effect_ms: (n,) float64, read: equal times are simultaneous.
@@ -62,11 +64,13 @@ def _apply(perm, effect_ms, kind, actor_ix, target_ix, value, is_player, rules, 
     rules: (8,) float64: [0] pvp flag, [1] heal per potion, [2], [3], [4] damage of melee, ranged
     and cast (their kind codes), [5] heal per heal spell, [6] offer lifetime in ticks, [7] the
     current tick; read.
-    ent: (m, 8) float64 touched entities' fields (see ``_ENTITY_FIELDS``), read and written.
+    ent: (m, 9) float64 touched entities' fields (see ``_ENTITY_FIELDS``), read and written.
+    rare: (m,) bool per touched entity, read: whether its corpse holds a rare item.
     offers: (k, 5) int64 giver row, taker row, gold, expires_tick, alive; rows past the live
     ones are free space for new offers; read and written. Returns the number of offer rows used.
     status: (n,) int16, read and written. effect: (n,) float64, written: hp removed or healed,
-    gold looted or swapped by each action (0 when refused or when only an offer was made).
+    gold looted or swapped by each action (0 when refused or when only an offer was made); a
+    ranged shot the client reports as a miss (value 0) is accepted and does nothing.
     """
     n_off = 0
     while n_off < offers.shape[0] and offers[n_off, 4] >= 0:
@@ -99,6 +103,8 @@ def _apply(perm, effect_ms, kind, actor_ix, target_ix, value, is_player, rules, 
                 gain = min(rules[5], ent[t, _MAX_HP] - ent[t, _HP])
                 ent[t, _HP], _ = merge_value(ADDITIVE, ent[t, _HP], gain, False)
                 effect[i] = gain
+        elif kd == 3 and value[i] < 0.5:
+            pass  # a missed shot: accepted, harmless
         elif kd == 2 or kd == 3 or kd == 4:
             if ent[t, _DEAD] != 0.0:
                 status[i] = 10  # TARGET_DEAD
@@ -130,6 +136,8 @@ def _apply(perm, effect_ms, kind, actor_ix, target_ix, value, is_player, rules, 
                 ent[a, _GOLD] += purse
                 ent[t, _LOOT] = 0.0
                 effect[i] = purse
+                if rare[t] and ent[t, _CONTAINER] == 0.0:
+                    ent[a, _RARES] += 1.0  # the corpse's rare item goes with the purse
         elif kd == 6:  # TRADE: accept the other side's offer, or make one
             gold = np.floor(value[i])
             j = _find_offer(t, a, offers[:, 0], offers[:, 1], offers[:, 4], n_off)
@@ -161,13 +169,23 @@ def _apply(perm, effect_ms, kind, actor_ix, target_ix, value, is_player, rules, 
     return n_off
 
 
+def rare_drops(seed: int, corpses: np.ndarray, p: float) -> np.ndarray:
+    """Whether each corpse holds a rare item: a draw keyed by the corpse alone, fixed at birth.
+
+    Keyed so that anyone who knows the seed could know it in advance: that is the leak a
+    loot-luck cheat exploits, and what the anomaly score's luck test catches.
+    """
+    return Rng(seed).uniform(0, corpses, STREAM_RARE) < p
+
+
 class ActionEffects:
     """What the apply step did: ``effect`` (n,) float64 per action, ``killed`` entity ids, and
     the claims won and lost this tick."""
 
     def __init__(self, effect: np.ndarray, killed: np.ndarray, claims_won: int = 0, claims_lost: int = 0,
-                 trades_done: int = 0, offers_made: int = 0) -> None:
+                 trades_done: int = 0, offers_made: int = 0, looted_rare: np.ndarray | None = None) -> None:
         self.effect = effect
+        self.looted_rare = np.zeros(effect.shape[0], np.bool_) if looted_rare is None else looted_rare
         self.killed = killed
         self.claims_won = claims_won
         self.claims_lost = claims_lost
@@ -229,9 +247,10 @@ class ApplyActions(System):
         table[: offers.shape[0], 2:4] = offers[:, 2:4]
         table[: offers.shape[0], 4] = 1
         effect = np.zeros(batch.n, np.float64)
+        rare = rare_drops(ctx.rng.seed, touched, self.defn.cheat.rare_drop_p)
         used = _apply(order.perm, order.effect_ms, batch.kind, actor_ix, target_ix, batch.value, is_player, params,
-                      ent, table, batch.status, effect)
-        for j, (comp, field) in enumerate(_ENTITY_FIELDS[:6]):
+                      ent, table, batch.status, effect, rare)
+        for j, (comp, field) in enumerate(_ENTITY_FIELDS[:_WRITTEN]):
             scatter(world, touched, comp, field, ent[:, j], at=at)
         killed = touched[(ent[:, _DEAD] != 0) & (was_dead == 0)]
         scatter(world, killed, Health, "died_tick", np.full(killed.shape[0], ctx.tick))
@@ -244,6 +263,7 @@ class ApplyActions(System):
             claims_lost=int((loots & (batch.status == 14)).sum()),
             trades_done=int((trades & (effect > 0)).sum()),
             offers_made=int(used - offer_ids.shape[0]),
+            looted_rare=loots & (batch.status == 0) & rare[np.maximum(target_ix, 0)] & (ent[np.maximum(target_ix, 0), _CONTAINER] == 0),
         )
 
     def _settle_offers(self, world, offer_ids: np.ndarray, table: np.ndarray, used: int, touched: np.ndarray) -> None:

@@ -12,6 +12,13 @@ import numpy as np
 from ecs import Component, World
 
 
+def _tables_in(table_idx: np.ndarray) -> list[int]:
+    """The distinct tables in ``table_idx`` (ignoring -1), in order: one O(n) count, no sort."""
+    if table_idx.size == 0:
+        return []
+    return np.flatnonzero(np.bincount(table_idx[table_idx >= 0])).tolist()
+
+
 def locate(world: World, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Where each entity lives: (table index, row), for several ``gather`` calls on one list."""
     return world.locate_many(np.asarray(ids, np.int64))
@@ -27,7 +34,7 @@ def gather(world: World, ids: np.ndarray, component: Component, field: str, fill
     table_idx, rows = world.locate_many(ids) if at is None else at
     out = np.full(ids.shape[0], fill, component.dtype[field])
     present = np.zeros(ids.shape[0], np.bool_)
-    for t in np.unique(table_idx[table_idx >= 0]).tolist():
+    for t in _tables_in(table_idx):
         table = world.tables[t]
         if not table.has(component):
             continue
@@ -42,7 +49,7 @@ def scatter(world: World, ids: np.ndarray, component: Component, field: str, val
     """Write ``values`` (n,) into the field of each live entity of ``ids`` that has it."""
     ids = np.asarray(ids, np.int64)
     table_idx, rows = world.locate_many(ids) if at is None else at
-    for t in np.unique(table_idx[table_idx >= 0]).tolist():
+    for t in _tables_in(table_idx):
         table = world.tables[t]
         if table.has(component):
             m = table_idx == t

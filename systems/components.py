@@ -28,20 +28,34 @@ Player = Component(
         ("last_x", "f8"),
         ("last_y", "f8"),
         ("rtt_ms", "f8"),
+        ("jitter_ms", "f8"),
         ("clock_offset_ms", "f8"),
         ("speed_mps", "f8"),
         ("life_start_ms", "f8"),  # game time of the last (re)spawn; older actions are void
         ("team", "i4"),
         ("population", "i4"),
-        ("connected", "u1"),  # 0 while the client is gone: its avatar stays, its actions are refused  # index among the world file's player populations
+        ("connected", "u1"),  # 0 while the client is gone: its avatar stays, its actions are refused
+        # Weapon and rate bookkeeping on the client's clock: last swing, shot, cast; the token
+        # bucket of the action-rate cap.
+        ("last_melee_ms", "f8"),
+        ("last_ranged_ms", "f8"),
+        ("last_cast_ms", "f8"),
+        ("tokens", "f8"),
+        ("tokens_ms", "f8"),  # index among the world file's player populations
     ],
-    defaults={"last_seq": -1, "last_move_ms": -1.0e18, "connected": 1},
+    defaults={"last_seq": -1, "last_move_ms": -1.0e18, "connected": 1, "last_melee_ms": -1.0e18,
+              "last_ranged_ms": -1.0e18, "last_cast_ms": -1.0e18, "tokens": 1.0e9, "tokens_ms": -1.0e18},
 )
+
+# The player's link as the server sees it: when its last packet arrived (valid or not: arrivals
+# are facts about the connection, not game state) and the last stall, the silence before a burst.
+Link = Component("Link", [("last_recv_ms", "f8"), ("gap_ms", "f8"), ("gap_end_ms", "f8")],
+                 defaults={"last_recv_ms": -1.0e18})
 
 Inventory = Component(
     "Inventory",
-    [("gold", "i8"), ("potions", "i8")],
-    merge={"gold": "additive", "potions": "additive"},
+    [("gold", "i8"), ("potions", "i8"), ("rares", "i8")],  # rares: rare items found in loot
+    merge={"gold": "additive", "potions": "additive", "rares": "additive"},
 )
 
 # NPC wandering: a home it stays near, a heading it keeps for a while, and its pace.
@@ -54,3 +68,20 @@ Npc = Component(
 Loot = Component("Loot", [("gold", "i8"), ("container", "u1")], merge={"gold": "first_claim"})
 
 Static = tag("Static")  # entities that never move (props, chests)
+
+# Streaming evidence about one player, updated by the anomaly score each tick (see that system).
+CheatStats = Component(
+    "CheatStats",
+    [
+        ("shots_easy", "f8"), ("hits_easy", "f8"), ("exp_easy", "f8"),
+        ("shots_hard", "f8"), ("hits_hard", "f8"), ("exp_hard", "f8"),
+        ("react_n", "f8"), ("react_sum", "f8"), ("react_sq", "f8"), ("hurt_ms", "f8"),
+        ("int_n", "f8"), ("int_sum", "f8"), ("int_sq", "f8"), ("last_t_ms", "f8"),
+        ("excess_n", "f8"), ("excess_sum", "f8"),
+        ("loots", "f8"), ("rares", "f8"),
+        ("r_move", "f8"), ("r_timing", "f8"), ("r_rate", "f8"), ("r_economy", "f8"),
+        ("speed_cusum", "f8"),
+        ("flags", "i8"), ("flag_tick", "i8"), ("score", "f8"),
+    ],
+    defaults={"hurt_ms": -1.0e18, "last_t_ms": -1.0e18, "flag_tick": -1},
+)

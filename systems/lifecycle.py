@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ecs import Phase, System
-from systems.components import Health, Inventory, Loot, Npc, Player, Position, Velocity
+from systems.components import Health, Inventory, Link, Loot, Npc, Player, Position, Velocity
 from systems.spawning import spawn_points
 
 STREAM_RESPAWN = 7
@@ -24,7 +24,7 @@ class Lifecycle(System):
     # hash and the regions of this very tick.
     phase = Phase.MOVE
     reads = (Npc,)
-    writes = (Health, Player, Position, Velocity, Loot, Inventory)
+    writes = (Health, Player, Link, Position, Velocity, Loot, Inventory)
     before = ("Movement",)
 
     def __init__(self, world, defn, npc_archetype, population_of_npc_kind) -> None:
@@ -70,6 +70,8 @@ class Lifecycle(System):
             h.died_tick[back] = -1
             p.life_start_ms[back] = ctx.time_ms
             p.last_move_ms[back] = ctx.time_ms
+            if t.has(Link):
+                t.column(Link, "last_recv_ms")[back] = ctx.time_ms  # a dead client's silence is no stall
 
     def _replace_npcs(self, world, ctx, pop, kind: int, dead_ids: np.ndarray) -> None:
         n = dead_ids.shape[0]

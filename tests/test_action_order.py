@@ -63,8 +63,9 @@ def test_outside_the_rewind_window_the_claimed_time_is_clamped():
     for _ in range(40):
         sim.step()
     t = now_ms(sim)
-    # near claims to have struck 1.5 s ago (but its packet took 10 ms): only 200 ms of rewind are
-    # granted, so its blow counts at t - 10 - 200. far's honest blow at t - 300 is earlier.
+    # near's link was silent (this is its first packet), and it claims to have struck 1.5 s ago:
+    # a burst after a stall is believed, but only 200 ms of rewind are granted, so its blow
+    # counts at t - 10 - 200. far's honest blow at t - 300 is earlier.
     cheat = record(sim, near, 1, "melee", t - 1500.0, target=far)
     cheat["recv_time_ms"] = t
     honest = record(sim, far, 1, "melee", t - 300.0, target=near)
@@ -72,6 +73,20 @@ def test_outside_the_rewind_window_the_claimed_time_is_clamped():
     assert r.killed == [near]
     order = sim.world.resources[ActionOrderIndex]
     assert sorted(order.effect_ms.tolist()) == [t - 300.0, t - 210.0]
+
+
+@pytest.mark.kernel
+def test_a_forged_early_timestamp_on_a_steady_link_is_refused():
+    sim = Simulation.from_file(WORLDS / "mutual_kill.toml", generate=False)
+    near, far = (int(e) for e in sim.player_ids)
+    for seq in range(1, 12):  # a steady link: a packet every tick
+        run(sim, [record(sim, near, seq, "move", now_ms(sim) - 20.0)])
+    t = now_ms(sim)
+    forged = record(sim, near, 12, "melee", t - 150.0, target=far)
+    forged["recv_time_ms"] = t - 10.0  # arrived promptly, claims 140 ms more than its link explains
+    r = run(sim, [forged])
+    assert r.refused == {"forged_timestamp": 1}
+    assert sim.world.get(far, Health)["hp"] == 30.0
 
 
 # -- contested claims ---------------------------------------------------------------------------

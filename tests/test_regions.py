@@ -143,12 +143,14 @@ def test_player_disconnecting_mid_crossing_stays_in_exactly_one_region():
     assert walker is not None
     sim.disconnect(walker)
     where = []
-    for _ in range(40):
+    for k in range(40):
         r = sim.step()
         ids, region, *_ = check_partition(sim)
         where.append(int(region[ids == walker][0]))
         assert np.count_nonzero(ids == walker) == 1
-        assert all(p != walker for p, _, _ in r.refusals)  # a disconnected client sends nothing
+        mine = [reason for p, _, reason in r.refusals if p == walker]
+        # Packets already on the wire are refused; then a disconnected client sends nothing.
+        assert set(mine) <= {"disconnected"} and (k < 10 or not mine)
     assert len(set(where)) == 1  # it stays put, in one region
     sim.submit([{"player": walker, "seq": 10**6, "kind": "move", "client_time_ms": sim.tick * 50.0,
                  "x": float(sim.world.get(walker, Player)["last_x"]), "y": float(sim.world.get(walker, Player)["last_y"])}])

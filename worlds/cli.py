@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from systems.orchestration import events_summary
+from worlds.cheat_report import cheat_summary
 from worlds.loader import WorldFileError, load_world
 from worlds.runtime import Simulation
 
@@ -91,7 +93,9 @@ def run_world(sim: Simulation, ticks: int, realtime: bool = False, progress: boo
         "wall_s": round(wall_s, 3),
         "state_hash": sim.state_hash(),
         "regions": sim.regions.summary(),
+        "events": events_summary(sim.world),  # None when the world has no [events] section
         "conflicts": conflicts,
+        "cheat": cheat_summary(sim),
     }
 
 

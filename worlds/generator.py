@@ -20,10 +20,13 @@ from numba import njit
 from ecs import Rng
 from ecs.config import JIT
 from systems.actions import ActionBatch, ActionKind
-from systems.columns import gather
+from systems.anomaly_score import shot_difficulty
 from systems.apply_actions import TradeOffer
-from systems.components import Health, Inventory, Loot, Player, Position
+from systems.columns import gather, locate
+from systems.components import Health, Inventory, Loot, Player, Position, Velocity
+from systems.obstacles import inside_many, obstacle_arrays, segment_blocked
 from systems.spatial_index import SpatialIndex
+from worlds.cheaters import CheatProfiles
 
 BEHAVIOURS = ("wander", "travel", "fight", "trade", "idle")
 # Probability of each kind for one action, per behaviour: move, melee, ranged, cast, loot, trade, use.
@@ -36,7 +39,8 @@ _MIX = {
 }
 _KINDS = np.array([ActionKind.MOVE, ActionKind.MELEE, ActionKind.RANGED, ActionKind.CAST,
                    ActionKind.LOOT, ActionKind.TRADE, ActionKind.USE], np.int8)
-(S_ACT, S_KIND, S_OFFSET, S_JITTER, S_TURN, S_HEADING, S_STALL, S_HOTSPOT, S_GOLD, S_NET) = range(200, 210)
+(S_ACT, S_KIND, S_OFFSET, S_JITTER, S_TURN, S_HEADING, S_STALL, S_HOTSPOT, S_GOLD, S_NET, S_SKILL, S_REACT, S_BEAT,
+ S_HIT) = range(200, 214)
 CLIENT_PACE = 0.95  # honest clients move a little under their top speed
 
 
@@ -54,11 +58,19 @@ def client_network(defn, player_ids: np.ndarray, population: np.ndarray, rng: Rn
     return {
         "rtt_ms": lo + rng.uniform(0, ids, S_NET) * (hi - lo),
         "clock_offset_ms": (2 * rng.uniform(0, ids, S_NET, 1) - 1) * off,
+        "jitter_ms": np.array([x.jitter_ms for x in net]),
     }
 
 
 class ActionGenerator:
-    """Simulated clients for every player of a world; ``generate(tick)`` returns what they sent."""
+    """Simulated clients for every player of a world; ``generate(tick)`` returns what they sent.
+
+    Honest clients respect the rules (top speed, weapon intervals, walls and sight lines) and
+    have a human's spread: skill (hit chance times the difficulty of the shot), reaction time
+    to being hurt, irregular timing. Cheaters (the world file's ``[[cheaters]]``) are clients
+    of the same populations with one thing changed; ``truth`` holds, per generated action,
+    whether it was physically impossible, which is what prevention is measured against.
+    """
 
     def __init__(self, defn, world, player_ids, population, network: dict, rng: Rng, dt_s: float) -> None:
         self.defn = defn
@@ -86,6 +98,7 @@ class ActionGenerator:
         self.heading = 2 * np.pi * rng.uniform(0, self.ids, S_HEADING)
         self.life_start_ms, _ = gather(world, self.ids, Player, "life_start_ms")
         self.potions, _ = gather(world, self.ids, Inventory, "potions")  # as the client counts them
+        self.last_hp, _ = gather(world, self.ids, Health, "hp")
         self.hot_x = np.array([h.x for h in defn.hotspots]) if defn.hotspots else np.zeros(1)
         self.hot_y = np.array([h.y for h in defn.hotspots]) if defn.hotspots else np.zeros(1)
         self.hot_r = np.array([h.radius_m for h in defn.hotspots]) if defn.hotspots else np.ones(1)
@@ -94,6 +107,20 @@ class ActionGenerator:
         self.leg = (rng.uniform(0, self.ids, S_HOTSPOT) * 1e6).astype(np.int64)
         self.mix = np.array([_MIX[BEHAVIOURS[b]] for b in self.behaviour]).reshape(n, len(_KINDS))
         self.mix_cdf = np.cumsum(self.mix, axis=1)
+        r = defn.rules
+        self.interval_ms = {ActionKind.MELEE: r.melee_interval_ms, ActionKind.RANGED: r.ranged_interval_ms,
+                            ActionKind.CAST: r.cast_cooldown_ms}
+        self.last_fired = {k: np.full(n, -1e18) for k in self.interval_ms}  # the client's weapon clocks
+        # A human: skill (the share of possible hits it lands) and reaction time, per player.
+        self.skill = np.clip(0.55 + 0.12 * rng.normal(0, self.ids, S_SKILL), 0.15, 0.95)
+        self.react_mean = np.maximum(260.0 + 35.0 * rng.normal(0, self.ids, S_SKILL, 1), 180.0)
+        self.react_sd = np.full(n, 60.0)
+        self.respond_at = np.full(n, -1e18)
+        self.update_ms = np.array([1000.0 / x.update_hz for x in net])
+        self.last_sent_ms = np.full(n, -1e18)
+        self.walls, self.occluders = obstacle_arrays(defn)
+        self.cheat = CheatProfiles(defn, self.ids, self.pop, rng)
+        self.cheat.apply_to(self)
 
     # -- steering ---------------------------------------------------------------------------
     def _destination(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -115,23 +142,36 @@ class ActionGenerator:
         return gx, gy, has
 
     def generate(self, tick: int, index: SpatialIndex | None) -> tuple[ActionBatch, np.ndarray]:
-        """The actions clients sent during tick ``tick``, and the tick each one reaches us."""
+        """The actions clients sent during tick ``tick``, and the tick each one reaches us.
+
+        ``self.truth`` is set to the (n,) bool ground truth: which of them were impossible.
+        """
         rng, dt = self.rng, self.dt_s
+        tick_ms = 1000.0 * dt
         ids = self.ids
         n = ids.shape[0]
+        self.truth = np.zeros(0, np.bool_)
         if n == 0:
             return ActionBatch.empty(), np.empty(0, np.int64)
-        dead, _ = gather(self.world, ids, Health, "dead")
-        sx, _ = gather(self.world, ids, Position, "x")
-        sy, _ = gather(self.world, ids, Position, "y")
-        life, _ = gather(self.world, ids, Player, "life_start_ms")
-        connected, _ = gather(self.world, ids, Player, "connected")
+        at = locate(self.world, ids)
+        dead, _ = gather(self.world, ids, Health, "dead", at=at)
+        hp, _ = gather(self.world, ids, Health, "hp", at=at)
+        sx, _ = gather(self.world, ids, Position, "x", at=at)
+        sy, _ = gather(self.world, ids, Position, "y", at=at)
+        life, _ = gather(self.world, ids, Player, "life_start_ms", at=at)
+        connected, _ = gather(self.world, ids, Player, "connected", at=at)
         alive = (dead == 0) & (connected != 0)  # a disconnected client sends nothing
         # A dead or just revived client's view snaps to the server's (the respawn point).
         resync = ~alive | (life != self.life_start_ms)
         self.x[resync] = sx[resync]
         self.y[resync] = sy[resync]
         self.life_start_ms = life
+        # Hurt: the client sees it at the end of the tick that hit it, half a round trip later,
+        # and answers after its reaction time.
+        hurt = alive & ~resync & (hp < self.last_hp)
+        self.last_hp = hp
+        react = self.react_mean + self.react_sd * np.clip(rng.normal(tick, ids, S_REACT), -2.5, 2.5)
+        self.respond_at = np.where(hurt, tick * tick_ms + 0.5 * self.rtt_ms + np.maximum(react, 60.0), self.respond_at)
 
         gx, gy, has_goal = self._destination()
         fighters = np.flatnonzero(alive & (self.behaviour == 2))
@@ -146,15 +186,34 @@ class ActionGenerator:
         self.heading = np.where(turn, 2 * np.pi * rng.uniform(tick, ids, S_HEADING), self.heading)
         toward = np.arctan2(gy - self.y, gx - self.x)
         heading = np.where(has_goal, toward, self.heading)
-        speed = self.speed * CLIENT_PACE
+        speed = self.speed * self.pace
         dist_goal = np.hypot(gx - self.x, gy - self.y)
         close = has_goal & (dist_goal < 0.5 * self.defn.rules.melee_reach_m)
         moving = alive & (self.behaviour != 4) & ~close & ~((self.behaviour == 3) & ~has_goal)
         vx = np.where(moving, speed * np.cos(heading), 0.0)
         vy = np.where(moving, speed * np.sin(heading), 0.0)
 
+        # When in this tick each client acts: at its own pace, on a bot's beat, or in answer.
+        frac = rng.uniform(tick, ids, S_OFFSET)
         act = alive & (rng.uniform(tick, ids, S_ACT) < self.rate * dt)
-        frac = rng.uniform(tick, ids, S_OFFSET)  # when in the tick the client acted
+        bots = self.bot_interval > 0
+        beat = bots & alive & (self.next_beat_ms < (tick + 1) * tick_ms)
+        frac = np.where(beat, np.clip((self.next_beat_ms - tick * tick_ms) / tick_ms, 0.0, 0.999), frac)
+        act = np.where(bots, beat, act)
+        deliberate = act.copy()
+        jitter = self.bot_jitter * np.clip(rng.normal(tick, ids, S_BEAT), -3.0, 3.0)
+        self.next_beat_ms = np.where(beat, np.maximum(self.next_beat_ms, tick * tick_ms) + self.bot_interval + jitter,
+                                     self.next_beat_ms)
+        answer = alive & ~bots & (self.respond_at >= tick * tick_ms) & (self.respond_at < (tick + 1) * tick_ms)
+        answer &= foe >= 0
+        frac = np.where(answer, (self.respond_at - tick * tick_ms) / tick_ms, frac)
+        act |= answer
+        deliberate |= answer
+        # Between actions a client keeps sending its position (a heartbeat at its update rate):
+        # a silence on the link is then a stall, never a quiet player.
+        heartbeat = alive & ~act & (tick * tick_ms - self.last_sent_ms >= self.update_ms - tick_ms)
+        act |= heartbeat
+
         x0, y0, x1, y1 = self.defn.bounds
         ex = np.clip(self.x + vx * frac * dt, x0, x1)
         ey = np.clip(self.y + vy * frac * dt, y0, y1)
@@ -164,31 +223,45 @@ class ActionGenerator:
         bounced_y = (self.y + vy * dt < y0) | (self.y + vy * dt > y1)
         self.heading = np.where(bounced_x, np.pi - self.heading, self.heading)
         self.heading = np.where(bounced_y, -self.heading, self.heading)
+        if self.walls.shape[0]:  # an honest client does not walk into a wall: it stops and turns
+            blocked = np.empty(n, np.bool_)
+            inside_many(self.walls, nx, ny, blocked)
+            inside_many(self.walls, ex, ey, blocked_e := np.empty(n, np.bool_))
+            blocked |= blocked_e
+            ex, ey = np.where(blocked, self.x, ex), np.where(blocked, self.y, ey)
+            nx, ny = np.where(blocked, self.x, nx), np.where(blocked, self.y, ny)
+            self.heading = np.where(blocked, self.heading + np.pi * (0.5 + rng.uniform(tick, ids, S_TURN, 1)),
+                                    self.heading)
         self.x, self.y = nx, ny
+        self.cheat.teleport(self, tick, ex, ey)
 
         who = np.flatnonzero(act)
         if who.size == 0:
             return ActionBatch.empty(), np.empty(0, np.int64)
         pick = rng.uniform(tick, ids[who], S_KIND)
         kind = _KINDS[(pick[:, None] >= self.mix_cdf[who]).sum(axis=1).clip(0, 6)]
+        attacks = [ActionKind.MELEE, ActionKind.RANGED, ActionKind.CAST]
+        kind[(answer | beat)[who] & ~np.isin(kind, attacks)] = ActionKind.RANGED
+        kind[heartbeat[who]] = ActionKind.MOVE
         target = np.zeros(who.size, np.int64)
         value = np.zeros(who.size)
+        event_ms = (tick + frac[who]) * tick_ms
         if index is not None:
             self._pick_targets(index, who, kind, target, value, foe, ex, ey, tick)
+            self._aim(index, who, kind, target, value, ex, ey, event_ms, tick)
         kind = np.where((kind != ActionKind.MOVE) & (kind != ActionKind.USE) & (target == 0), np.int8(ActionKind.MOVE), kind)
+        self.respond_at[who[np.isin(kind, [2, 3, 4])]] = -1e18  # answered
         # An honest client drinks only potions it still has, and only when hurt.
         use = np.flatnonzero(kind == ActionKind.USE)
-        hp, _ = gather(self.world, ids[who[use]], Health, "hp")
         max_hp, _ = gather(self.world, ids[who[use]], Health, "max_hp")
-        drink = (self.potions[who[use]] > 0) & (hp < 0.7 * max_hp)
+        drink = (self.potions[who[use]] > 0) & (hp[who[use]] < 0.7 * max_hp)
         kind[use[~drink]] = ActionKind.MOVE
         self.potions[who[use[drink]]] -= 1
 
-        tick_ms = 1000.0 * self.dt_s
-        event_ms = (tick + frac[who]) * tick_ms
         seq = self.next_seq[who] + 1
         self.next_seq[who] = seq
-        noise = self.jitter_ms[who] * rng.normal(tick, ids[who], S_JITTER)
+        self.last_sent_ms[who] = event_ms
+        noise = self.jitter_ms[who] * np.clip(rng.normal(tick, ids[who], S_JITTER), -3.0, 3.0)
         one_way = 0.5 * self.rtt_ms[who]
         recv = event_ms + np.maximum(one_way + noise, 0.5 * one_way)
         # Stalls: the link freezes and releases everything at once when it recovers.
@@ -197,12 +270,45 @@ class ActionGenerator:
         until = np.where(stall_start & (until < event_ms), event_ms + self.stall_ms[who], until)
         self.stall_until_ms[who] = until
         recv = np.where(until > event_ms, np.maximum(recv, until + one_way), recv)
-        deliver = np.maximum(np.ceil(recv / tick_ms).astype(np.int64), tick + 1)
         batch = ActionBatch(
             actor=ids[who], seq=seq, client_time_ms=event_ms + self.clock_offset_ms[who], kind=kind,
             target=target, x=ex[who], y=ey[who], value=value, recv_time_ms=recv,
         )
+        batch = self.cheat.tamper(self, tick, who, batch)
+        self.truth = self.cheat.impossible(self, batch)
+        deliver = np.maximum(np.ceil(batch.recv_time_ms / tick_ms).astype(np.int64), tick + 1)
         return batch, deliver
+
+    def _aim(self, index, who, kind, target, value, ex, ey, event_ms, tick) -> None:
+        """Weapons wait for their interval (an honest clock); shots and sight lines are judged.
+
+        A ranged shot's hit claim: a human lands skill x difficulty of the shot, an aimbot its
+        accuracy whatever the difficulty. A shot or cast through an occluder is not taken.
+        """
+        rules = self.defn.rules
+        for kd, interval in self.interval_ms.items():
+            k = np.flatnonzero((kind == kd) & (target != 0))
+            if not k.size:
+                continue
+            wait = interval / self.fire_factor[who[k]] * 1.02
+            ready = event_ms[k] - self.last_fired[kd][who[k]] >= wait
+            tx, _ = gather(self.world, target[k], Position, "x")
+            ty, _ = gather(self.world, target[k], Position, "y")
+            if kd != ActionKind.MELEE and self.occluders.shape[0]:
+                ready &= ~np.array([segment_blocked(self.occluders, a, b, c, d)
+                                    for a, b, c, d in zip(ex[who[k]], ey[who[k]], tx, ty)], np.bool_)
+            target[k[~ready]] = 0
+            k = k[ready]
+            self.last_fired[kd][who[k]] = event_ms[k]
+            if kd == ActionKind.RANGED and k.size:
+                vx, _ = gather(self.world, target[k], Velocity, "vx")
+                vy, _ = gather(self.world, target[k], Velocity, "vy")
+                dist = np.hypot(tx[ready] - ex[who[k]], ty[ready] - ey[who[k]])
+                base = np.array([shot_difficulty(d, rules.ranged_range_m, v, rules.player_speed_mps)
+                                 for d, v in zip(dist, np.hypot(vx, vy))])
+                p_hit = np.where(self.aim_accuracy[who[k]] > 0,
+                                 self.aim_accuracy[who[k]] * (0.85 + 0.15 * base), self.skill[who[k]] * base)
+                value[k] = (self.rng.uniform(tick, self.ids[who[k]], S_HIT) < p_hit).astype(np.float64)
 
     # -- targets ---------------------------------------------------------------------------
     def _nearest(self, index: SpatialIndex, who: np.ndarray, px, py, radius: float, eligible, team_of_point,
@@ -273,10 +379,26 @@ class ActionGenerator:
 
 
 @njit(**JIT)
+def _scan_cells(sx, sy, order, lo, hi, qx, qy, r2, eligible, team, skip_team, self_ix, best, best_d2):
+    """Best eligible point among sorted positions [lo, hi): returns (best, best_d2)."""
+    for b in range(lo, hi):
+        o = order[b]
+        if not eligible[o] or o == self_ix or (skip_team >= 0 and team[o] == skip_team):
+            continue
+        d2 = (sx[b] - qx) ** 2 + (sy[b] - qy) ** 2
+        if d2 <= r2 and (d2 < best_d2 or (d2 == best_d2 and o < best)):
+            best = o
+            best_d2 = d2
+    return best, best_d2
+
+
+@njit(**JIT)
 def _nearest_eligible(sx, sy, order, cell_start, n_cols, cell_m, origin_x, origin_y, qx, qy, radius_m,
                       eligible, team, skip_team, self_ix, out):
     """Nearest eligible point within radius of each query, by distance then index.
 
+    Scans rings of cells outward and stops once no unscanned cell can hold a nearer point,
+    so a query in a crowd costs a few cells, not the whole radius.
     sx, sy, order, cell_start: a built ``SpatialGrid``'s arrays, read. qx, qy: (q,) float64,
     read. eligible: (n,) bool and team: (n,) int64 per original point, read. skip_team,
     self_ix: (q,) int64, read. out: (q,) int64, written: original point index or -1.
@@ -290,15 +412,22 @@ def _nearest_eligible(sx, sy, order, cell_start, n_cols, cell_m, origin_x, origi
         qr = min(max(int((qy[q] - origin_y) * inv), 0), n_rows - 1)
         best = -1
         best_d2 = np.inf
-        for r in range(max(qr - rings, 0), min(qr + rings, n_rows - 1) + 1):
-            lo = cell_start[r * n_cols + max(qc - rings, 0)]
-            hi = cell_start[r * n_cols + min(qc + rings, n_cols - 1) + 1]
-            for b in range(lo, hi):
-                o = order[b]
-                if not eligible[o] or o == self_ix[q] or (skip_team[q] >= 0 and team[o] == skip_team[q]):
-                    continue
-                d2 = (sx[b] - qx[q]) ** 2 + (sy[b] - qy[q]) ** 2
-                if d2 <= r2 and (d2 < best_d2 or (d2 == best_d2 and o < best)):
-                    best = o
-                    best_d2 = d2
+        for k in range(rings + 1):
+            if best >= 0 and best_d2 <= ((k - 1) * cell_m) ** 2:
+                break  # every cell of ring k is farther than (k - 1) cells
+            for r in range(max(qr - k, 0), min(qr + k, n_rows - 1) + 1):
+                c_lo = max(qc - k, 0)
+                c_hi = min(qc + k, n_cols - 1)
+                if r == qr - k or r == qr + k:  # a full edge row of the ring
+                    best, best_d2 = _scan_cells(sx, sy, order, cell_start[r * n_cols + c_lo],
+                                                cell_start[r * n_cols + c_hi + 1], qx[q], qy[q], r2, eligible,
+                                                team, skip_team[q], self_ix[q], best, best_d2)
+                else:  # only the two side cells
+                    for c in (qc - k, qc + k):
+                        if 0 <= c < n_cols:
+                            best, best_d2 = _scan_cells(sx, sy, order, cell_start[r * n_cols + c],
+                                                        cell_start[r * n_cols + c + 1], qx[q], qy[q], r2, eligible,
+                                                        team, skip_team[q], self_ix[q], best, best_d2)
+                if k == 0:
+                    break
         out[q] = best

@@ -23,22 +23,25 @@ from ecs.hashing import combine
 from systems.action_order import ActionOrder
 from systems.actions import KIND_NAMES, REFUSAL_NAMES, ActionBatch, Refusal
 from systems.apply_actions import ActionEffects, ApplyActions, TradeOffer
-from systems.components import Health, Inventory, Loot, Npc, Player, Position, Velocity
+from systems.anomaly_score import AnomalyScore
+from systems.components import CheatStats, Health, Inventory, Link, Loot, Npc, Player, Position, Velocity
 from systems.columns import scatter
 from systems.context import TickContext
 from systems.ingest import Ingest
 from systems.lifecycle import Lifecycle, npc_values
 from systems.movement import Movement
+from systems.orchestration import event_systems
 from systems.regions import RegionCell, Regions, RegionStats
 from systems.spatial_index import SpatialHash, SpatialIndex
 from systems.spawning import spawn_points
 from systems.telemetry import Telemetry
 from systems.validation import ActionValidation
+from worlds.cheat_report import GroundTruth
 from worlds.generator import ActionGenerator, client_network
 from worlds.loader import load_world
 from worlds.schema import WorldDef
 
-PLAYER_ARCHETYPE = (Position, Velocity, Health, Player, Inventory, RegionCell)
+PLAYER_ARCHETYPE = (Position, Velocity, Health, Player, Link, Inventory, CheatStats, RegionCell)
 NPC_ARCHETYPE = (Position, Velocity, Health, Npc, Loot, RegionCell)
 STREAM_INITIAL_SPAWN = 1
 
@@ -61,29 +64,35 @@ class TickReport:
 
 
 class Inbox:
-    """Actions received but not yet ingested, with the tick each becomes due."""
+    """Actions received but not yet ingested, with the tick each becomes due, and (for the
+    simulated clients) the ground truth of whether each was impossible, kept beside them."""
 
     def __init__(self) -> None:
         self._batches: list[ActionBatch] = []
         self._due: list[np.ndarray] = []
+        self._truth: list[np.ndarray] = []
 
-    def put(self, batch: ActionBatch, due_tick: np.ndarray) -> None:
+    def put(self, batch: ActionBatch, due_tick: np.ndarray, truth: np.ndarray | None = None) -> None:
         if batch.n:
             self._batches.append(batch)
             self._due.append(np.asarray(due_tick, np.int64))
+            self._truth.append(np.zeros(batch.n, np.bool_) if truth is None else np.asarray(truth, np.bool_))
 
-    def seal(self, tick: int) -> ActionBatch:
-        """Take every action due at or before ``tick``, in arrival order."""
+    def seal(self, tick: int) -> tuple[ActionBatch, np.ndarray]:
+        """Take every action due at or before ``tick``, in arrival order, with its truth."""
         if not self._batches:
-            return ActionBatch.empty()
+            return ActionBatch.empty(), np.zeros(0, np.bool_)
         allb = ActionBatch.concat(self._batches)
         due = np.concatenate(self._due)
+        truth = np.concatenate(self._truth)
         now = due <= tick
         later = np.flatnonzero(~now)
         self._batches = [allb.take(later)] if later.size else []
         self._due = [due[later]] if later.size else []
-        ready = allb.take(np.flatnonzero(now))
-        return ready.take(np.argsort(ready.recv_time_ms, kind="stable"))
+        self._truth = [truth[later]] if later.size else []
+        ready = np.flatnonzero(now)
+        ready = ready[np.argsort(allb.recv_time_ms[ready], kind="stable")]
+        return allb.take(ready), truth[ready]
 
     def __len__(self) -> int:
         return sum(b.n for b in self._batches)
@@ -104,7 +113,7 @@ class Simulation:
         self.world.apply_commands()
         # What the server has measured of each client's link (in a live server: pings).
         network = client_network(defn, self.player_ids, player_pop, self.rng)
-        for name in ("rtt_ms", "clock_offset_ms"):
+        for name in ("rtt_ms", "clock_offset_ms", "jitter_ms"):
             scatter(self.world, self.player_ids, Player, name, network[name])
         self.generator = (
             ActionGenerator(defn, self.world, self.player_ids, player_pop, network, self.rng, self.clock.dt_s)
@@ -114,18 +123,21 @@ class Simulation:
         self._spatial = SpatialHash(self.world, defn)
         self.schedule = Schedule([
             Ingest(),
-            ActionValidation(),
+            ActionValidation(defn, self.max_speed_mps),
             Lifecycle(self.world, defn, NPC_ARCHETYPE, npc_pops),
             Movement(self.world),
             self._spatial,
             Regions(self.world, defn),
             ActionOrder(defn),
             ApplyActions(self.world, defn),
+            AnomalyScore(self.world, defn),
+            *event_systems(self.world, defn, NPC_ARCHETYPE),  # step 8: density field, event director
             Telemetry(),
         ])
         self._spatial.index.rebuild(self.world, self.world.query(Position))
         self.world.resources[SpatialIndex] = self._spatial.index
         self._placed = self.world.query(Position)
+        self.truth = GroundTruth(self.generator)
         self.recorder = None
         self.external = None  # a StreamReader replacing the generator
 
@@ -145,6 +157,7 @@ class Simulation:
             e = self.world.spawn_batch(PLAYER_ARCHETYPE, pop.count, {
                 Position: {"x": x, "y": y},
                 Health: {"hp": hp, "max_hp": hp, "dead": 0, "died_tick": -1},
+                Link: {"last_recv_ms": 0.0},  # connected at the start: silence is measured from here
                 Player: {"last_x": x, "last_y": y, "last_seq": -1, "last_move_ms": 0.0, "life_start_ms": -1e18,
                          "speed_mps": pop.speed_mps or self.defn.rules.player_speed_mps, "team": pop.team,
                          "population": k},
@@ -203,7 +216,9 @@ class Simulation:
             self.world.despawn(e)
 
     def reconnect(self, player: int) -> None:
+        """The client is back: the link's silence while it was gone is no stall."""
         self.world.set(player, Player, connected=1)
+        self.world.set(player, Link, last_recv_ms=self.clock.time_ms_of(self.tick))
 
     @property
     def regions(self) -> RegionStats:
@@ -220,12 +235,13 @@ class Simulation:
             replay = self.external.batch_for(tick, self.clock.dt_ms)
             self.inbox.put(replay, np.full(replay.n, tick, np.int64))
         elif self.generator is not None:
-            self.inbox.put(*self.generator.generate(tick, self.world.resources.get(SpatialIndex)))
+            batch, due = self.generator.generate(tick, self.world.resources.get(SpatialIndex))
+            self.inbox.put(batch, due, self.generator.truth)
         # The tick proper starts here: what came before is the clients' side of the wire.
         t0 = time.perf_counter()
         if wall_start is None:
             wall_start = t0
-        batch = self.inbox.seal(tick)
+        batch, truth = self.inbox.seal(tick)
         if self.recorder is not None:
             from worlds.stream import write_batch
 
@@ -241,6 +257,7 @@ class Simulation:
         a2e = wait_ms + (t1 - wall_start) * 1000.0
         refused_ix = np.flatnonzero(~applied)
         effects = self.world.resources.get(ActionEffects)
+        self.truth.record(batch, truth)
         return TickReport(
             tick=tick,
             submitted=batch.n,

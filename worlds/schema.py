@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from worlds.schema_events import EventsSection  # the [events] section (tick step 8)
+
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
 Count = Annotated[int, Field(ge=0)]
@@ -57,6 +59,14 @@ class Rules(Strict):
     corpse_s: NonNegFloat = 10.0
     future_tolerance_ms: NonNegFloat = 50.0  # client clocks may run this far ahead of ours
     stale_limit_ms: PositiveFloat = 2000.0  # later than this past its round trip: refused, not clamped
+    stall_gap_ms: PositiveFloat = 250.0  # a silence this long on a link makes the next burst a stall
+    timing_slack_ms: NonNegFloat = 40.0  # arrival later than rtt/2 + 4 x jitter + this: a forged timestamp
+    teleport_m: PositiveFloat = 15.0  # a jump this far beyond what speed allows is a teleport
+    melee_interval_ms: NonNegFloat = 400.0  # weapon rates: the least time between two swings,
+    ranged_interval_ms: NonNegFloat = 500.0  # two shots,
+    cast_cooldown_ms: NonNegFloat = 1500.0  # two casts
+    max_actions_per_s: PositiveFloat = 12.0  # sustained cap of one client (token bucket)
+    action_burst: PositiveFloat = 12.0  # how many actions the bucket holds
 
 
 class RegionsSection(Strict):
@@ -83,6 +93,55 @@ class Expectations(Strict):
     max_rebalances: Annotated[int, Field(ge=0)] | None = None
 
 
+class Obstacle(Strict):
+    """A rectangle of blocked space (walls, water) and/or of what blocks the sight (occluders)."""
+
+    rect: Annotated[list[float], Field(min_length=4, max_length=4)]  # [min_x, min_y, max_x, max_y]
+    blocks_movement: bool = True
+    blocks_sight: bool = True
+
+
+CHEAT_KINDS = ("speedhack", "teleport", "aimbot", "rapid_fire", "bot", "timestamp", "dupe", "loot_luck")
+
+
+class Cheaters(Strict):
+    """Players of a population who cheat, and how (the ground truth detection is measured on)."""
+
+    kind: Literal["speedhack", "teleport", "aimbot", "rapid_fire", "bot", "timestamp", "dupe", "loot_luck"]
+    population: Name  # which player population they are drawn from
+    count: Count
+    speed_factor: Annotated[float, Field(gt=1.0, le=20.0)] = 1.3  # speedhack
+    teleport_rate_per_s: Annotated[float, Field(gt=0, le=10)] = 0.2  # teleport
+    teleport_m: PositiveFloat = 40.0
+    accuracy: Annotated[float, Field(gt=0, le=1)] = 0.6  # aimbot: hit rate, nearly blind to difficulty
+    reaction_ms: PositiveFloat = 120.0
+    reaction_jitter_ms: NonNegFloat = 25.0
+    fire_rate_factor: Annotated[float, Field(gt=1.0, le=20.0)] = 2.0  # rapid_fire: times the weapon's rate
+    interval_ms: PositiveFloat = 600.0  # bot: its action period
+    interval_jitter_ms: NonNegFloat = 15.0
+    forge_ms: PositiveFloat = 150.0  # timestamp: claims to have acted this much earlier
+    replay_rate: Annotated[float, Field(ge=0, le=1)] = 0.1  # timestamp: share of packets replayed
+    dupe_rate: Annotated[float, Field(ge=0, le=1)] = 0.3  # dupe: share of trades tried twice / unheld
+
+
+class CheatSection(Strict):
+    """Detection thresholds, each chosen for a target false-positive rate (see the README)."""
+
+    min_shots: Annotated[int, Field(ge=1)] = 25
+    aim_z: PositiveFloat = 4.5  # hard-shot excess of hits, in standard deviations
+    min_reactions: Annotated[int, Field(ge=1)] = 8
+    reaction_mean_ms: PositiveFloat = 170.0  # mean reaction below this is inhuman...
+    reaction_sd_ms: PositiveFloat = 45.0  # ...with a spread below this
+    min_intervals: Annotated[int, Field(ge=2)] = 25
+    regularity_cv: Annotated[float, Field(gt=0, lt=1)] = 0.25  # coefficient of variation of action intervals
+    min_timings: Annotated[int, Field(ge=1)] = 20
+    excess_delay_ms: PositiveFloat = 70.0  # mean claimed-time excess over the measured one-way delay
+    min_loots: Annotated[int, Field(ge=1)] = 5
+    luck_p: Annotated[float, Field(gt=0, lt=1)] = 1e-6  # binomial tail of rare drops
+    rare_drop_p: Annotated[float, Field(gt=0, lt=1)] = 0.02
+    refusals: Annotated[int, Field(ge=1)] = 3  # impossible actions before a player is flagged
+
+
 class Hotspot(Strict):
     name: Name
     x: float
@@ -103,10 +162,11 @@ class SpawnArea(Strict):
 
 class Network(Strict):
     rtt_ms: Annotated[list[NonNegFloat], Field(min_length=2, max_length=2)] = [20.0, 300.0]  # range, uniform
-    jitter_ms: NonNegFloat = 10.0  # standard deviation of one-way delay noise
+    jitter_ms: NonNegFloat = 10.0  # standard deviation of one-way delay noise (bounded at 3 sigma)
     clock_offset_ms: NonNegFloat = 500.0  # client clock offsets are drawn from +-this
     stall_rate_per_s: NonNegFloat = 0.0  # chance per second of a stall
     stall_ms: NonNegFloat = 0.0
+    update_hz: Annotated[float, Field(gt=0, le=60)] = 10.0  # position updates while not acting
 
 
 class Players(Strict):
@@ -145,9 +205,13 @@ class WorldDef(Strict):
     world: WorldSection
     rules: Rules = Rules()
     regions: RegionsSection = RegionsSection()
+    cheat: CheatSection = CheatSection()
     expect: Expectations = Expectations()
+    obstacles: list[Obstacle] = []
+    cheaters: list[Cheaters] = []
     hotspots: list[Hotspot] = []
     populations: list[Population] = []
+    events: EventsSection | None = None  # world events director; none without the section
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -179,7 +243,22 @@ def semantic_problems(d: WorldDef) -> list[tuple[str, str]]:
             out.append((f"hotspots[{i}].name", f"duplicate hotspot name {h.name!r}"))
         if not (x0 <= h.x <= x1 and y0 <= h.y <= y1):
             out.append((f"hotspots[{i}]", f"({h.x}, {h.y}) lies outside the world bounds"))
+    for i, o in enumerate(d.obstacles):
+        ox0, oy0, ox1, oy1 = o.rect
+        if not (ox0 < ox1 and oy0 < oy1):
+            out.append((f"obstacles[{i}].rect", f"expected [min_x, min_y, max_x, max_y] with min < max, got {o.rect}"))
     pop_names = [p.name for p in d.populations]
+    players = {p.name: p.count for p in d.populations if isinstance(p, Players)}
+    drawn: dict[str, int] = {}
+    for i, c in enumerate(d.cheaters):
+        if c.population not in players:
+            out.append((f"cheaters[{i}].population", f"unknown player population {c.population!r} "
+                                                      f"(known: {', '.join(players) or 'none'})"))
+            continue
+        drawn[c.population] = drawn.get(c.population, 0) + c.count
+        if drawn[c.population] > players[c.population]:
+            out.append((f"cheaters[{i}].count", f"population {c.population!r} has {players[c.population]} players, "
+                                                f"{drawn[c.population]} would cheat"))
     for i, p in enumerate(d.populations):
         path = f"populations[{i}]"
         if pop_names.count(p.name) > 1 and pop_names.index(p.name) != i:

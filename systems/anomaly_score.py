@@ -1,0 +1,280 @@
+"""Tick step 7: streaming evidence per player, and flags when it becomes overwhelming.
+
+Validation refuses the impossible; this step scores the improbable. Every action of the tick
+(accepted or refused) updates the actor's ``CheatStats``, and a player is flagged, with the
+features that raised it, once one of these tests crosses the threshold the world file sets
+(each chosen so that honest players, with their realistic spread of skill and networks, stay
+below it at the target false-positive rate):
+
+- refusal history: impossible movement, timing, rate or economy actions, counted by class;
+- speed: a CUSUM of the claimed speed ratio above 1 (sustained speeding, not one burst);
+- aim: hit claims on hard shots against easy ones. A human's hit rate falls with difficulty
+  (distance, target speed) in proportion to its skill, so given its total hits, the share
+  that lands on hard shots does not depend on how good it is; an aimbot's barely falls. The
+  test is a z-score of hard hits against that skill-free expectation;
+- reaction: time from being hurt (as the client saw it) to the next attack: inhumanly fast
+  and inhumanly steady;
+- regularity: the coefficient of variation of the intervals between deliberate actions (not
+  the moves clients send as a heartbeat): bots keep time, people do not;
+- timing: the mean of how much later than its link explains an action arrived (a client that
+  back-dates its actions to win contests);
+- luck: the binomial tail of rare items found in the corpses a player looted.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from ecs import Phase, System
+from ecs.config import JIT
+from systems.action_order import ActionOrderIndex
+from systems.actions import SPELL_HEAL, ActionBatch, ActionKind
+from systems.apply_actions import ActionEffects
+from systems.columns import gather, locate, scatter
+from systems.components import CheatStats, Player, Position, Velocity
+from systems.spatial_index import SpatialIndex
+
+FLAG_MOVE, FLAG_TIMING, FLAG_RATE, FLAG_ECONOMY, FLAG_SPEED, FLAG_AIM, FLAG_REACTION, FLAG_REGULAR, \
+    FLAG_EXCESS, FLAG_LUCK = (1 << k for k in range(10))
+FLAG_NAMES = {FLAG_MOVE: "movement_refusals", FLAG_TIMING: "timing_refusals", FLAG_RATE: "rate_refusals",
+              FLAG_ECONOMY: "economy_refusals", FLAG_SPEED: "speed_cusum", FLAG_AIM: "aim_difficulty",
+              FLAG_REACTION: "reaction_time", FLAG_REGULAR: "timing_regularity", FLAG_EXCESS: "timestamp_excess",
+              FLAG_LUCK: "loot_luck"}
+EASY_SHOT = 0.55  # shots with a base hit chance at or above this are easy, the rest hard
+SPEED_CUSUM_K = 1.0  # reference ratio of the CUSUM: honest clients stay under top speed
+SPEED_CUSUM_H = 2.0  # decision level
+_FIELDS = CheatStats.fields
+(_SHOTS_EASY, _HITS_EASY, _EXP_EASY, _SHOTS_HARD, _HITS_HARD, _EXP_HARD, _REACT_N, _REACT_SUM, _REACT_SQ, _HURT_MS,
+ _INT_N, _INT_SUM, _INT_SQ, _LAST_T_MS, _EXCESS_N, _EXCESS_SUM, _LOOTS, _RARES, _R_MOVE, _R_TIMING, _R_RATE,
+ _R_ECONOMY, _SPEED_CUSUM, _FLAGS, _FLAG_TICK, _SCORE) = range(len(_FIELDS))
+assert _FIELDS[_SPEED_CUSUM] == "speed_cusum" and _FIELDS[_SCORE] == "score" and _FIELDS[_HURT_MS] == "hurt_ms"
+# Refusal code -> class: 1 movement, 2 timing, 3 rate, 4 economy.
+_REFUSAL_CLASS = np.zeros(32, np.int64)
+for _code in (7, 8, 17, 18):
+    _REFUSAL_CLASS[_code] = 1
+for _code in (4, 5, 6, 22):
+    _REFUSAL_CLASS[_code] = 2
+for _code in (20, 21):
+    _REFUSAL_CLASS[_code] = 3
+_REFUSAL_CLASS[12] = 4
+
+
+@njit(**JIT)
+def shot_difficulty(dist_m, range_m, target_speed_mps, speed_ref_mps):
+    """Base chance that a perfectly skilled human hits: lower far away and on fast targets."""
+    d = min(max(dist_m / range_m, 0.0), 1.0)
+    v = min(max(target_speed_mps / speed_ref_mps, 0.0), 1.0)
+    return (1.0 - 0.6 * d) * (1.0 - 0.4 * v)
+
+
+@njit(**JIT)
+def _log_binom_tail(k, n, p):
+    """log P(X >= k) for X ~ Binomial(n, p)."""
+    if k <= 0:
+        return 0.0
+    if k > n:
+        return -np.inf
+    terms = np.empty(int(n - k) + 1)
+    for j in range(int(k), int(n) + 1):
+        terms[j - int(k)] = (math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1)
+                             + j * math.log(p) + (n - j) * math.log1p(-p))
+    top = terms.max()
+    return top + math.log(np.exp(terms - top).sum())
+
+
+@njit(**JIT)
+def _score(order, rows, kind, status, t_ms, hit, difficulty, excess, speed_ratio, rtt, looted, rare, refusal_class,
+           stats, th):
+    """Fold one tick's actions into the per-player statistics, in each actor's sequence order.
+
+    order: (n,) int64 action indices sorted by actor then client time, read. rows: (n,) int64
+    row in ``stats`` of each action's actor (-1 none), read. kind, status: (n,) read.
+    t_ms: (n,) float64 client time on the server clock; hit, difficulty (NaN if not a judged
+    shot), excess, speed_ratio (NaN if not measured), rtt: (n,) float64; looted, rare: (n,)
+    bool; all read. refusal_class: (32,) int64, read. stats: (p, len(CheatStats.fields))
+    float64, read and written. th: thresholds (see ``AnomalyScore``), read.
+    """
+    for k in range(order.shape[0]):
+        i = order[k]
+        r = rows[i]
+        if r < 0:
+            continue
+        s = stats[r]
+        if status[i] != 0:
+            c = refusal_class[status[i]]
+            if c == 1:
+                s[_R_MOVE] += 1.0
+            elif c == 2:
+                s[_R_TIMING] += 1.0
+            elif c == 3:
+                s[_R_RATE] += 1.0
+            elif c == 4:
+                s[_R_ECONOMY] += 1.0
+        if not np.isnan(speed_ratio[i]):
+            s[_SPEED_CUSUM] = max(0.0, s[_SPEED_CUSUM] + speed_ratio[i] - SPEED_CUSUM_K)
+        if status[i] != 0:
+            continue
+        t = t_ms[i]
+        kd = kind[i]
+        if kd != 1:  # the rhythm of deliberate actions (moves are the client's heartbeat)
+            if s[_LAST_T_MS] > -1e17:
+                dt = t - s[_LAST_T_MS]
+                if 0.0 < dt < 5000.0:  # pauses are not rhythm
+                    s[_INT_N] += 1.0
+                    s[_INT_SUM] += dt
+                    s[_INT_SQ] += dt * dt
+            s[_LAST_T_MS] = max(t, s[_LAST_T_MS])
+        if not np.isnan(excess[i]):
+            s[_EXCESS_N] += 1.0
+            s[_EXCESS_SUM] += excess[i]
+        if kd == 2 or kd == 3 or kd == 4:
+            if s[_HURT_MS] > -1e17:
+                reaction = t - s[_HURT_MS] - 0.5 * rtt[i]
+                if 0.0 < reaction < 2000.0:
+                    s[_REACT_N] += 1.0
+                    s[_REACT_SUM] += reaction
+                    s[_REACT_SQ] += reaction * reaction
+                s[_HURT_MS] = -1e18
+        if kd == 3 and not np.isnan(difficulty[i]):
+            if difficulty[i] >= EASY_SHOT:
+                s[_SHOTS_EASY] += 1.0
+                s[_HITS_EASY] += hit[i]
+                s[_EXP_EASY] += difficulty[i]
+            else:
+                s[_SHOTS_HARD] += 1.0
+                s[_HITS_HARD] += hit[i]
+                s[_EXP_HARD] += difficulty[i]
+        if looted[i]:
+            s[_LOOTS] += 1.0
+            s[_RARES] += 1.0 if rare[i] else 0.0
+
+
+@njit(**JIT)
+def _flags(stats, th, rare_p):
+    """Flag bits and a score for each player's statistics. stats: (p, f), read. th: (12,)."""
+    p = stats.shape[0]
+    flags = np.zeros(p, np.int64)
+    score = np.zeros(p, np.float64)
+    for r in range(p):
+        s = stats[r]
+        f = 0
+        if s[_R_MOVE] >= th[0]:
+            f |= 1
+        if s[_R_TIMING] >= th[0]:
+            f |= 2
+        if s[_R_RATE] >= th[0]:
+            f |= 4
+        if s[_R_ECONOMY] >= th[0]:
+            f |= 8
+        if s[_SPEED_CUSUM] > SPEED_CUSUM_H:
+            f |= 16
+        hits = s[_HITS_EASY] + s[_HITS_HARD]
+        shots = s[_SHOTS_EASY] + s[_SHOTS_HARD]
+        z = 0.0
+        if shots >= th[1] and hits > 0.0 and s[_EXP_EASY] > 0.0 and s[_EXP_HARD] > 0.0:
+            share = s[_EXP_HARD] / (s[_EXP_EASY] + s[_EXP_HARD])
+            z = (s[_HITS_HARD] - hits * share) / math.sqrt(hits * share * (1.0 - share))
+            if z > th[2]:
+                f |= 32
+        n = s[_REACT_N]
+        if n >= th[3]:
+            mean = s[_REACT_SUM] / n
+            sd = math.sqrt(max(s[_REACT_SQ] / n - mean * mean, 0.0))
+            if mean < th[4] and sd < th[5]:
+                f |= 64
+        n = s[_INT_N]
+        if n >= th[6]:
+            mean = s[_INT_SUM] / n
+            sd = math.sqrt(max(s[_INT_SQ] / n - mean * mean, 0.0))
+            if mean > 0.0 and sd / mean < th[7]:
+                f |= 128
+        n = s[_EXCESS_N]
+        if n >= th[8] and s[_EXCESS_SUM] / n > th[9]:
+            f |= 256
+        if s[_LOOTS] >= th[10] and _log_binom_tail(s[_RARES], s[_LOOTS], rare_p) < math.log(th[11]):
+            f |= 512
+        flags[r] = f
+        score[r] = z
+    return flags, score
+
+
+class AnomalyScore(System):
+    phase = Phase.SCORE
+    reads = (ActionBatch, ActionOrderIndex, ActionEffects, SpatialIndex, Player, Velocity, Position)
+    writes = (CheatStats,)
+
+    def __init__(self, world, defn) -> None:
+        c = defn.cheat
+        self.th = np.array([c.refusals, c.min_shots, c.aim_z, c.min_reactions, c.reaction_mean_ms, c.reaction_sd_ms,
+                            c.min_intervals, c.regularity_cv, c.min_timings, c.excess_delay_ms, c.min_loots, c.luck_p],
+                           np.float64)
+        self.rare_p = c.rare_drop_p
+        self.range_m = defn.rules.ranged_range_m
+        self.speed_ref = defn.rules.player_speed_mps
+        self._players = world.query(CheatStats, Player)
+
+    def run(self, world, ctx) -> None:
+        batch: ActionBatch = world.resources[ActionBatch]
+        effects: ActionEffects | None = world.resources.get(ActionEffects)
+        self._note_hurt(world, ctx, batch, effects)
+        if batch.n and effects is not None:
+            self._fold(world, batch, effects)
+        for t in self._players:
+            stats = np.stack([t.column(CheatStats, f) for f in _FIELDS], axis=1).astype(np.float64)
+            flags, score = _flags(stats, self.th, self.rare_p)
+            cs = t.columns(CheatStats)
+            new = (flags != 0) & (cs.flag_tick < 0)
+            cs.flag_tick[new] = ctx.tick
+            cs.flags[:] = cs.flags | flags  # a flag, once raised, stays with its reasons
+            cs.score[:] = score
+
+    def _note_hurt(self, world, ctx, batch, effects) -> None:
+        """Players hurt this tick see it at the tick's end (plus half their round trip)."""
+        if effects is None or batch.n == 0:
+            return
+        heal = (batch.kind == ActionKind.CAST) & (batch.value == SPELL_HEAL)
+        hurt = (batch.status == 0) & np.isin(batch.kind, [2, 3, 4]) & ~heal & (effects.effect > 0)
+        victims = np.unique(batch.target[hurt])
+        if victims.size:
+            at = locate(world, victims)
+            _, is_player = gather(world, victims, CheatStats, "hurt_ms", at=at)
+            end_ms = ctx.time_ms + 1000.0 * ctx.dt_s
+            scatter(world, victims[is_player], CheatStats, "hurt_ms", np.full(int(is_player.sum()), end_ms),
+                    at=(at[0][is_player], at[1][is_player]))
+
+    def _fold(self, world, batch, effects) -> None:
+        actors = np.unique(batch.actor)
+        at = locate(world, actors)
+        stats = np.zeros((actors.size, len(_FIELDS)), np.float64)
+        for j, f in enumerate(_FIELDS):
+            stats[:, j], present = gather(world, actors, CheatStats, f, at=at)
+        rows = np.searchsorted(actors, batch.actor)
+        rows = np.where(present[rows], rows, -1)
+        offset, _ = gather(world, batch.actor, Player, "clock_offset_ms")
+        rtt, _ = gather(world, batch.actor, Player, "rtt_ms")
+        t_ms = batch.client_time_ms - offset
+        difficulty = np.full(batch.n, np.nan)
+        shots = np.flatnonzero((batch.kind == ActionKind.RANGED) & (batch.status == 0))
+        if shots.size:
+            tx, _ = gather(world, batch.target[shots], Position, "x")
+            ty, _ = gather(world, batch.target[shots], Position, "y")
+            vx, _ = gather(world, batch.target[shots], Velocity, "vx")
+            vy, _ = gather(world, batch.target[shots], Velocity, "vy")
+            dist = np.hypot(tx - batch.x[shots], ty - batch.y[shots])
+            speed = np.hypot(vx, vy)
+            difficulty[shots] = [shot_difficulty(d, self.range_m, v, self.speed_ref) for d, v in zip(dist, speed)]
+        looted = (batch.kind == ActionKind.LOOT) & (batch.status == 0) & (effects.effect > 0)
+        rare = effects.looted_rare
+        order = np.lexsort((t_ms, batch.actor))
+        _score(order, rows, batch.kind, batch.status, t_ms, (batch.value >= 0.5).astype(np.float64), difficulty,
+               batch.excess_ms, batch.speed_ratio, rtt, np.asarray(looted, np.bool_), rare, _REFUSAL_CLASS, stats,
+               self.th)
+        for j, f in enumerate(_FIELDS):
+            scatter(world, actors, CheatStats, f, stats[:, j], at=at)
+
+
+def flag_names(flags: int) -> list[str]:
+    return [name for bit, name in FLAG_NAMES.items() if flags & bit]
