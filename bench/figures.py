@@ -2,7 +2,7 @@
 
 The report (``bench/run.py``) decides sizes, rounds and durations; these functions only
 measure. Worlds come from ``bench.scenes``; what ticks spend is read from ``TickReport``
-(``tick_ms`` covers the ten steps and excludes the client simulation, ``system_ms`` splits it).
+(``tick_ms`` covers the schedule and excludes the client simulation, ``system_ms`` splits it).
 """
 
 from __future__ import annotations

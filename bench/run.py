@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     charts = report.charts(results, OUT)
     doc = {**head, "bars": bars, "meta": meta, "charts": [str(p.relative_to(OUT.parent.parent)) for p in charts],
-           **{k: v for k, v in results.items()}}
+           **results}
     md = report.markdown(results, head, bars, meta)
     (OUT / "report.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     (OUT / "report.md").write_text(md, encoding="utf-8")

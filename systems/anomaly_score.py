@@ -8,10 +8,11 @@ below it at the target false-positive rate):
 
 - refusal history: impossible movement, timing, rate or economy actions, counted by class;
 - speed: a CUSUM of the claimed speed ratio above 1 (sustained speeding, not one burst);
-- aim: hit claims on hard shots against easy ones. A human's hit rate falls with difficulty
-  (distance, target speed) in proportion to its skill, so given its total hits, the share
-  that lands on hard shots does not depend on how good it is; an aimbot's barely falls. The
-  test is a z-score of hard hits against that skill-free expectation;
+- aim: where the hits land. A human's chance to hit is its skill times the shot's base chance
+  b (lower far away and on fast targets), so given its total hits, each hit falls on shot i
+  with probability b_i / sum(b) whatever its skill; an aimbot hits hard shots nearly as often
+  as easy ones. The test is the z-score of the summed hardness (-log b) of the hits against
+  that skill-free (multinomial) expectation;
 - reaction: time from being hurt (as the client saw it) to the next attack: inhumanly fast
   and inhumanly steady;
 - regularity: the coefficient of variation of the intervals between deliberate actions (not
@@ -35,6 +36,7 @@ from systems.actions import SPELL_HEAL, ActionBatch, ActionKind
 from systems.apply_actions import ActionEffects
 from systems.columns import gather, locate, scatter
 from systems.components import CheatStats, Player, Position, Velocity
+from systems.npc_combat import NpcHits
 from systems.spatial_index import SpatialIndex
 
 FLAG_MOVE, FLAG_TIMING, FLAG_RATE, FLAG_ECONOMY, FLAG_SPEED, FLAG_AIM, FLAG_REACTION, FLAG_REGULAR, \
@@ -43,13 +45,13 @@ FLAG_NAMES = {FLAG_MOVE: "movement_refusals", FLAG_TIMING: "timing_refusals", FL
               FLAG_ECONOMY: "economy_refusals", FLAG_SPEED: "speed_cusum", FLAG_AIM: "aim_difficulty",
               FLAG_REACTION: "reaction_time", FLAG_REGULAR: "timing_regularity", FLAG_EXCESS: "timestamp_excess",
               FLAG_LUCK: "loot_luck"}
-EASY_SHOT = 0.55  # shots with a base hit chance at or above this are easy, the rest hard
 SPEED_CUSUM_K = 1.0  # reference ratio of the CUSUM: honest clients stay under top speed
 SPEED_CUSUM_H = 2.0  # decision level
+REPEAT_P = 0.15  # generous: two exponential intervals within 5 % (or 2x, 1/2x) of each other ~ 0.06
 _FIELDS = CheatStats.fields
-(_SHOTS_EASY, _HITS_EASY, _EXP_EASY, _SHOTS_HARD, _HITS_HARD, _EXP_HARD, _REACT_N, _REACT_SUM, _REACT_SQ, _HURT_MS,
- _INT_N, _INT_SUM, _INT_SQ, _LAST_T_MS, _EXCESS_N, _EXCESS_SUM, _LOOTS, _RARES, _R_MOVE, _R_TIMING, _R_RATE,
- _R_ECONOMY, _SPEED_CUSUM, _FLAGS, _FLAG_TICK, _SCORE) = range(len(_FIELDS))
+(_SHOTS, _HITS, _B_SUM, _BX_SUM, _BXX_SUM, _HX_SUM, _REACT_N, _REACT_SUM, _REACT_SQ, _HURT_MS,
+ _INT_N, _INT_SUM, _INT_SQ, _LAST_T_MS, _PREV_INT, _REPEATS, _EXCESS_N, _EXCESS_SUM, _LOOTS, _RARES, _R_MOVE,
+ _R_TIMING, _R_RATE, _R_ECONOMY, _SPEED_CUSUM, _FLAGS, _FLAG_TICK, _SCORE) = range(len(_FIELDS))
 assert _FIELDS[_SPEED_CUSUM] == "speed_cusum" and _FIELDS[_SCORE] == "score" and _FIELDS[_HURT_MS] == "hurt_ms"
 # Refusal code -> class: 1 movement, 2 timing, 3 rate, 4 economy.
 _REFUSAL_CLASS = np.zeros(32, np.int64)
@@ -62,12 +64,13 @@ for _code in (20, 21):
 _REFUSAL_CLASS[12] = 4
 
 
-@njit(**JIT)
-def shot_difficulty(dist_m, range_m, target_speed_mps, speed_ref_mps):
-    """Base chance that a perfectly skilled human hits: lower far away and on fast targets."""
-    d = min(max(dist_m / range_m, 0.0), 1.0)
-    v = min(max(target_speed_mps / speed_ref_mps, 0.0), 1.0)
-    return (1.0 - 0.6 * d) * (1.0 - 0.4 * v)
+def shot_difficulty(dist_m: np.ndarray, range_m: float, target_speed_mps: np.ndarray,
+                    speed_ref_mps: float) -> np.ndarray:
+    """Base chance that a perfectly skilled human hits, per shot: lower far away and on fast
+    targets. (n,) float64 arrays in and out."""
+    d = np.clip(dist_m / range_m, 0.0, 1.0)
+    v = np.clip(target_speed_mps / speed_ref_mps, 0.0, 1.0)
+    return (1.0 - 0.8 * d) * (1.0 - 0.5 * v)
 
 
 @njit(**JIT)
@@ -126,27 +129,38 @@ def _score(order, rows, kind, status, t_ms, hit, difficulty, excess, speed_ratio
                     s[_INT_N] += 1.0
                     s[_INT_SUM] += dt
                     s[_INT_SQ] += dt * dt
+                    # The same interval as the last one (within 5 %), or twice or half of it
+                    # (a beat skipped): rare for people, the rule for a bot's clock.
+                    prev = s[_PREV_INT]
+                    if prev > 0.0:
+                        for mult in (1.0, 2.0, 0.5):
+                            if abs(dt - mult * prev) <= 0.05 * mult * prev:
+                                s[_REPEATS] += 1.0
+                                break
+                    s[_PREV_INT] = dt
             s[_LAST_T_MS] = max(t, s[_LAST_T_MS])
         if not np.isnan(excess[i]):
             s[_EXCESS_N] += 1.0
             s[_EXCESS_SUM] += excess[i]
         if kd == 2 or kd == 3 or kd == 4:
             if s[_HURT_MS] > -1e17:
+                # An attack sent before the client could see the hit is no answer to it.
                 reaction = t - s[_HURT_MS] - 0.5 * rtt[i]
-                if 0.0 < reaction < 2000.0:
-                    s[_REACT_N] += 1.0
-                    s[_REACT_SUM] += reaction
-                    s[_REACT_SQ] += reaction * reaction
-                s[_HURT_MS] = -1e18
+                if reaction > 0.0:
+                    if reaction < 2000.0:
+                        s[_REACT_N] += 1.0
+                        s[_REACT_SUM] += reaction
+                        s[_REACT_SQ] += reaction * reaction
+                    s[_HURT_MS] = -1e18
         if kd == 3 and not np.isnan(difficulty[i]):
-            if difficulty[i] >= EASY_SHOT:
-                s[_SHOTS_EASY] += 1.0
-                s[_HITS_EASY] += hit[i]
-                s[_EXP_EASY] += difficulty[i]
-            else:
-                s[_SHOTS_HARD] += 1.0
-                s[_HITS_HARD] += hit[i]
-                s[_EXP_HARD] += difficulty[i]
+            b = max(difficulty[i], 1e-3)
+            x = -math.log(b)
+            s[_SHOTS] += 1.0
+            s[_HITS] += hit[i]
+            s[_B_SUM] += b
+            s[_BX_SUM] += b * x
+            s[_BXX_SUM] += b * x * x
+            s[_HX_SUM] += hit[i] * x
         if looted[i]:
             s[_LOOTS] += 1.0
             s[_RARES] += 1.0 if rare[i] else 0.0
@@ -171,14 +185,15 @@ def _flags(stats, th, rare_p):
             f |= 8
         if s[_SPEED_CUSUM] > SPEED_CUSUM_H:
             f |= 16
-        hits = s[_HITS_EASY] + s[_HITS_HARD]
-        shots = s[_SHOTS_EASY] + s[_SHOTS_HARD]
         z = 0.0
-        if shots >= th[1] and hits > 0.0 and s[_EXP_EASY] > 0.0 and s[_EXP_HARD] > 0.0:
-            share = s[_EXP_HARD] / (s[_EXP_EASY] + s[_EXP_HARD])
-            z = (s[_HITS_HARD] - hits * share) / math.sqrt(hits * share * (1.0 - share))
-            if z > th[2]:
-                f |= 32
+        hits = s[_HITS]
+        if s[_SHOTS] >= th[1] and hits > 0.0:
+            mean_x = s[_BX_SUM] / s[_B_SUM]
+            var_x = s[_BXX_SUM] / s[_B_SUM] - mean_x * mean_x
+            if var_x > 1e-9:
+                z = (s[_HX_SUM] - hits * mean_x) / math.sqrt(hits * var_x)
+                if z > th[2]:
+                    f |= 32
         n = s[_REACT_N]
         if n >= th[3]:
             mean = s[_REACT_SUM] / n
@@ -189,7 +204,8 @@ def _flags(stats, th, rare_p):
         if n >= th[6]:
             mean = s[_INT_SUM] / n
             sd = math.sqrt(max(s[_INT_SQ] / n - mean * mean, 0.0))
-            if mean > 0.0 and sd / mean < th[7]:
+            # For independent human intervals a repeat has a chance of about REPEAT_P.
+            if (mean > 0.0 and sd / mean < th[7]) or _log_binom_tail(s[_REPEATS], n - 1.0, REPEAT_P) < math.log(th[11]):
                 f |= 128
         n = s[_EXCESS_N]
         if n >= th[8] and s[_EXCESS_SUM] / n > th[9]:
@@ -203,7 +219,7 @@ def _flags(stats, th, rare_p):
 
 class AnomalyScore(System):
     phase = Phase.SCORE
-    reads = (ActionBatch, ActionOrderIndex, ActionEffects, SpatialIndex, Player, Velocity, Position)
+    reads = (ActionBatch, ActionOrderIndex, ActionEffects, NpcHits, SpatialIndex, Player, Velocity, Position)
     writes = (CheatStats,)
 
     def __init__(self, world, defn) -> None:
@@ -214,38 +230,32 @@ class AnomalyScore(System):
         self.rare_p = c.rare_drop_p
         self.range_m = defn.rules.ranged_range_m
         self.speed_ref = defn.rules.player_speed_mps
-        self._players = world.query(CheatStats, Player)
 
     def run(self, world, ctx) -> None:
         batch: ActionBatch = world.resources[ActionBatch]
         effects: ActionEffects | None = world.resources.get(ActionEffects)
-        self._note_hurt(world, ctx, batch, effects)
         if batch.n and effects is not None:
-            self._fold(world, batch, effects)
-        for t in self._players:
-            stats = np.stack([t.column(CheatStats, f) for f in _FIELDS], axis=1).astype(np.float64)
-            flags, score = _flags(stats, self.th, self.rare_p)
-            cs = t.columns(CheatStats)
-            new = (flags != 0) & (cs.flag_tick < 0)
-            cs.flag_tick[new] = ctx.tick
-            cs.flags[:] = cs.flags | flags  # a flag, once raised, stays with its reasons
-            cs.score[:] = score
+            self._fold(world, ctx, batch, effects)
+        self._note_hurt(world, ctx, batch, effects)  # after: this tick's hits are answered later
 
     def _note_hurt(self, world, ctx, batch, effects) -> None:
         """Players hurt this tick see it at the tick's end (plus half their round trip)."""
-        if effects is None or batch.n == 0:
+        if effects is None:
             return
         heal = (batch.kind == ActionKind.CAST) & (batch.value == SPELL_HEAL)
         hurt = (batch.status == 0) & np.isin(batch.kind, [2, 3, 4]) & ~heal & (effects.effect > 0)
-        victims = np.unique(batch.target[hurt])
+        bites = world.resources.get(NpcHits)
+        victims = np.unique(np.concatenate([batch.target[hurt], bites.victims if bites is not None else []]).astype(np.int64))
         if victims.size:
             at = locate(world, victims)
             _, is_player = gather(world, victims, CheatStats, "hurt_ms", at=at)
             end_ms = ctx.time_ms + 1000.0 * ctx.dt_s
             scatter(world, victims[is_player], CheatStats, "hurt_ms", np.full(int(is_player.sum()), end_ms),
-                    at=(at[0][is_player], at[1][is_player]))
+                    at=at.subset(is_player))
 
-    def _fold(self, world, batch, effects) -> None:
+    def _fold(self, world, ctx, batch, effects) -> None:
+        """Fold the tick's actions into their actors' statistics and re-judge only those actors
+        (nobody else's evidence changed)."""
         actors = np.unique(batch.actor)
         at = locate(world, actors)
         stats = np.zeros((actors.size, len(_FIELDS)), np.float64)
@@ -265,13 +275,18 @@ class AnomalyScore(System):
             vy, _ = gather(world, batch.target[shots], Velocity, "vy")
             dist = np.hypot(tx - batch.x[shots], ty - batch.y[shots])
             speed = np.hypot(vx, vy)
-            difficulty[shots] = [shot_difficulty(d, self.range_m, v, self.speed_ref) for d, v in zip(dist, speed)]
+            difficulty[shots] = shot_difficulty(dist, self.range_m, speed, self.speed_ref)
         looted = (batch.kind == ActionKind.LOOT) & (batch.status == 0) & (effects.effect > 0)
         rare = effects.looted_rare
         order = np.lexsort((t_ms, batch.actor))
         _score(order, rows, batch.kind, batch.status, t_ms, (batch.value >= 0.5).astype(np.float64), difficulty,
                batch.excess_ms, batch.speed_ratio, rtt, np.asarray(looted, np.bool_), rare, _REFUSAL_CLASS, stats,
                self.th)
+        flags, score = _flags(stats, self.th, self.rare_p)
+        known = stats[:, _FLAG_TICK] >= 0
+        stats[:, _FLAG_TICK] = np.where(~known & (flags != 0), ctx.tick, stats[:, _FLAG_TICK])
+        stats[:, _FLAGS] = stats[:, _FLAGS].astype(np.int64) | flags  # a flag, once raised, stays
+        stats[:, _SCORE] = score
         for j, f in enumerate(_FIELDS):
             scatter(world, actors, CheatStats, f, stats[:, j], at=at)
 

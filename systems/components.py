@@ -33,7 +33,7 @@ Player = Component(
         ("speed_mps", "f8"),
         ("life_start_ms", "f8"),  # game time of the last (re)spawn; older actions are void
         ("team", "i4"),
-        ("population", "i4"),
+        ("population", "i4"),  # index among the world file's player populations
         ("connected", "u1"),  # 0 while the client is gone: its avatar stays, its actions are refused
         # Weapon and rate bookkeeping on the client's clock: last swing, shot, cast; the token
         # bucket of the action-rate cap.
@@ -41,7 +41,7 @@ Player = Component(
         ("last_ranged_ms", "f8"),
         ("last_cast_ms", "f8"),
         ("tokens", "f8"),
-        ("tokens_ms", "f8"),  # index among the world file's player populations
+        ("tokens_ms", "f8"),
     ],
     defaults={"last_seq": -1, "last_move_ms": -1.0e18, "connected": 1, "last_melee_ms": -1.0e18,
               "last_ranged_ms": -1.0e18, "last_cast_ms": -1.0e18, "tokens": 1.0e9, "tokens_ms": -1.0e18},
@@ -61,7 +61,8 @@ Inventory = Component(
 # NPC wandering: a home it stays near, a heading it keeps for a while, and its pace.
 Npc = Component(
     "Npc",
-    [("home_x", "f8"), ("home_y", "f8"), ("leash_m", "f8"), ("speed_mps", "f8"), ("kind", "i4")],
+    [("home_x", "f8"), ("home_y", "f8"), ("leash_m", "f8"), ("speed_mps", "f8"), ("kind", "i4"),
+     ("attack_damage", "f8"), ("attack_per_s", "f8"), ("attack_reach_m", "f8")],
 )
 # A purse: dropped by a killed NPC (lootable once it is a corpse), or a chest's (container = 1,
 # lootable at any time). Looting is a first claim.
@@ -73,10 +74,11 @@ Static = tag("Static")  # entities that never move (props, chests)
 CheatStats = Component(
     "CheatStats",
     [
-        ("shots_easy", "f8"), ("hits_easy", "f8"), ("exp_easy", "f8"),
-        ("shots_hard", "f8"), ("hits_hard", "f8"), ("exp_hard", "f8"),
+        # shots: judged ranged shots; b: their base difficulty (chance a perfect human hits);
+        # x = -log b: how hard each was. Sums for the aim test of the anomaly score.
+        ("shots", "f8"), ("hits", "f8"), ("b_sum", "f8"), ("bx_sum", "f8"), ("bxx_sum", "f8"), ("hx_sum", "f8"),
         ("react_n", "f8"), ("react_sum", "f8"), ("react_sq", "f8"), ("hurt_ms", "f8"),
-        ("int_n", "f8"), ("int_sum", "f8"), ("int_sq", "f8"), ("last_t_ms", "f8"),
+        ("int_n", "f8"), ("int_sum", "f8"), ("int_sq", "f8"), ("last_t_ms", "f8"), ("prev_int", "f8"), ("repeats", "f8"),
         ("excess_n", "f8"), ("excess_sum", "f8"),
         ("loots", "f8"), ("rares", "f8"),
         ("r_move", "f8"), ("r_timing", "f8"), ("r_rate", "f8"), ("r_economy", "f8"),

@@ -49,8 +49,8 @@ class Lifecycle(System):
             for e in ids.tolist():
                 world.commands.despawn(e)
             for k in np.unique(kinds).tolist():
-                pop = self._npc_pops[k]
-                if pop.respawn:
+                pop = self._npc_pops.get(k)  # NPCs of other systems (event mobs) are theirs to replace
+                if pop is not None and pop.respawn:
                     self._replace_npcs(world, ctx, pop, k, ids[kinds == k])
         for t in self._players:
             h = t.columns(Health)
@@ -86,6 +86,8 @@ def npc_values(pop, kind: int, x: np.ndarray, y: np.ndarray) -> dict:
         Velocity: {},
         Health: {"hp": pop.hp, "max_hp": pop.hp, "dead": 0, "died_tick": -1},
         Npc: {"home_x": x, "home_y": y, "leash_m": pop.leash_m,
-              "speed_mps": pop.speed_mps if pop.movement == "wander" else 0.0, "kind": kind},
+              "speed_mps": pop.speed_mps if pop.movement == "wander" else 0.0, "kind": kind,
+              "attack_damage": pop.attack_damage, "attack_per_s": pop.attack_per_s,
+              "attack_reach_m": pop.attack_reach_m},
         Loot: {"gold": pop.gold, "container": int(pop.container)},
     }

@@ -4,8 +4,9 @@ the player density, relieves crowds and keeps sparse places alive.
 Every ``events.every_ticks`` ticks the director
 
 1. counts, for each live event, its standing mobs and its participants: the living, connected
-   players within ``radius_m`` of its centre who acted within ``idle_s`` (PvE: all of them;
-   PvP: the largest team among them, since rival teams fight each other as much as the event);
+   players within ``radius_m`` of its centre who are not idle, i.e. who made a deliberate
+   (non-move) action or walked ``idle_move_m`` within ``idle_s`` (PvE: all of them; PvP: the
+   largest team among them, since rival teams fight each other as much as the event);
 2. judges each event: an announced one becomes active (its mobs appear), an active one is
    completed when its mobs are all dead, failed when nobody took part for ``abandon_s``,
    expired at its deadline; ended events and their remaining mobs are despawned;
@@ -21,10 +22,11 @@ Every ``events.every_ticks`` ticks the director
 
 Events are entities with a ``WorldEvent`` component (no Position); their mobs are NPCs of the
 runtime's NPC archetype plus ``EventMember``. Which cells were served, their cooldowns, the
-events, the per-type tallies: all components, so the state hash covers every decision and a
-replay repeats it. Dead mobs are despawned by the director one tick before the lifecycle step
-would take their corpses (it would otherwise look their ``Npc.kind`` up among the world file's
-populations); ``EventStats`` (a resource) only keeps figures for the summary.
+events, the per-type tallies, each player's activity: all components, so the state hash covers
+every decision and a replay repeats it. Dead mobs are despawned by the director before the
+lifecycle step would take their corpses (it would otherwise look their negative ``Npc.kind``
+up among the world file's populations); ``EventStats`` (a resource) only keeps figures for
+the summary.
 
 Randomness: type choice and tie-breaks are keyed (seed, tick, cell, STREAM_EVENT_*); mob
 placement is keyed by the event's id.
@@ -38,6 +40,7 @@ from numba import njit
 from ecs import Component, Phase, System
 from ecs.config import JIT
 from ecs.rng import key_uniform
+from systems.actions import ActionBatch, ActionKind
 from systems.components import Health, Loot, Npc, Player, Position, Velocity
 from systems.density import DensityCell, DensityField, DensityGrid
 from systems.regions import RegionLayout
@@ -46,6 +49,7 @@ STREAM_EVENT_TYPE = 61
 STREAM_EVENT_ORDER = 62
 STREAM_EVENT_MOBS = 63
 
+_MOVE = int(ActionKind.MOVE)
 ROLES = ("crowd", "pull", "ambient")  # role codes; the names a world file's types use
 ANNOUNCED, ACTIVE = 0, 1
 CROWD, PULL, AMBIENT = 0, 1, 2
@@ -87,6 +91,14 @@ WorldEvent = Component(
     defaults={"source_cell": -1, "empty_since": -1},
 )
 
+# When a player last did something: a deliberate (non-move) accepted action, or walking at
+# least ``idle_move_m`` (path length, sampled at each director run, from where it was at the
+# last run). Clients keep sending position updates while their player stands idle, so the time
+# of the last accepted action says nothing about idling. One entity per player (no Position),
+# kept by the director: logical state, in the hash.
+Activity = Component("Activity", [("player", "i8"), ("last_active_ms", "f8"), ("x", "f8"), ("y", "f8"),
+                                  ("walked_m", "f8")])
+
 # A mob of an event: which event, and its hp at difficulty 1 (hp follows the event's difficulty).
 EventMember = Component("EventMember", [("event", "i8"), ("base_hp", "f8")])
 
@@ -124,21 +136,67 @@ _NEV = 6
 
 
 @njit(**JIT)
-def _player_rows(x, y, team, dead, connected, last_move_ms, max_hp, knobs, out):
-    """One table's players as rows of the (4, n) float64 ``out``: x, y, team, level; level is
-    -1 for a player who is not active (dead, disconnected, or idle longer than the limit).
+def _mark_active(sorted_players, order, player, actor, status, kind, last_active_ms, now_ms):
+    """Stamp ``now_ms`` on the activity record of the actor of each accepted deliberate (not
+    MOVE) action; returns how many such actors had no record.
 
-    Level is ``max_hp / player_hp``: players have no level of their own yet, and a stronger
-    avatar is a higher one. x, y, last_move_ms, max_hp: (n,) float64; team: (n,) int32; dead,
-    connected: (n,) uint8; all read. knobs: (3,) float64 now_ms, idle_ms, player_hp, read.
+    sorted_players: (m,) int64 the records' players sorted, order: (m,) int64 the record row of
+    each, player: (m,) int64 the records' player column; all read. actor: (k,) int64, status:
+    (k,) int16, kind: (k,) int8, the tick's actions, read. last_active_ms: (m,) float64,
+    written where found.
     """
-    now_ms, idle_ms, base_hp = knobs[0], knobs[1], knobs[2]
+    missing = 0
+    m = sorted_players.shape[0]
+    for i in range(actor.shape[0]):
+        if status[i] != 0 or kind[i] == _MOVE:
+            continue
+        j = np.searchsorted(sorted_players, actor[i])
+        if j < m and player[order[j]] == actor[i]:
+            last_active_ms[order[j]] = now_ms
+        else:
+            missing += 1
+    return missing
+
+
+@njit(**JIT)
+def _player_rows(floats, state, team, ids, rows, act_player, act, knobs, out):
+    """One table's players as columns of ``out`` (4, n) float64: x, y, team, level; level is
+    -1 for a player who is not active (dead, disconnected, or idle: neither a deliberate
+    action nor ``knobs[2]`` metres walked for ``knobs[1]`` ms). Adds each player's walk since
+    the last run to its activity record, stamping it active (``knobs[0]``, now) once it has
+    walked far enough. Level is ``max_hp / knobs[3]`` (player_hp): players have no level of
+    their own yet, and a stronger avatar is a higher one.
+
+    floats: x, y, max_hp (n,) float64; state: dead, connected (n,) uint8; team: (n,) int32;
+    ids: (n,) int64; rows: (n,) int64 each player's record (-1: none yet: a newcomer, active);
+    act_player: (m,) int64 the records' players; all read. act: x, y, walked_m,
+    last_active_ms (m,) float64 record columns, read and written. Returns -1, touching
+    nothing, when a record is not its player's (the caller's mapping is stale), else 0.
+    """
+    x, y, max_hp = floats
+    dead, connected = state
+    ax, ay, walked, last = act
+    now_ms, idle_ms, move_m, base_hp = knobs[0], knobs[1], knobs[2], knobs[3]
+    for i in range(x.shape[0]):
+        if rows[i] >= 0 and act_player[rows[i]] != ids[i]:
+            return -1
     for i in range(x.shape[0]):
         out[0, i] = x[i]
         out[1, i] = y[i]
         out[2, i] = team[i]
-        active = dead[i] == 0 and connected[i] != 0 and now_ms - last_move_ms[i] <= idle_ms
+        r = rows[i]
+        since = now_ms
+        if r >= 0:
+            walked[r] += np.sqrt((x[i] - ax[r]) ** 2 + (y[i] - ay[r]) ** 2)
+            ax[r] = x[i]
+            ay[r] = y[i]
+            if walked[r] >= move_m:
+                last[r] = now_ms
+                walked[r] = 0.0
+            since = last[r]
+        active = dead[i] == 0 and connected[i] != 0 and now_ms - since <= idle_ms
         out[3, i] = max_hp[i] / base_hp if active else -1.0
+    return 0
 
 
 @njit(**JIT)
@@ -626,13 +684,14 @@ class EventStats:
 
 class EventDirector(System):
     phase = Phase.ORCHESTRATE
-    reads = (DensityCell, DensityGrid, Position, Player, Health, Npc)
-    writes = (DirectorCell, WorldEvent, EventMember, EventTally, EventStats, Health)
+    reads = (DensityCell, DensityGrid, Position, Player, Health, Npc, ActionBatch)
+    writes = (DirectorCell, WorldEvent, EventMember, EventTally, EventStats, Health, Activity)
     after = ("DensityField",)
 
     def __init__(self, world, defn, npc_archetype) -> None:
         """``npc_archetype``: the components of an NPC; mobs get those plus ``EventMember``.
-        Spawns one ``EventTally`` entity per event type (call while building the world)."""
+        Spawns one ``EventTally`` entity per event type and one ``Activity`` record per player
+        (call while building the world, after the players)."""
         cfg = defn.events
         self.cfg = cfg
         self.defn = defn
@@ -648,7 +707,8 @@ class EventDirector(System):
 
         self.corpse_ticks = ticks(defn.rules.corpse_s)
         self.bury_every = self.every if self.corpse_ticks > self.every else 1
-        self.player_knobs = np.array([0.0, cfg.idle_s * 1000.0, defn.rules.player_hp], np.float64)
+        self._player_knobs = np.array([0.0, cfg.idle_s * 1000.0, cfg.idle_move_m, defn.rules.player_hp])
+        self._player_buf = np.zeros((4, 0), np.float64)
         self.pvp = defn.world.mode == "pvp"
         types = cfg.types
         self.t_announce = np.array([ticks(t.announce_s) for t in types], np.int64)
@@ -693,17 +753,29 @@ class EventDirector(System):
         self.cells[C_CX], self.cells[C_CY] = g.centres()
         self.plan = np.zeros((cfg.max_spawns_per_run, _NPLAN), np.float64)
         self.cell_start = np.zeros(g.count + 1, np.int64)
-        self.sums = np.zeros((3, g.count), np.float64)
-        self.players = np.zeros((4, 0), np.float64)
+        self.sums = self.cells[C_PX:C_PN + 1]  # the players' bucket sums land in the cell matrix
         self._cells = world.query(DensityCell, DirectorCell)
         self._events = world.query(WorldEvent)
         self._members = world.query(EventMember, Health)
         self._players = world.query(Player, Position, Health)
         self._tallies = world.query(EventTally)
+        self._activity = world.query(Activity)
+        self._activity_table = None  # the one table of Activity records (see ``_note_actions``)
+        self._activity_key: tuple | None = None
+        self._activity_rows = np.empty(0, np.int64)
+        self._lookup_key: tuple | None = None
+        self._lookup: tuple = ()
+        self._now_ms = 0.0
         world.spawn_batch((EventTally,), len(types), {EventTally: {"type": np.arange(len(types), dtype=np.int32)}})
+        ids = self._players.ids()
+        world.spawn_batch((Activity,), ids.shape[0], {Activity: {  # everyone starts active
+            "player": ids, "last_active_ms": 0.0, "x": self._players.concat(Position, "x"),
+            "y": self._players.concat(Position, "y")}})
+        self._activity_table = world.tables[world.table_for((Activity,))[0]]
 
     # -- every tick -----------------------------------------------------------------------
     def run(self, world, ctx) -> None:
+        self._note_actions(world, ctx)
         if ctx.tick % self.bury_every == 0:
             self._bury_dead(world, ctx.tick)
         if ctx.tick % self.every == 0:
@@ -723,13 +795,35 @@ class EventDirector(System):
             for e in t.ids[gone].tolist():
                 world.commands.despawn(e)
 
+    def _note_actions(self, world, ctx) -> None:
+        """Players whose deliberate (non-move) action was accepted this tick are active now."""
+        batch = world.resources.get(ActionBatch)
+        if batch is None or batch.n == 0:
+            return
+        t = self._activity_table
+        if t is None or t.n == 0:
+            return
+        key = (id(t), t.n, t.capacity)
+        for attempt in range(2):
+            if self._lookup_key != key or attempt:  # rebuilt when the records changed shape, or missed
+                player = t.column(Activity, "player")
+                order = np.argsort(player, kind="stable")
+                self._lookup = (np.ascontiguousarray(player[order]), order, player,
+                                t.column(Activity, "last_active_ms"))
+                self._lookup_key = key
+            sorted_players, order, player, last = self._lookup
+            if not _mark_active(sorted_players, order, player, batch.actor, batch.status, batch.kind, last,
+                                ctx.time_ms):
+                break
+
     # -- every K ticks --------------------------------------------------------------------
     def _direct(self, world, ctx) -> None:
         tick = ctx.tick
         stats = self.stats
         stats.runs += 1
         seed = np.uint64(ctx.rng.seed)
-        players, order = self._player_view(ctx)
+        self._now_ms = ctx.time_ms
+        players, order = self._player_view(world, ctx)
         ev = self._event_view()
         ids = ev["ids"]
         n_ev = ids.shape[0]
@@ -780,30 +874,73 @@ class EventDirector(System):
         self._spawn_events(world, ctx, plan, players, order)
 
     # -- views ----------------------------------------------------------------------------
-    def _player_view(self, ctx) -> tuple[np.ndarray, np.ndarray]:
-        """(4, n) x, y, team, level (-1: not active) of every player, bucketed by density cell
-        (``self.cell_start``, ``self.sums``); and the bucket order."""
-        n = self._players.count()
-        if self.players.shape[1] != n:
-            self.players = np.zeros((4, n), np.float64)
-        players = self.players
-        self.player_knobs[0] = ctx.time_ms
-        start = 0
-        for t in self._players:
-            p, h = t.columns(Player), t.columns(Health)
-            _player_rows(t.column(Position, "x"), t.column(Position, "y"), p.team, h.dead, p.connected, p.last_move_ms,
-                         h.max_hp, self.player_knobs, players[:, start:start + t.n])
-            start += t.n
+    def _player_view(self, world, ctx) -> tuple[np.ndarray, np.ndarray]:
+        """(4, n) float64 x, y, team, level of every player (see ``_player_rows``), bucketed by
+        density cell (``self.cell_start``; centroid sums into the cell matrix); and the bucket
+        order. Updates the players' ``Activity`` records."""
+        q = self._players
+        ids = q.ids()
+        n = ids.shape[0]
+        if self._player_buf.shape[1] != n:
+            self._player_buf = np.zeros((4, n), np.float64)
+        players = self._player_buf
+        self._player_knobs[0] = ctx.time_ms
+        a = self._activity_table.columns(Activity)
+        act = (a.x, a.y, a.walked_m, a.last_active_ms)
+        for stale in (False, True):
+            rows = self._activity_of(world, ids, rebuild=stale)
+            start = 0
+            for t in q:
+                p, h = t.columns(Player), t.columns(Health)
+                if _player_rows((t.column(Position, "x"), t.column(Position, "y"), h.max_hp), (h.dead, p.connected),
+                                p.team, t.ids, rows[start:start + t.n], a.player, act, self._player_knobs,
+                                players[:, start:start + t.n]) < 0:
+                    break  # (tables before this one are done; a rerun does them again: walks are then 0)
+                start += t.n
+            else:
+                break
         order = np.empty(n, np.int64)
         _bucket(players[0], players[1], self.grid.geom, self.cell_start, order, self.sums)
         return players, order
 
+    def _activity_of(self, world, ids: np.ndarray, rebuild: bool = False) -> np.ndarray:
+        """(n,) row of each player's ``Activity`` (-1: none yet). Players that appeared get a
+        record (through the command buffer: from the next run), records of players gone are
+        dropped. The mapping is kept while the player and activity tables keep their shape
+        (``_player_rows`` checks it and asks for a ``rebuild`` if players were swapped)."""
+        tables = self._activity.tables()
+        key = (world.structure_version, tuple(t.n for t in self._players.tables()), tuple(t.n for t in tables))
+        if not rebuild and key == self._activity_key and self._activity_rows.shape[0] == ids.shape[0]:
+            return self._activity_rows
+        rows = np.full(ids.shape[0], -1, np.int64)
+        for t in tables:
+            player = t.column(Activity, "player")
+            order = np.argsort(player, kind="stable")
+            pos = np.searchsorted(player, ids, sorter=order).clip(0, max(t.n - 1, 0))
+            hit = (player[order[pos]] == ids) if t.n else np.zeros(ids.shape[0], np.bool_)
+            rows[hit] = order[pos[hit]]
+            gone = ~np.isin(player, ids)
+            for e in t.ids[gone].tolist():
+                world.commands.despawn(e)
+        new = np.flatnonzero(rows < 0)
+        if new.size:
+            world.commands.spawn_batch((Activity,), new.size, {Activity: {
+                "player": ids[new], "last_active_ms": self._now_ms, "x": self._players.concat(Position, "x")[new],
+                "y": self._players.concat(Position, "y")[new]}})
+        self._activity_key = key
+        self._activity_rows = rows
+        return rows
+
+    _EVENT_FIELDS = ("type", "phase", "cell", "source_cell", "x", "y", "radius_m", "difficulty", "mobs",
+                     "active_tick", "deadline_tick", "empty_since")
+
     def _event_view(self) -> dict[str, np.ndarray]:
-        """Every live event's fields, in id order (not row order: the same on any layout)."""
+        """The live events' fields the director reads, in id order (not row order: the same on
+        any layout)."""
         ids = self._events.ids()
         sort = np.argsort(ids, kind="stable")
         out = {"ids": np.asarray(ids, np.int64)[sort]}
-        for f in WorldEvent.fields:
+        for f in self._EVENT_FIELDS:
             out[f] = self._events.concat(WorldEvent, f)[sort]
         return out
 
@@ -825,7 +962,6 @@ class EventDirector(System):
             d, r = t.columns(DensityCell), t.columns(DirectorCell)
             _load_cells(d.cell, (d.fast, d.npcs_avg), (d.crowded, d.spiking, r.populated),
                         (r.cooldown_until, r.last_served, r.wanted_since), cells)
-        cells[C_PX:C_PN + 1] = self.sums
         idx = np.flatnonzero(live)
         _occupy(cells, ev["cell"][idx], ev["source_cell"][idx], ev["x"][idx], ev["y"][idx], reserve[idx], self.knobs)
 

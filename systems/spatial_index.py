@@ -30,12 +30,14 @@ class SpatialIndex:
         self.y = np.empty(0, np.float64)
         self.alive = np.empty(0, np.bool_)
         self._world = None
+        self._tables = []
         self._offset = np.empty(0, np.int64)  # by table index: where its rows start here, -1 if absent
         self._sorted_at = None  # argsort of ids, built only if a lookup needs it
 
     def rebuild(self, world, positioned) -> None:
         tables = [t for t in positioned.tables() if t.n]
         self._world = world
+        self._tables = tables
         self._offset = np.full(len(world.tables), -1, np.int64)
         start = 0
         for t in tables:
@@ -50,6 +52,19 @@ class SpatialIndex:
         )
         self.grid.rebuild(self.x, self.y)
         self._sorted_at = None
+
+    def column(self, component, field: str, fill: float = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(values (n,), present (n,) bool) of one field for every entity here, in index order:
+        the tables' columns laid end to end (valid until the next structural change)."""
+        out = np.full(self.ids.shape[0], fill, component.dtype[field])
+        present = np.zeros(self.ids.shape[0], np.bool_)
+        start = 0
+        for t in self._tables:
+            if t.has(component):
+                out[start : start + t.n] = t.column(component, field)
+                present[start : start + t.n] = True
+            start += t.n
+        return out, present
 
     def query_point(self, px: float, py: float, radius_m: float) -> np.ndarray:
         """Indices of the entities within ``radius_m`` of (px, py), inclusive."""

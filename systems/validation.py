@@ -295,7 +295,7 @@ class ActionValidation(System):
         sorted_actor = actor[order]
         last = order[np.r_[sorted_actor[1:] != sorted_actor[:-1], True]]
         last = last[present[last]]
-        lat = (at[0][last], at[1][last])
+        lat = at.subset(last)
         for j, f in enumerate(RUNNING):
             scatter(world, actor[last], Link if f in _LINK_FIELDS else Player, f, running[last, j], at=lat)
         scatter(world, actor[last], Player, "seq_window", window[last], at=lat)

@@ -121,7 +121,7 @@ def _run(args: argparse.Namespace) -> int:
         for line in e.problems:
             print(line, file=sys.stderr)
         return 2
-    sim = Simulation(defn, seed=args.seed, generate=args.actions is None)
+    sim = Simulation(defn, seed=args.seed, generate=args.actions is None, hash_every=args.hash_every)
     stream_errors: list[dict] = []
     if args.actions is not None:
         from worlds.stream import StreamReader
@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     run.add_argument("--actions", metavar="STREAM", help="take player actions from a recorded JSONL stream")
     run.add_argument("--record", metavar="STREAM", help="write every action of the run to a JSONL stream")
+    run.add_argument("--hash-every", type=int, default=1, metavar="N",
+                     help="state hash every N ticks (0: only at the end); default 1")
     check = sub.add_parser("check", help="validate world files and report every problem")
     check.add_argument("files", nargs="+")
     args = parser.parse_args(argv)

@@ -116,6 +116,8 @@ class ActionGenerator:
         self.react_mean = np.maximum(260.0 + 35.0 * rng.normal(0, self.ids, S_SKILL, 1), 180.0)
         self.react_sd = np.full(n, 60.0)
         self.respond_at = np.full(n, -1e18)
+        r_engage = rng.uniform(0, self.ids, S_SKILL, 2)
+        self.engage_m = np.where(r_engage < 0.5, 0.5 * r.melee_reach_m, 0.2 * r.ranged_range_m + r_engage * 0.6 * r.ranged_range_m)
         self.update_ms = np.array([1000.0 / x.update_hz for x in net])
         self.last_sent_ms = np.full(n, -1e18)
         self.walls, self.occluders = obstacle_arrays(defn)
@@ -188,7 +190,8 @@ class ActionGenerator:
         heading = np.where(has_goal, toward, self.heading)
         speed = self.speed * self.pace
         dist_goal = np.hypot(gx - self.x, gy - self.y)
-        close = has_goal & (dist_goal < 0.5 * self.defn.rules.melee_reach_m)
+        # Fighters hold at the distance they like to fight from (swordsmen close, archers far).
+        close = has_goal & (dist_goal < np.where(self.behaviour == 2, self.engage_m, 0.5 * self.defn.rules.melee_reach_m))
         moving = alive & (self.behaviour != 4) & ~close & ~((self.behaviour == 3) & ~has_goal)
         vx = np.where(moving, speed * np.cos(heading), 0.0)
         vy = np.where(moving, speed * np.sin(heading), 0.0)
@@ -304,8 +307,7 @@ class ActionGenerator:
                 vx, _ = gather(self.world, target[k], Velocity, "vx")
                 vy, _ = gather(self.world, target[k], Velocity, "vy")
                 dist = np.hypot(tx[ready] - ex[who[k]], ty[ready] - ey[who[k]])
-                base = np.array([shot_difficulty(d, rules.ranged_range_m, v, rules.player_speed_mps)
-                                 for d, v in zip(dist, np.hypot(vx, vy))])
+                base = shot_difficulty(dist, rules.ranged_range_m, np.hypot(vx, vy), rules.player_speed_mps)
                 p_hit = np.where(self.aim_accuracy[who[k]] > 0,
                                  self.aim_accuracy[who[k]] * (0.85 + 0.15 * base), self.skill[who[k]] * base)
                 value[k] = (self.rng.uniform(tick, self.ids[who[k]], S_HIT) < p_hit).astype(np.float64)

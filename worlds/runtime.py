@@ -30,6 +30,7 @@ from systems.context import TickContext
 from systems.ingest import Ingest
 from systems.lifecycle import Lifecycle, npc_values
 from systems.movement import Movement
+from systems.npc_combat import NpcCombat
 from systems.orchestration import event_systems
 from systems.regions import RegionCell, Regions, RegionStats
 from systems.spatial_index import SpatialHash, SpatialIndex
@@ -56,7 +57,7 @@ class TickReport:
     refused: dict[str, int]
     refusals: list[tuple[int, int, str]]
     killed: list[int]
-    state_hash: str
+    state_hash: str | None  # None on ticks the simulation was told not to hash
     tick_ms: float
     system_ms: dict[str, float]
     action_to_effect_ms: np.ndarray = field(repr=False)
@@ -99,7 +100,11 @@ class Inbox:
 
 
 class Simulation:
-    def __init__(self, defn: WorldDef, seed: int | None = None, shard: int = 0, generate: bool = True) -> None:
+    def __init__(self, defn: WorldDef, seed: int | None = None, shard: int = 0, generate: bool = True,
+                 hash_every: int = 1) -> None:
+        """``hash_every``: compute the state hash every that many ticks (0: only on request);
+        at 100k entities it costs a few milliseconds, which a paced server may want back."""
+        self.hash_every = hash_every
         self.defn = defn
         self.seed = defn.world.seed if seed is None else int(seed)
         self.clock = FixedClock(defn.world.tick_rate_hz)
@@ -130,6 +135,7 @@ class Simulation:
             Regions(self.world, defn),
             ActionOrder(defn),
             ApplyActions(self.world, defn),
+            NpcCombat(self.world),
             AnomalyScore(self.world, defn),
             *event_systems(self.world, defn, NPC_ARCHETYPE),  # step 8: density field, event director
             Telemetry(),
@@ -265,7 +271,7 @@ class Simulation:
             refused=ctx.stats.get("actions_refused", {}),
             refusals=[(int(batch.actor[i]), int(batch.seq[i]), REFUSAL_NAMES[int(batch.status[i])]) for i in refused_ix.tolist()],
             killed=[] if effects is None else effects.killed.tolist(),
-            state_hash=self.state_hash(),
+            state_hash=self.state_hash() if self.hash_every and tick % self.hash_every == 0 else None,
             tick_ms=(t1 - t0) * 1000.0,
             system_ms=dict(self.schedule.last_timings_ms),
             action_to_effect_ms=a2e,

@@ -195,6 +195,9 @@ class Npcs(Strict):
     gold: Count = 10  # dropped as loot when killed
     respawn: bool = True  # keep the population at count
     container: bool = False  # a chest: its gold can be looted without killing it; it cannot be hurt
+    attack_damage: NonNegFloat = 0.0  # hostile NPCs bite players within reach...
+    attack_per_s: NonNegFloat = 0.0  # ...this often on average
+    attack_reach_m: PositiveFloat = 2.0
     spawn: SpawnArea = SpawnArea()
 
 
@@ -285,4 +288,8 @@ def semantic_problems(d: WorldDef) -> list[tuple[str, str]]:
                     out.append((f"{path}.hotspots[{j}]", f"unknown hotspot {h!r} (known: {', '.join(names) or 'none'})"))
             if p.behaviour == "travel" and not d.hotspots:
                 out.append((f"{path}.behaviour", "'travel' needs at least one [[hotspots]] entry"))
+    if d.events is not None:
+        from worlds.schema_events import event_problems
+
+        out += event_problems(d)
     return out

@@ -93,14 +93,16 @@ class EventsSection(Strict):
     """Knobs of the density field and of the event director."""
 
     every_ticks: Annotated[int, Field(ge=1, le=100_000)] = 10  # director cadence K
-    density_every_ticks: Annotated[int, Field(ge=1, le=100_000)] = 1  # density field cadence
+    density_every_ticks: Annotated[int, Field(ge=1, le=100_000)] = 1  # density field cadence (players)
+    npc_every_ticks: Annotated[int, Field(ge=1, le=100_000)] = 50  # NPCs drift slowly and cost most to count
     cell_m: PositiveFloat = 50.0  # coarse density cell
     fast_half_life_s: PositiveFloat = 0.25  # short-term average: spikes show within a few ticks
     slow_half_life_s: PositiveFloat = 10.0  # long-term average: the baseline a spike rises from
     comfort_players: PositiveFloat = 60.0  # crowded at or above this many players in a cell
     hysteresis: Annotated[float, Field(ge=0, lt=1)] = 0.2  # a flag clears only this fraction below its threshold
     spike_players: PositiveFloat = 30.0  # short-term over long-term average that marks a spike
-    idle_s: PositiveFloat = 30.0  # players with no accepted action for this long do not participate
+    idle_s: PositiveFloat = 30.0  # who neither acted (non-move) nor walked for this long takes no part
+    idle_move_m: PositiveFloat = 2.0  # ... where walking means covering this distance (path length)
     populated_players: PositiveFloat = 0.5  # short-term average at which a cell counts as populated
     cell_budget: Count = 40  # event mobs (planned or standing) of events centred in one cell
     world_budget: Count = 1_000  # ... in the world

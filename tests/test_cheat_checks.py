@@ -1,0 +1,80 @@
+"""Each refusal rule of validation, tried on a scripted world: refused with its reason,
+counted, and nothing in the game state changed."""
+
+import pytest
+
+from systems.components import CheatStats, Health, Link, Player, Position
+from tests.conftest import WORLDS
+from worlds import Simulation
+
+pytestmark = pytest.mark.kernel
+
+
+def world():
+    sim = Simulation.from_file(WORLDS / "walls.toml", generate=False)
+    west, east, south = (int(e) for e in sim.player_ids)
+    return sim, west, east, south
+
+
+def rec(sim, who, seq, kind, t_ms, **fields):
+    p = sim.world.get(who, Player)
+    r = {"player": who, "seq": seq, "kind": kind, "client_time_ms": t_ms, "recv_time_ms": t_ms + 30.0,
+         "x": p["last_x"], "y": p["last_y"], "value": 1.0}
+    r.update(fields)
+    return r
+
+
+def run(sim, *records):
+    assert sim.submit(list(records)) == []
+    return sim.step()
+
+
+def skip(sim, ticks):
+    for _ in range(ticks):
+        sim.step()
+
+
+def test_walking_into_a_wall_or_a_pond_is_blocked():
+    sim, west, _, south = world()
+    skip(sim, 10)
+    before = sim.world.get(west, Position)
+    t = sim.tick * 50.0
+    r = run(sim, rec(sim, west, 1, "move", t - 20, x=49.0, y=50.0), rec(sim, south, 1, "move", t - 20, x=20.0, y=19.0))
+    assert r.refused == {"blocked": 2}
+    assert sim.world.get(west, Position) == before
+
+
+def test_shooting_through_a_wall_is_not_visible_but_around_it_is():
+    sim, west, east, south = world()
+    skip(sim, 10)
+    t = sim.tick * 50.0
+    r = run(sim, rec(sim, west, 1, "ranged", t - 20, target=east), rec(sim, west, 2, "ranged", t - 10, target=south))
+    # The refused shot was never fired, so the next one 10 ms later is not too soon.
+    assert r.refused == {"not_visible": 1} and r.applied == 1
+    assert sim.world.get(south, Health)["hp"] < 100.0 and sim.world.get(east, Health)["hp"] == 100.0
+
+
+def test_weapon_intervals_and_the_rate_bucket():
+    sim, west, east, south = world()
+    skip(sim, 40)
+    t = sim.tick * 50.0
+    shots = [rec(sim, west, k + 1, "ranged", t - 400 + 100 * k, target=south) for k in range(3)]
+    r = run(sim, *shots)
+    assert r.applied == 1 and r.refused == {"cooldown": 2}  # 100 ms apart: one in five hundred
+    skip(sim, 40)
+    t = sim.tick * 50.0
+    moves = [rec(sim, west, 10 + k, "move", t - 300 + 40 * k) for k in range(7)]
+    r = run(sim, *moves)
+    assert r.applied == 4 and r.refused == {"rate_limit": 3}  # the bucket holds four
+
+
+def test_refusals_are_evidence_not_effects():
+    sim, west, east, south = world()
+    skip(sim, 10)
+    t = sim.tick * 50.0
+    r = run(sim, rec(sim, west, 1, "move", t - 20, x=49.0, y=50.0), rec(sim, west, 2, "move", t - 10, x=90.0, y=50.0))
+    assert r.refused == {"blocked": 1, "teleport": 1}
+    quiet, *_ = world()
+    skip(quiet, 11)
+    assert sim.world.state_hash(exclude=[CheatStats, Link]) == quiet.world.state_hash(exclude=[CheatStats, Link])
+    assert sim.world.get(west, CheatStats)["r_move"] == 2
