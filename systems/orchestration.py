@@ -510,6 +510,15 @@ def _ranked(keys, seed, tick, cells_idx):
 
 
 @njit(**JIT)
+def _fast_density(cells, which):
+    """(m,) float64: the fast-smoothed density of the cells ``which`` ((m,) int64), read."""
+    out = np.empty(which.shape[0], np.float64)
+    for i in range(which.shape[0]):
+        out[i] = cells[C_FAST, which[i]]
+    return out
+
+
+@njit(**JIT)
 def _plan(cells, types, knobs, seed, out, figures):
     """Decide the new events of one director run.
 
@@ -565,9 +574,7 @@ def _plan(cells, types, knobs, seed, out, figures):
             src[m] = c
             m += 1
     src = src[:m]
-    dens = np.empty(m, np.float64)
-    for i in range(m):
-        dens[i] = cells[C_FAST, src[i]]
+    dens = _fast_density(cells, src)
     n_cols, n_rows = int(knobs[K_NCOLS]), int(knobs[K_NROWS])
     rings = int(knobs[K_RINGS])
     under = knobs[K_COMFORT] * knobs[K_PULL_FILL]
@@ -602,9 +609,7 @@ def _plan(cells, types, knobs, seed, out, figures):
             want[m] = c
             m += 1
     want = want[:m]
-    dens = np.empty(m, np.float64)
-    for i in range(m):
-        dens[i] = cells[C_FAST, want[i]]
+    dens = _fast_density(cells, want)
     for i in _ranked(dens, seed, itick, want):
         if k >= out.shape[0]:
             break

@@ -10,18 +10,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from worlds.schema_events import EventsSection  # the [events] section (tick step 8)
-
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegFloat = Annotated[float, Field(ge=0)]
-Count = Annotated[int, Field(ge=0)]
-Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+from worlds.schema_base import Count, Name, NonNegFloat, PositiveFloat, Strict
+from worlds.schema_events import EventsSection, event_problems  # the [events] section (tick step 8)
 
 
 class WorldSection(Strict):
@@ -289,7 +281,5 @@ def semantic_problems(d: WorldDef) -> list[tuple[str, str]]:
             if p.behaviour == "travel" and not d.hotspots:
                 out.append((f"{path}.behaviour", "'travel' needs at least one [[hotspots]] entry"))
     if d.events is not None:
-        from worlds.schema_events import event_problems
-
         out += event_problems(d)
     return out

@@ -27,19 +27,9 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-# The same aliases and base as ``worlds.schema``, declared here rather than imported from it:
-# ``worlds.schema`` imports this module for its ``events`` field, and a cycle would make the
-# order of the two imports matter.
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegFloat = Annotated[float, Field(ge=0)]
-Count = Annotated[int, Field(ge=0)]
-Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+from worlds.schema_base import Count, Name, NonNegFloat, PositiveFloat, Strict
 
 Role = Literal["crowd", "pull", "ambient"]
 ROLES: tuple[str, ...] = ("crowd", "pull", "ambient")  # index = the role code in WorldEvent.role
