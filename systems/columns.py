@@ -8,8 +8,10 @@ back. Work is per table touched (a handful), never per entity in Python.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from ecs import Component, World
+from ecs.config import JIT
 
 
 def _tables_in(table_idx: np.ndarray) -> list[int]:
@@ -87,3 +89,77 @@ def scatter(world: World, ids: np.ndarray, component: Component, field: str, val
         table = world.tables[t]
         if table.has(component):
             table.column(component, field)[rows] = values if pos is None else values[pos]
+
+
+@njit(**JIT)
+def _distinct(slot, n_slots):
+    """(first, inverse): the first position of each distinct non-negative ``slot`` in order of
+    appearance, and each position's index among them (-1 where ``slot`` is -1).
+
+    slot: (n,) int64 in [-1, n_slots), read.
+    """
+    n = slot.shape[0]
+    rank = np.full(n_slots, -1, np.int64)
+    first = np.empty(n, np.int64)
+    inverse = np.full(n, -1, np.int64)
+    u = 0
+    for i in range(n):
+        s = slot[i]
+        if s < 0:
+            continue
+        r = rank[s]
+        if r < 0:
+            r = u
+            rank[s] = u
+            first[u] = i
+            u += 1
+        inverse[i] = r
+    return first[:u].copy(), inverse
+
+
+@njit(**JIT)
+def grouped(inverse, n_groups):
+    """(order, starts): the positions whose ``inverse`` is not -1, grouped by it (a stable
+    counting sort); group g holds ``order[starts[g]:starts[g + 1]]``.
+
+    inverse: (n,) int64 in [-1, n_groups), read.
+    """
+    starts = np.zeros(n_groups + 1, np.int64)
+    for i in range(inverse.shape[0]):
+        if inverse[i] >= 0:
+            starts[inverse[i] + 1] += 1
+    for g in range(n_groups):
+        starts[g + 1] += starts[g]
+    fill = starts[:-1].copy()
+    order = np.empty(starts[n_groups], np.int64)
+    for i in range(inverse.shape[0]):
+        g = inverse[i]
+        if g >= 0:
+            order[fill[g]] = i
+            fill[g] += 1
+    return order, starts
+
+
+class Distinct:
+    """The distinct live entities of a list of ids, found without sorting.
+
+    ``ids`` (u,) in order of first appearance, ``at`` where they live (for ``gather`` /
+    ``scatter``), ``inverse`` (n,) each list element's index among them (-1 for an id that is
+    not alive here). Costs O(n + entities): a table row is a dense key while tables hold still.
+    """
+
+    __slots__ = ("ids", "at", "inverse")
+
+    def __init__(self, world: World, ids: np.ndarray) -> None:
+        ids = np.ascontiguousarray(ids, np.int64)
+        table, row = world.locate_many(ids)
+        base = np.zeros(len(world.tables) + 1, np.int64)
+        np.cumsum([t.n for t in world.tables], out=base[1:])
+        slot = np.where(table >= 0, base[np.maximum(table, 0)] + row, -1)
+        first, self.inverse = _distinct(slot, int(base[-1]))
+        self.ids = ids[first]
+        self.at = Located(table[first], row[first])
+
+    @property
+    def n(self) -> int:
+        return self.ids.shape[0]

@@ -35,7 +35,7 @@ from numba import njit
 from ecs import Phase, System
 from ecs.config import JIT
 from systems.actions import SPELL_HEAL, TARGETED, ActionBatch, ActionKind, Refusal
-from systems.columns import gather, locate, scatter
+from systems.columns import Distinct, gather, grouped, scatter
 from systems.components import Health, Link, Loot, Player, Position
 from systems.obstacles import inside_any, obstacle_arrays, segment_blocked
 
@@ -46,7 +46,7 @@ _LINK_FIELDS = ("last_recv_ms", "gap_ms", "gap_end_ms")  # these three live in L
 _SEQ, _MOVE, _X, _Y, _MELEE, _RANGED, _CAST, _TOKENS, _TOKENS_MS, _RECV, _GAP, _GAP_END = range(len(RUNNING))
 # Fixed facts about an actor for this tick.
 FIXED = ("rtt_ms", "clock_offset_ms", "speed_mps", "life_start_ms", "jitter_ms")
-_RTT, _OFFSET, _SPEED, _LIFE, _JITTER, _DEAD = range(6)
+_RTT, _OFFSET, _SPEED, _LIFE, _JITTER, _DEAD, _PLAYER, _CONNECTED = range(8)
 # Rules, in one array for the kernel.
 LIMITS = ("future_tolerance_ms", "stale_limit_ms", "rewind_window_ms", "speed_tolerance", "min_x", "min_y", "max_x",
           "max_y", "max_speed_mps", "teleport_m", "stall_gap_ms", "melee_interval_ms", "ranged_interval_ms",
@@ -150,18 +150,54 @@ def _accept(kind, s, t_ms, recv, x, y, run, window, limits):
 
 
 @njit(**JIT)
-def _validate(order, actor, fixed, running, window, act, target_state, reach_m, limits, walls, occluders, status,
-              event_ms, excess_ms, speed_ratio):
+def _sequence_order(inverse, seq, n_actors):
+    """The order to judge actions in: as they arrived, except that each actor's own actions
+    take their places in sequence-number order (stably). Actors stay interleaved, so the
+    walk over the batch stays sequential in memory; only a client whose packets arrived out
+    of order is sorted.
+
+    inverse: (n,) int64 actor of each action (-1 none), seq: (n,) int64; both read.
+    """
+    n = inverse.shape[0]
+    proc = np.arange(n)
+    last = np.full(n_actors, np.iinfo(np.int64).min)
+    scrambled = np.zeros(n_actors, np.bool_)
+    any_scrambled = False
+    for i in range(n):
+        a = inverse[i]
+        if a >= 0:
+            if seq[i] < last[a]:
+                scrambled[a] = True
+                any_scrambled = True
+            last[a] = seq[i]
+    if not any_scrambled:
+        return proc
+    mine = np.where(scrambled[np.maximum(inverse, 0)] & (inverse >= 0), inverse, -1)
+    order, starts = grouped(mine, n_actors)
+    for a in range(n_actors):
+        lo, hi = starts[a], starts[a + 1]
+        if hi - lo > 1:
+            seg = order[lo:hi]  # this actor's positions, ascending
+            proc[seg] = seg[np.argsort(seq[seg], kind="mergesort")]
+    return proc
+
+
+@njit(**JIT)
+def _validate(order, inverse, actor, target, seq, client_ms, kind, x, y, recv_ms, value, t_row, targeted, fixed,
+              running, window, target_state, reach_m, limits, walls, occluders, status, event_ms, excess_ms,
+              speed_ratio):
     """Check actions one actor at a time, in sequence-number order.
 
-    order: (n,) int64, read: action indices sorted by (actor, seq). actor: (n,) int64, read.
-    fixed: (n, 6) float64, read: the actor's rtt_ms, clock_offset_ms, speed_mps,
-        life_start_ms, jitter_ms (measured), dead (1.0 / 0.0), per action.
-    running: (n, 12) float64, read and written: the actor's record (``RUNNING``) per action;
-        on return, the last action of an actor (in ``order``) holds its final record.
-    window: (n,) int64, read and written likewise: the anti-replay bitmap.
-    act: (n, 7) float64, read: seq, client_time_ms, kind, x, y, recv_time_ms, value.
-    target_state: (n, 5) float64, read (see ``_judge_target``). reach_m: (8,) by kind.
+    order: (n,) int64 action indices in the order to judge them (``_sequence_order``);
+    inverse: (n,) int64 the actor (row of ``fixed``, ``running``, ``window``) of each, -1 none.
+    actor, target, seq: (n,) int64; client_ms, x, y, recv_ms, value: (n,) float64; kind: (n,)
+    int8, read. t_row: (n,) int64 row of each action's target in ``target_state`` (-1 none).
+    targeted: (8,) bool by kind, read.
+    fixed: (u, 8) float64 per actor, read: rtt_ms, clock_offset_ms, speed_mps, life_start_ms,
+        jitter_ms (measured), dead, is a player, connected (1.0 / 0.0).
+    running: (u, 12) float64, read and written: each actor's record (``RUNNING``).
+    window: (u,) int64, read and written likewise: the anti-replay bitmap.
+    target_state: (t, 5) float64, read (see ``_judge_target``). reach_m: (8,) by kind.
     limits: (len(LIMITS),) float64. walls, occluders: (k, 4) float64 rectangles; all read.
     status: (n,) int16, read and written (only 0 entries are judged).
     event_ms: (n,) float64, written: estimated true event time, clamped to the rewind window.
@@ -169,59 +205,65 @@ def _validate(order, actor, fixed, running, window, act, target_state, reach_m, 
         action arrived, outside stalls (NaN during a stall); evidence for the anomaly score.
     speed_ratio: (n,) float64, written where the position was judged (see ``_judge_position``).
     """
-    n = order.shape[0]
-    run = np.empty(running.shape[1], np.float64)
-    win = np.int64(0)
-    for k in range(n):
+    none = np.zeros(5, np.float64)
+    for k in range(order.shape[0]):
         i = order[k]
-        if k == 0 or actor[i] != actor[order[k - 1]]:
-            run[:] = running[i]
-            win = window[i]
+        a = inverse[i]
+        if a < 0:
+            continue
+        run = running[a]
+        win = window[a]
         excess_ms[i] = np.nan
-        if status[i] == 0:
-            rtt = fixed[i, _RTT]
-            s = act[i, 0]
-            t_ms = act[i, 1] - fixed[i, _OFFSET]  # the client's time on our clock
-            kind = int(act[i, 2])
-            x = act[i, 3]
-            y = act[i, 4]
-            recv = act[i, 5]
-            heal = kind == 4 and act[i, 6] == 1.0
-            excess = recv - t_ms - 0.5 * rtt
-            gap = run[_GAP]
-            gap_end = run[_GAP_END]
-            if recv - run[_RECV] > limits[_STALL]:  # the link was silent: this burst follows a stall
-                gap = min(recv - run[_RECV], limits[_STALE])
-                gap_end = recv
-            # What the stall queued arrives at once when it ends: credit for that burst only.
-            credit = gap if recv - gap_end <= limits[_STALL] else 0.0
-            if fixed[i, _DEAD] != 0.0 or t_ms < fixed[i, _LIFE]:
-                status[i] = 3  # ACTOR_DEAD (or the action belongs to a life that ended)
-            elif t_ms > recv + limits[_FUTURE]:
-                status[i] = 5  # FUTURE_TIMESTAMP
-            elif excess > limits[_STALE]:
-                status[i] = 6  # STALE_TIMESTAMP
-            elif not _seq_fresh(np.int64(run[_SEQ]), win, np.int64(s)):
-                status[i] = 4  # REPLAYED_SEQ: seen before, or older than the window
-            elif excess > 4.0 * fixed[i, _JITTER] + limits[_SLACK] + credit:
-                status[i] = 22  # FORGED_TIMESTAMP: earlier than the measured link can explain
-            else:
-                status[i], speed_ratio[i] = _judge_position(x, y, t_ms, run, fixed[i, _SPEED], limits, walls)
-                if status[i] == 0:
-                    status[i] = _judge_rate(kind, t_ms, run, limits)
-                if status[i] == 0 and kind != 1 and kind != 7:
-                    status[i] = _judge_target(kind, target_state[i], x, y, reach_m[kind], rtt, limits, occluders, heal)
+        if status[i] == 0 and fixed[a, _PLAYER] == 0.0:
+            status[i] = 2  # UNKNOWN_ACTOR: not a player
+        elif status[i] == 0 and fixed[a, _CONNECTED] == 0.0:
+            status[i] = 16  # DISCONNECTED
+        elif status[i] == 0 and targeted[kind[i]] and target[i] == actor[i]:
+            status[i] = 13  # BAD_TARGET: an actor targeting itself is never an interaction
+        if status[i] != 0:
+            continue
+        rtt = fixed[a, _RTT]
+        s = seq[i]
+        t_ms = client_ms[i] - fixed[a, _OFFSET]  # the client's time on our clock
+        kd = int(kind[i])
+        recv = recv_ms[i]
+        heal = kd == 4 and value[i] == 1.0
+        excess = recv - t_ms - 0.5 * rtt
+        gap = run[_GAP]
+        gap_end = run[_GAP_END]
+        if recv - run[_RECV] > limits[_STALL]:  # the link was silent: this burst follows a stall
+            gap = min(recv - run[_RECV], limits[_STALE])
+            gap_end = recv
+        # What the stall queued arrives at once when it ends: credit for that burst only.
+        credit = gap if recv - gap_end <= limits[_STALL] else 0.0
+        if fixed[a, _DEAD] != 0.0 or t_ms < fixed[a, _LIFE]:
+            status[i] = 3  # ACTOR_DEAD (or the action belongs to a life that ended)
+        elif t_ms > recv + limits[_FUTURE]:
+            status[i] = 5  # FUTURE_TIMESTAMP
+        elif excess > limits[_STALE]:
+            status[i] = 6  # STALE_TIMESTAMP
+        elif not _seq_fresh(np.int64(run[_SEQ]), win, s):
+            status[i] = 4  # REPLAYED_SEQ: seen before, or older than the window
+        elif excess > 4.0 * fixed[a, _JITTER] + limits[_SLACK] + credit:
+            status[i] = 22  # FORGED_TIMESTAMP: earlier than the measured link can explain
+        else:
+            status[i], speed_ratio[i] = _judge_position(x[i], y[i], t_ms, run, fixed[a, _SPEED], limits, walls)
             if status[i] == 0:
-                win = _accept(kind, s, t_ms, recv, x, y, run, win, limits)
-                event_ms[i] = max(t_ms, recv - 0.5 * rtt - limits[_WINDOW])
-            if credit <= 0.0 and status[i] != 3:
-                excess_ms[i] = excess
-            # Every packet that arrived tells about the link, valid or not.
-            run[_RECV] = max(run[_RECV], recv)
-            run[_GAP] = gap
-            run[_GAP_END] = gap_end
-        running[i] = run
-        window[i] = win
+                status[i] = _judge_rate(kd, t_ms, run, limits)
+            if status[i] == 0 and kd != 1 and kd != 7:
+                tr = t_row[i]
+                status[i] = _judge_target(kd, target_state[tr] if tr >= 0 else none, x[i], y[i], reach_m[kd],
+                                          rtt, limits, occluders, heal)
+        if status[i] == 0:
+            win = _accept(kd, s, t_ms, recv, x[i], y[i], run, win, limits)
+            event_ms[i] = max(t_ms, recv - 0.5 * rtt - limits[_WINDOW])
+        if credit <= 0.0 and status[i] != 3:
+            excess_ms[i] = excess
+        # Every packet that arrived tells about the link, valid or not.
+        run[_RECV] = max(run[_RECV], recv)
+        run[_GAP] = gap
+        run[_GAP_END] = gap_end
+        window[a] = win
 
 
 class ActionValidation(System):
@@ -244,58 +286,53 @@ class ActionValidation(System):
         self.reach[ActionKind.LOOT] = r.loot_reach_m
         self.reach[ActionKind.TRADE] = r.trade_reach_m
         self.walls, self.occluders = obstacle_arrays(defn)
+        self.targeted = np.zeros(8, np.bool_)
+        self.targeted[[int(k) for k in TARGETED]] = True
 
     def run(self, world, ctx) -> None:
         batch: ActionBatch = world.resources[ActionBatch]
         if batch.n == 0:
             return
-        actor, tgt = batch.actor, batch.target
-        at = locate(world, actor)
-        fixed = np.zeros((batch.n, 6), np.float64)
-        present = np.zeros(batch.n, np.bool_)
+        # Each actor's facts and record are read once, however many actions it sent.
+        actors = Distinct(world, batch.actor)
+        batch.refuse(actors.inverse < 0, Refusal.UNKNOWN_ACTOR)
+        at = actors.at
+        fixed = np.zeros((actors.n, len(FIXED) + 3), np.float64)
         for j, f in enumerate(FIXED):
-            fixed[:, j], present = gather(world, actor, Player, f, at=at)
-        fixed[:, _DEAD], _ = gather(world, actor, Health, "dead", at=at)
-        running = np.empty((batch.n, len(RUNNING)), np.float64)
+            fixed[:, j], present = gather(world, actors.ids, Player, f, at=at)
+        fixed[:, _DEAD], _ = gather(world, actors.ids, Health, "dead", at=at)
+        fixed[:, _PLAYER] = present
+        fixed[:, _CONNECTED], _ = gather(world, actors.ids, Player, "connected", at=at)
+        running = np.empty((actors.n, len(RUNNING)), np.float64)
         for j, f in enumerate(RUNNING):
-            running[:, j], _ = gather(world, actor, Link if f in _LINK_FIELDS else Player, f, at=at)
-        window, _ = gather(world, actor, Player, "seq_window", at=at)
-        connected, _ = gather(world, actor, Player, "connected", at=at)
-        batch.refuse(~present, Refusal.UNKNOWN_ACTOR)
-        batch.refuse(present & (connected == 0), Refusal.DISCONNECTED)
-        # An actor targeting itself is never a valid interaction.
-        batch.refuse((tgt == actor) & np.isin(batch.kind, [int(k) for k in TARGETED]), Refusal.BAD_TARGET)
+            running[:, j], _ = gather(world, actors.ids, Link if f in _LINK_FIELDS else Player, f, at=at)
+        window, _ = gather(world, actors.ids, Player, "seq_window", at=at)
 
-        tat = locate(world, tgt)
-        tstate = np.zeros((batch.n, 5), np.float64)
-        dead, has_health = gather(world, tgt, Health, "dead", at=tat)
+        # Each target's state, read once: what it is, and whether this tick's actions hit it.
+        targets = Distinct(world, batch.target)
+        tat = targets.at
+        tstate = np.zeros((targets.n, 5), np.float64)
+        dead, has_health = gather(world, targets.ids, Health, "dead", at=tat)
         tstate[:, 0], tstate[:, 1] = has_health, dead
-        tstate[:, 2], _ = gather(world, tgt, Position, "x", at=tat)
-        tstate[:, 3], _ = gather(world, tgt, Position, "y", at=tat)
-        _, is_player = gather(world, tgt, Player, "last_seq", at=tat)
-        chest, has_loot = gather(world, tgt, Loot, "container", at=tat)
+        tstate[:, 2], _ = gather(world, targets.ids, Position, "x", at=tat)
+        tstate[:, 3], _ = gather(world, targets.ids, Position, "y", at=tat)
+        _, is_player = gather(world, targets.ids, Player, "last_seq", at=tat)
+        chest, has_loot = gather(world, targets.ids, Loot, "container", at=tat)
         heals = (batch.kind == ActionKind.CAST) & (batch.value == SPELL_HEAL)
-        hits = (batch.status == 0) & np.isin(batch.kind, [2, 3, 4]) & ~heals
-        hit = np.isin(tgt, batch.target[hits])
+        hits = (batch.status == 0) & (batch.kind >= ActionKind.MELEE) & (batch.kind <= ActionKind.CAST) & ~heals
+        hit = np.zeros(targets.n, np.bool_)
+        hit[targets.inverse[hits & (targets.inverse >= 0)]] = True
         tstate[:, 4] = is_player * 1.0 + has_loot * 2.0 + (chest != 0) * 4.0 + hit * 8.0
 
-        act = np.empty((batch.n, 7), np.float64)
-        act[:, 0] = batch.seq
-        act[:, 1] = batch.client_time_ms
-        act[:, 2] = batch.kind
-        act[:, 3] = batch.x
-        act[:, 4] = batch.y
-        act[:, 5] = batch.recv_time_ms
-        act[:, 6] = batch.value
-        order = np.lexsort((batch.seq, actor))
-        _validate(order, actor, fixed, running, window, act, tstate, self.reach, self.limits, self.walls,
-                  self.occluders, batch.status, batch.event_ms, batch.excess_ms, batch.speed_ratio)
+        order = _sequence_order(actors.inverse, batch.seq, actors.n)
+        _validate(order, actors.inverse, batch.actor, batch.target, batch.seq, batch.client_time_ms, batch.kind, batch.x,
+                  batch.y, batch.recv_time_ms, batch.value, targets.inverse, self.targeted, fixed, running, window,
+                  tstate, self.reach, self.limits, self.walls, self.occluders, batch.status, batch.event_ms,
+                  batch.excess_ms, batch.speed_ratio)
 
-        # Write back each actor's final record: its last action in (actor, seq) order.
-        sorted_actor = actor[order]
-        last = order[np.r_[sorted_actor[1:] != sorted_actor[:-1], True]]
-        last = last[present[last]]
-        lat = at.subset(last)
+        # Write back each player's final record.
+        keep = present
+        kat = at.subset(keep)
         for j, f in enumerate(RUNNING):
-            scatter(world, actor[last], Link if f in _LINK_FIELDS else Player, f, running[last, j], at=lat)
-        scatter(world, actor[last], Player, "seq_window", window[last], at=lat)
+            scatter(world, actors.ids[keep], Link if f in _LINK_FIELDS else Player, f, running[keep, j], at=kat)
+        scatter(world, actors.ids[keep], Player, "seq_window", window[keep], at=kat)
