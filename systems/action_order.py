@@ -31,7 +31,6 @@ from systems.actions import SPELL_HEAL, ActionBatch, ActionKind
 from systems.spatial_index import SpatialIndex
 
 STREAM_TIEBREAK = 23
-_DAMAGE_KINDS = (ActionKind.MELEE, ActionKind.RANGED, ActionKind.CAST)
 
 
 class ActionOrderIndex:
@@ -119,17 +118,135 @@ def _after_hits(target_node, is_hit, is_dependent, group, effect_ms, n_nodes):
     return moved
 
 
-def physical_delay_ms(batch: ActionBatch, distance_m: np.ndarray, rules, actor_speed_mps: np.ndarray) -> np.ndarray:
-    """How long after the act each action takes effect, by the physics of its kind."""
-    delay = np.zeros(batch.n)
-    kind = batch.kind
-    delay[kind == ActionKind.MELEE] = rules.melee_windup_ms
-    ranged = kind == ActionKind.RANGED
-    delay[ranged] = 1000.0 * distance_m[ranged] / rules.projectile_speed_mps
-    delay[kind == ActionKind.CAST] = rules.cast_time_ms
-    loot = kind == ActionKind.LOOT
-    delay[loot] = 1000.0 * distance_m[loot] / np.maximum(actor_speed_mps[loot], 1e-6)
-    return delay
+@njit(**JIT)
+def _before(a, b, effect, key, seq):
+    """Whether action a takes effect before b in one group: effect time, fair key, sequence
+    number, then batch position (so the order is total)."""
+    if effect[a] != effect[b]:
+        return effect[a] < effect[b]
+    if key[a] != key[b]:
+        return key[a] < key[b]
+    if seq[a] != seq[b]:
+        return seq[a] < seq[b]
+    return a < b
+
+
+@njit(**JIT)
+def _insertion(perm, lo, hi, effect, key, seq):
+    """Sort ``perm[lo:hi]`` by ``_before`` in place: the usual group holds a few actions."""
+    for k in range(lo + 1, hi):
+        i = perm[k]
+        j = k - 1
+        while j >= lo and _before(i, perm[j], effect, key, seq):
+            perm[j + 1] = perm[j]
+            j -= 1
+        perm[j + 1] = i
+
+
+@njit(**JIT)
+def _sort_run(perm, lo, hi, effect, key, seq, buf):
+    """Sort ``perm[lo:hi]`` by ``_before``: insertion sort on runs of 16, then bottom-up
+    merges through ``buf`` (at least hi - lo long)."""
+    width = 16
+    for start in range(lo, hi, width):
+        _insertion(perm, start, min(start + width, hi), effect, key, seq)
+    while width < hi - lo:
+        for left in range(lo, hi, 2 * width):
+            mid = min(left + width, hi)
+            right = min(left + 2 * width, hi)
+            if mid >= right or not _before(perm[mid], perm[mid - 1], effect, key, seq):
+                continue  # already in order
+            a, b, k = left, mid, 0
+            while a < mid and b < right:
+                if _before(perm[b], perm[a], effect, key, seq):
+                    buf[k] = perm[b]
+                    b += 1
+                else:
+                    buf[k] = perm[a]
+                    a += 1
+                k += 1
+            while a < mid:
+                buf[k] = perm[a]
+                a += 1
+                k += 1
+            while b < right:
+                buf[k] = perm[b]
+                b += 1
+                k += 1
+            perm[left:right] = buf[:k]
+        width *= 2
+
+
+@njit(**JIT)
+def _fair_order(group, effect, key, seq, n_nodes):
+    """(perm, number of groups, largest group): live actions grouped by group label
+    (ascending), each group in ``_before`` order; refused ones (group -1) last, in batch order.
+
+    group: (n,) int64 in [-1, n_nodes); effect: (n,) float64; key: (n,) uint64; seq: (n,)
+    int64; all read.
+    """
+    n = group.shape[0]
+    starts = np.zeros(n_nodes + 1, np.int64)  # group g holds perm[starts[g]:starts[g + 1]]
+    for i in range(n):
+        if group[i] >= 0:
+            starts[group[i] + 1] += 1
+    for g in range(n_nodes):
+        starts[g + 1] += starts[g]
+    fill = starts[:-1].copy()
+    tail = starts[n_nodes]
+    perm = np.empty(n, np.int64)
+    for i in range(n):
+        g = group[i]
+        if g >= 0:
+            perm[fill[g]] = i
+            fill[g] += 1
+        else:
+            perm[tail] = i
+            tail += 1
+    buf = np.empty(n, np.int64)
+    n_groups = 0
+    largest = 0
+    for g in range(n_nodes):
+        lo, hi = starts[g], starts[g + 1]
+        if hi > lo:
+            n_groups += 1
+            largest = max(largest, hi - lo)
+            if hi - lo <= 16:
+                _insertion(perm, lo, hi, effect, key, seq)
+            else:
+                _sort_run(perm, lo, hi, effect, key, seq, buf)
+    return perm, n_groups, largest
+
+
+@njit(**JIT)
+def _effect_times(kind, event_ms, x, y, live, target_node, node_x, node_y, delays, selected, effect):
+    """When each action takes effect: its estimated event time plus the physics of its kind
+    (melee wind-up, projectile flight, cast time, the walk to the loot), and mark the live
+    actions' actors and targets as ``selected`` for the interaction pairs.
+
+    kind: (n,) int8; event_ms, x, y: (n,) float64 (event NaN: never); live: (n,) bool;
+    target_node: (n,) int64 (-1 none); node_x, node_y: (m,) float64 positions by node; all
+    read. delays: (4,) float64 melee wind-up ms, projectile m/s, cast ms, walking m/s, read.
+    selected: (m,) bool, written where a live action touches the node; effect: (n,) written.
+    """
+    for i in range(kind.shape[0]):
+        t = target_node[i]
+        d = 0.0
+        if t >= 0:
+            d = np.sqrt((node_x[t] - x[i]) ** 2 + (node_y[t] - y[i]) ** 2)
+            if live[i]:
+                selected[t] = True
+        kd = kind[i]
+        delay = 0.0
+        if kd == 2:
+            delay = delays[0]
+        elif kd == 3:
+            delay = 1000.0 * d / delays[1]
+        elif kd == 4:
+            delay = delays[2]
+        elif kd == 5:
+            delay = 1000.0 * d / max(delays[3], 1e-6)
+        effect[i] = (np.inf if np.isnan(event_ms[i]) else event_ms[i]) + delay
 
 
 def order_actions(seed: int, tick: int, batch: ActionBatch, effect_ms: np.ndarray, actor_node: np.ndarray,
@@ -147,16 +264,15 @@ def order_actions(seed: int, tick: int, batch: ActionBatch, effect_ms: np.ndarra
     if n:
         _groups(max(n_nodes, 1), actor_node, target_node, np.ascontiguousarray(near_pairs, np.int64).reshape(-1, 2),
                 live, group)
-    hits = live & np.isin(batch.kind, [int(k) for k in _DAMAGE_KINDS])
+    hits = live & (batch.kind >= ActionKind.MELEE) & (batch.kind <= ActionKind.CAST)
     dependent = live & (batch.kind == ActionKind.LOOT)
     heals = live & (batch.kind == ActionKind.CAST) & (batch.value == SPELL_HEAL)
     _after_hits(target_node, hits & ~heals, dependent | heals, group, effect, max(n_nodes, 1))
     cycles = _mutual_trades(batch, live)
     keys = np.empty(n, np.uint64)
     _tiebreak_keys(np.uint64(seed), tick, batch.actor, keys)
-    perm = np.lexsort((batch.seq, keys, effect, np.where(live, group, np.iinfo(np.int64).max))).astype(np.int64)
-    groups, sizes = np.unique(group[live], return_counts=True)
-    return ActionOrderIndex(perm, group, effect, int(groups.size), int(sizes.max()) if sizes.size else 0, cycles)
+    perm, n_groups, largest = _fair_order(group, effect, keys, batch.seq, max(n_nodes, 1))
+    return ActionOrderIndex(perm, group, effect, int(n_groups), int(largest), cycles)
 
 
 def _mutual_trades(batch: ActionBatch, live: np.ndarray) -> int:
@@ -180,23 +296,22 @@ class ActionOrder(System):
     def __init__(self, defn) -> None:
         self.rules = defn.rules
         self.radius_m = defn.world.interaction_radius_m
+        self.delays = np.array([self.rules.melee_windup_ms, self.rules.projectile_speed_mps, self.rules.cast_time_ms,
+                                0.0], np.float64)
 
     def run(self, world, ctx) -> None:
         batch: ActionBatch = world.resources[ActionBatch]
         index: SpatialIndex = world.resources[SpatialIndex]
+        self.delays[3] = ctx.max_speed_mps  # the walk to the loot, at top speed
         live = batch.status == 0
         actor_node = index.index_of(batch.actor)
         target_node = np.where(live & (batch.target != 0), index.index_of(batch.target), -1)
         live &= actor_node >= 0
-        tx = np.where(target_node >= 0, index.x[np.maximum(target_node, 0)], batch.x)
-        ty = np.where(target_node >= 0, index.y[np.maximum(target_node, 0)], batch.y)
-        distance = np.hypot(tx - batch.x, ty - batch.y)
-        speed = np.full(batch.n, ctx.max_speed_mps)
-        effect = np.where(np.isnan(batch.event_ms), np.inf, batch.event_ms) + physical_delay_ms(
-            batch, distance, self.rules, speed)
         selected = np.zeros(index.ids.shape[0], np.bool_)
         selected[actor_node[live]] = True
-        selected[target_node[live & (target_node >= 0)]] = True
+        effect = np.empty(batch.n, np.float64)
+        _effect_times(batch.kind, batch.event_ms, batch.x, batch.y, live, target_node, index.x, index.y,
+                      self.delays, selected, effect)
         near = index.grid.pairs_among(selected, self.radius_m) if selected.any() else np.empty((0, 2), np.int64)
         if not live.all():
             batch.status[(batch.status == 0) & ~live] = 2  # UNKNOWN_ACTOR: not in the world any more

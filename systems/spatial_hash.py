@@ -182,19 +182,44 @@ def _pairs_dense(sxy, order, cell_start, n_cols, geom, rings, r2, out):
 
 
 @njit(**JIT)
-def _pairs_selected(sxy, order, cell_start, n_cols, geom, rings, r2, selected, out):
+def _selected_positions(cell, cell_start, order, selected):
+    """Sorted positions (ascending) of the ``selected`` points: only their cells are scanned.
+
+    cell: (n,) cell of each original index; selected: (n,) bool by original index; read.
+    """
+    n_cells = cell_start.shape[0] - 1
+    mark = np.zeros(n_cells, np.bool_)
+    cells = np.empty(selected.shape[0], np.int64)
+    k = 0
+    for i in range(selected.shape[0]):
+        if selected[i] and not mark[cell[i]]:
+            mark[cell[i]] = True
+            cells[k] = cell[i]
+            k += 1
+    cells = np.sort(cells[:k])
+    out = np.empty(selected.shape[0], np.int64)
+    m = 0
+    for c in cells:
+        for a in range(cell_start[c], cell_start[c + 1]):
+            if selected[order[a]]:
+                out[m] = a
+                m += 1
+    return out[:m]
+
+
+@njit(**JIT)
+def _pairs_selected(sxy, order, cell_start, n_cols, geom, rings, r2, selected, positions, out):
     """Like ``_pairs_dense``, but only pairs whose two points are both ``selected``.
 
-    selected: (n,) bool by original index, read. Other arguments as in ``_pairs_dense``;
-    returns the true number of pairs (written up to out's capacity).
+    selected: (n,) bool by original index; positions: (k,) int64 their sorted positions
+    (``_selected_positions``); both read. Other arguments as in ``_pairs_dense``; returns the
+    true number of pairs (written up to out's capacity).
     """
     n_rows = (cell_start.shape[0] - 1) // n_cols
     cap = out.shape[0]
     m = 0
-    for a in range(cell_start[n_rows * n_cols]):
+    for a in positions:
         oa = order[a]
-        if not selected[oa]:
-            continue
         xa = sxy[2 * a]
         ya = sxy[2 * a + 1]
         col = _cell_coord(xa, geom[0], geom[2], n_cols)
@@ -610,8 +635,8 @@ class SpatialGrid:
         """Pairs of selected points within radius_m (inclusive), each once: (m, 2) int64, i < j.
 
         selected: (n,) bool by original index. For queries over a few thousand points of
-        interest (this tick's action participants) among many: cost is linear in n for the
-        scan plus the selected points' neighbourhoods.
+        interest (this tick's action participants) among many: the cost is the selected
+        points' cells and neighbourhoods, plus one pass over the mask.
         """
         self._check_built()
         r = _as_radius(radius_m, "radius_m")
@@ -619,7 +644,9 @@ class SpatialGrid:
         if selected.shape != (self.n,):
             raise ValueError(f"selected must have shape ({self.n},), got {selected.shape}")
         out = np.empty((4 * int(selected.sum()) + 16, 2), np.int64)
-        args = (self._sxy_flat, self._order, self.cell_start, self.n_cols, self._geom, self._rings(r), r * r, selected)
+        positions = _selected_positions(self._cell, self.cell_start, self._order, selected)
+        args = (self._sxy_flat, self._order, self.cell_start, self.n_cols, self._geom, self._rings(r), r * r, selected,
+                positions)
         m = _pairs_selected(*args, out)
         if m > out.shape[0]:
             out = np.empty((m, 2), np.int64)

@@ -10,8 +10,10 @@ another.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from ecs import Phase, System
+from ecs.config import JIT
 from systems.components import Health, Position
 from systems.spatial_hash import SpatialGrid
 
@@ -79,14 +81,12 @@ class SpatialIndex:
         ids = np.asarray(ids, np.int64)
         if self._world is None:
             return np.full(ids.shape, -1, np.int64)
-        table, row = self._world.locate_many(ids.reshape(-1))
+        flat = np.ascontiguousarray(ids.reshape(-1))
+        table, row = self._world.locate_many(flat)
+        out = np.empty(flat.shape[0], np.int64)
+        ok = np.empty(flat.shape[0], np.bool_)
         known = table >= 0
-        offset = np.where(known, self._offset[np.where(known, table, 0)] if self._offset.size else -1, -1)
-        out = np.where(offset >= 0, offset + row, -1)
-        # Guard against entities spawned after the rebuild (their table may be indexed already).
-        flat = ids.reshape(-1)
-        ok = (out >= 0) & (out < self.ids.shape[0])
-        ok[ok] = self.ids[out[ok]] == flat[ok]
+        _index_of(flat, table, row, self._offset, self.ids, out, ok)
         moved = np.flatnonzero(~ok & known)
         if moved.size:  # rows changed since the rebuild (a despawn swapped them): search by id
             if self._sorted_at is None:
@@ -94,14 +94,30 @@ class SpatialIndex:
             pos = np.searchsorted(self.ids, flat[moved], sorter=self._sorted_at).clip(0, max(self.ids.size - 1, 0))
             hit = self.ids[self._sorted_at[pos]] == flat[moved] if self.ids.size else np.zeros(moved.size, bool)
             out[moved] = np.where(hit, self._sorted_at[pos] if self.ids.size else -1, -1)
-            ok[moved] = hit
-        return np.where(ok, out, -1).reshape(ids.shape)
+        return out.reshape(ids.shape)
 
     def position_of(self, entity: int) -> tuple[float, float]:
         i = int(self.index_of(np.array([entity]))[0])
         if i < 0:
             return np.nan, np.nan
         return float(self.x[i]), float(self.y[i])
+
+
+@njit(**JIT)
+def _index_of(ids, table, row, offset, here, out, ok):
+    """Index here of each id: its table's offset plus its row, checked against ``here``.
+
+    ids: (n,) int64; table: (n,) int32, row: (n,) int64 from the registry (-1 unknown);
+    offset: (tables,) int64 (-1 absent); here: (m,) int64 ids in index order; all read.
+    out: (n,) int64, written (-1 unless ok); ok: (n,) bool, written.
+    """
+    for i in range(ids.shape[0]):
+        t = table[i]
+        j = -1
+        if t >= 0 and t < offset.shape[0] and offset[t] >= 0:
+            j = offset[t] + row[i]
+        ok[i] = 0 <= j < here.shape[0] and here[j] == ids[i]
+        out[i] = j if ok[i] else -1
 
 
 def _joined(parts: list[np.ndarray], dtype) -> np.ndarray:
