@@ -8,11 +8,16 @@ below it at the target false-positive rate):
 
 - refusal history: impossible movement, timing, rate or economy actions, counted by class;
 - speed: a CUSUM of the claimed speed ratio above 1 (sustained speeding, not one burst);
-- aim: where the hits land. A human's chance to hit is its skill times the shot's base chance
-  b (lower far away and on fast targets), so given its total hits, each hit falls on shot i
-  with probability b_i / sum(b) whatever its skill; an aimbot hits hard shots nearly as often
-  as easy ones. The test is the z-score of the summed hardness (-log b) of the hits against
-  that skill-free (multinomial) expectation;
+- aim: where the hits land. A human's chance to hit is its skill s times the shot's base
+  chance b (lower far away and on fast targets); an aimbot hits hard shots nearly as often as
+  easy ones. The test is a streaming Bayes factor: hits and misses under a difficulty-blind
+  hit chance a (any of ``AIM_BLIND``, equally likely) over the same under s x b, with s from
+  the honest skill prior the world file declares (kept as log-likelihoods on a fixed grid of
+  skills, so the state per player is constant). Under that prior the factor is a martingale
+  for honest players, so the share of them that ever reach e^T is at most e^-T (Ville), at
+  any number of shots: the threshold is a false-positive rate. It holds over the population
+  (the most skilled few carry most of that risk) and as far as the server's b is right (a
+  target that started or stopped between the client's view and ours halves or doubles it);
 - reaction: time from being hurt (as the client saw it) to the next attack: inhumanly fast
   and inhumanly steady;
 - regularity: the coefficient of variation of the intervals between deliberate actions (not
@@ -48,11 +53,21 @@ FLAG_NAMES = {FLAG_MOVE: "movement_refusals", FLAG_TIMING: "timing_refusals", FL
 SPEED_CUSUM_K = 1.0  # reference ratio of the CUSUM: honest clients stay under top speed
 SPEED_CUSUM_H = 2.0  # decision level
 REPEAT_P = 0.15  # generous: two exponential intervals within 5 % (or 2x, 1/2x) of each other ~ 0.06
+# Skill levels of the aim test: here, not beside CheatStats, because numba's cache would not
+# see a change made in another file (the asserts below hold the two together).
+AIM_GRID = 9
+# Hit chances of the difficulty-blind (aimbot) model, equally likely a priori: below 0.3 an
+# aimbot gains nothing a human could not explain.
+AIM_BLIND = np.linspace(0.3, 0.95, 14)
+_LOG_BLIND_HIT, _LOG_BLIND_MISS = np.log(AIM_BLIND), np.log1p(-AIM_BLIND)
 _FIELDS = CheatStats.fields
-(_SHOTS, _HITS, _B_SUM, _BX_SUM, _BXX_SUM, _HX_SUM, _REACT_N, _REACT_SUM, _REACT_SQ, _HURT_MS,
+_SHOTS, _HITS, _AIM_LL = 0, 1, 2  # aim_ll0 .. aim_ll{AIM_GRID - 1} follow hits
+(_REACT_N, _REACT_SUM, _REACT_SQ, _HURT_MS,
  _INT_N, _INT_SUM, _INT_SQ, _LAST_T_MS, _PREV_INT, _REPEATS, _EXCESS_N, _EXCESS_SUM, _LOOTS, _RARES, _R_MOVE,
- _R_TIMING, _R_RATE, _R_ECONOMY, _SPEED_CUSUM, _FLAGS, _FLAG_TICK, _SCORE) = range(len(_FIELDS))
+ _R_TIMING, _R_RATE, _R_ECONOMY, _SPEED_CUSUM, _FLAGS, _FLAG_TICK, _SCORE) = range(_AIM_LL + AIM_GRID, len(_FIELDS))
 assert _FIELDS[_SPEED_CUSUM] == "speed_cusum" and _FIELDS[_SCORE] == "score" and _FIELDS[_HURT_MS] == "hurt_ms"
+assert [f for f in _FIELDS if f.startswith("aim_ll")] == [f"aim_ll{k}" for k in range(AIM_GRID)]
+assert _FIELDS[_AIM_LL] == "aim_ll0" and _FIELDS[_REACT_N] == "react_n"
 # Refusal code -> class: 1 movement, 2 timing, 3 rate, 4 economy.
 _REFUSAL_CLASS = np.zeros(32, np.int64)
 for _code in (7, 8, 17, 18):
@@ -88,6 +103,56 @@ def _log_binom_tail(k, n, p):
     return top + math.log(np.exp(terms - top).sum())
 
 
+def thresholds(c) -> np.ndarray:
+    """The world file's ``[cheat]`` section as the (15,) float64 vector the kernels read."""
+    return np.array([c.refusals, c.min_shots, c.aim_log_bf, c.min_reactions, c.reaction_mean_ms, c.reaction_sd_ms,
+                     c.min_intervals, c.regularity_cv, c.min_timings, c.excess_delay_ms, c.min_loots, c.luck_p,
+                     c.skill_mean, c.skill_sd, c.skill_max], np.float64)
+
+
+@njit(**JIT)
+def _aim_skill(k, skill_max):
+    """The k-th skill level of the aim test's grid: evenly spaced up to the honest maximum."""
+    return skill_max * (k + 1.0) / AIM_GRID
+
+
+@njit(**JIT)
+def _skill_log_prior(mean, sd, skill_max):
+    """(AIM_GRID,) log prior mass of each grid skill: the normal skill prior, each level taking
+    the mass nearest to it (the top one everything above, as the clip at the maximum does)."""
+    out = np.empty(AIM_GRID)
+    lo = 0.0
+    for k in range(AIM_GRID):
+        hi = 1.0 if k == AIM_GRID - 1 else 0.5 * (1.0 + math.erf(
+            (_aim_skill(k + 0.5, skill_max) - mean) / (sd * math.sqrt(2.0))))
+        out[k] = math.log(max(hi - lo, 1e-300))
+        lo = hi
+    return out
+
+
+@njit(**JIT)
+def aim_log_bf(hits, shots, ll_human, log_prior):
+    """log Bayes factor of the difficulty-blind model over the human one for a player's shots.
+
+    hits, shots: float counts. ll_human: (AIM_GRID,) float64 log-likelihood of the outcomes at
+    each grid skill; log_prior: (AIM_GRID,) from ``_skill_log_prior``; both read. The blind
+    model needs only the counts: its chance does not depend on the shot.
+    """
+    top_b = -np.inf
+    for j in range(_LOG_BLIND_HIT.shape[0]):
+        top_b = max(top_b, hits * _LOG_BLIND_HIT[j] + (shots - hits) * _LOG_BLIND_MISS[j])
+    sum_b = 0.0
+    for j in range(_LOG_BLIND_HIT.shape[0]):
+        sum_b += math.exp(hits * _LOG_BLIND_HIT[j] + (shots - hits) * _LOG_BLIND_MISS[j] - top_b)
+    top_h = -np.inf
+    for k in range(ll_human.shape[0]):
+        top_h = max(top_h, ll_human[k] + log_prior[k])
+    sum_h = 0.0
+    for k in range(ll_human.shape[0]):
+        sum_h += math.exp(ll_human[k] + log_prior[k] - top_h)
+    return top_b + math.log(sum_b / _LOG_BLIND_HIT.shape[0]) - top_h - math.log(sum_h)
+
+
 @njit(**JIT)
 def _score(order, rows, kind, status, t_ms, hit, difficulty, excess, speed_ratio, rtt, looted, rare, refusal_class,
            stats, th):
@@ -98,8 +163,9 @@ def _score(order, rows, kind, status, t_ms, hit, difficulty, excess, speed_ratio
     t_ms: (n,) float64 client time on the server clock; hit, difficulty (NaN if not a judged
     shot), excess, speed_ratio (NaN if not measured), rtt: (n,) float64; looted, rare: (n,)
     bool; all read. refusal_class: (32,) int64, read. stats: (p, len(CheatStats.fields))
-    float64, read and written. th: thresholds (see ``AnomalyScore``), read.
+    float64, read and written. th: (15,) from ``thresholds``, read.
     """
+    log_prior = _skill_log_prior(th[12], th[13], th[14])
     for k in range(order.shape[0]):
         i = order[k]
         r = rows[i]
@@ -153,14 +219,14 @@ def _score(order, rows, kind, status, t_ms, hit, difficulty, excess, speed_ratio
                         s[_REACT_SQ] += reaction * reaction
                     s[_HURT_MS] = -1e18
         if kd == 3 and not np.isnan(difficulty[i]):
-            b = max(difficulty[i], 1e-3)
-            x = -math.log(b)
+            b = min(max(difficulty[i], 1e-3), 1.0)
             s[_SHOTS] += 1.0
             s[_HITS] += hit[i]
-            s[_B_SUM] += b
-            s[_BX_SUM] += b * x
-            s[_BXX_SUM] += b * x * x
-            s[_HX_SUM] += hit[i] * x
+            for g in range(AIM_GRID):  # a human of skill s lands it with chance s x b
+                p = _aim_skill(g, th[14]) * b
+                s[_AIM_LL + g] += math.log(p) if hit[i] > 0.5 else math.log1p(-p)
+            # The score is the aim evidence; kept here, where it changes, not re-derived per tick.
+            s[_SCORE] = aim_log_bf(s[_HITS], s[_SHOTS], s[_AIM_LL:_AIM_LL + AIM_GRID], log_prior)
         if looted[i]:
             s[_LOOTS] += 1.0
             s[_RARES] += 1.0 if rare[i] else 0.0
@@ -168,7 +234,8 @@ def _score(order, rows, kind, status, t_ms, hit, difficulty, excess, speed_ratio
 
 @njit(**JIT)
 def _flags(stats, th, rare_p):
-    """Flag bits and a score for each player's statistics. stats: (p, f), read. th: (12,)."""
+    """Flag bits and a score (the aim test's log Bayes factor) for each player's statistics.
+    stats: (p, f), read. th: (15,) from ``thresholds``, read."""
     p = stats.shape[0]
     flags = np.zeros(p, np.int64)
     score = np.zeros(p, np.float64)
@@ -185,15 +252,9 @@ def _flags(stats, th, rare_p):
             f |= 8
         if s[_SPEED_CUSUM] > SPEED_CUSUM_H:
             f |= 16
-        z = 0.0
-        hits = s[_HITS]
-        if s[_SHOTS] >= th[1] and hits > 0.0:
-            mean_x = s[_BX_SUM] / s[_B_SUM]
-            var_x = s[_BXX_SUM] / s[_B_SUM] - mean_x * mean_x
-            if var_x > 1e-9:
-                z = (s[_HX_SUM] - hits * mean_x) / math.sqrt(hits * var_x)
-                if z > th[2]:
-                    f |= 32
+        log_bf = s[_SCORE]  # set by ``_score`` at each judged shot
+        if s[_SHOTS] >= th[1] and log_bf >= th[2]:
+            f |= 32
         n = s[_REACT_N]
         if n >= th[3]:
             mean = s[_REACT_SUM] / n
@@ -213,7 +274,7 @@ def _flags(stats, th, rare_p):
         if s[_LOOTS] >= th[10] and _log_binom_tail(s[_RARES], s[_LOOTS], rare_p) < math.log(th[11]):
             f |= 512
         flags[r] = f
-        score[r] = z
+        score[r] = log_bf
     return flags, score
 
 
@@ -224,9 +285,7 @@ class AnomalyScore(System):
 
     def __init__(self, world, defn) -> None:
         c = defn.cheat
-        self.th = np.array([c.refusals, c.min_shots, c.aim_z, c.min_reactions, c.reaction_mean_ms, c.reaction_sd_ms,
-                            c.min_intervals, c.regularity_cv, c.min_timings, c.excess_delay_ms, c.min_loots, c.luck_p],
-                           np.float64)
+        self.th = thresholds(c)
         self.rare_p = c.rare_drop_p
         self.range_m = defn.rules.ranged_range_m
         self.speed_ref = defn.rules.player_speed_mps

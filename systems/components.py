@@ -74,9 +74,10 @@ Static = tag("Static")  # entities that never move (props, chests)
 CheatStats = Component(
     "CheatStats",
     [
-        # shots: judged ranged shots; b: their base difficulty (chance a perfect human hits);
-        # x = -log b: how hard each was. Sums for the aim test of the anomaly score.
-        ("shots", "f8"), ("hits", "f8"), ("b_sum", "f8"), ("bx_sum", "f8"), ("bxx_sum", "f8"), ("hx_sum", "f8"),
+        # shots, hits: judged ranged shots and the hits among them; aim_ll<k>: log-likelihood of
+        # those outcomes were the player a human of the k-th skill level of the aim test (one
+        # column per level of the anomaly score's AIM_GRID).
+        ("shots", "f8"), ("hits", "f8"), *[(f"aim_ll{k}", "f8") for k in range(9)],
         ("react_n", "f8"), ("react_sum", "f8"), ("react_sq", "f8"), ("hurt_ms", "f8"),
         ("int_n", "f8"), ("int_sum", "f8"), ("int_sq", "f8"), ("last_t_ms", "f8"), ("prev_int", "f8"), ("repeats", "f8"),
         ("excess_n", "f8"), ("excess_sum", "f8"),

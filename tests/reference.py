@@ -7,6 +7,8 @@ squares rounded separately, compared with r*r.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -46,3 +48,25 @@ def naive_knn(x, y, px, py, k, exclude=-1):
     d2, idx = d2[keep], idx[keep]
     by_distance_then_index = np.lexsort((idx, d2))
     return idx[by_distance_then_index[:k]]
+
+
+def naive_aim_log_bf(b, hit, skill_mean, skill_sd, skill_max, levels, blind):
+    """log Bayes factor of a difficulty-blind hit chance (each of ``blind`` equally likely) over
+    a human's (skill x b, skill on ``levels`` even steps up to ``skill_max``, each level taking
+    the normal prior's mass nearest to it), from the shots' difficulties b and outcomes hit."""
+    skills = [skill_max * (k + 1) / levels for k in range(levels)]
+    cdf = [0.0] + [0.5 * (1 + math.erf((skill_max * (k + 1.5) / levels - skill_mean) / (skill_sd * math.sqrt(2))))
+                   for k in range(levels - 1)] + [1.0]
+    human = 0.0
+    for k, s in enumerate(skills):
+        like = 1.0
+        for bi, h in zip(b, hit):
+            like *= s * bi if h else 1 - s * bi
+        human += (cdf[k + 1] - cdf[k]) * like
+    aimbot = 0.0
+    for a in blind:
+        like = 1.0
+        for h in hit:
+            like *= a if h else 1 - a
+        aimbot += like / len(blind)
+    return math.log(aimbot) - math.log(human)

@@ -5,37 +5,49 @@ import math
 import numpy as np
 import pytest
 
-from systems.anomaly_score import (FLAG_AIM, FLAG_EXCESS, FLAG_LUCK, FLAG_MOVE, FLAG_REACTION, FLAG_REGULAR,
-                                   FLAG_SPEED, _flags, _log_binom_tail, flag_names, shot_difficulty)
+from systems.anomaly_score import (_REFUSAL_CLASS, AIM_BLIND, AIM_GRID, FLAG_AIM, FLAG_EXCESS, FLAG_LUCK, FLAG_MOVE,
+                                   FLAG_REACTION, FLAG_REGULAR, FLAG_SPEED, AnomalyScore, _flags, _log_binom_tail,
+                                   _score, _skill_log_prior, aim_log_bf, flag_names, shot_difficulty, thresholds)
 from systems.components import CheatStats
+from tests.reference import naive_aim_log_bf
 from worlds import parse_world
-from systems.anomaly_score import AnomalyScore
 
 F = {name: k for k, name in enumerate(CheatStats.fields)}
 DEFAULTS = parse_world({"world": {"name": "w", "bounds": [0, 0, 10, 10]}}).cheat
-
-
-def thresholds():
-    c = DEFAULTS
-    return np.array([c.refusals, c.min_shots, c.aim_z, c.min_reactions, c.reaction_mean_ms, c.reaction_sd_ms,
-                     c.min_intervals, c.regularity_cv, c.min_timings, c.excess_delay_ms, c.min_loots, c.luck_p])
+TH = thresholds(DEFAULTS)
 
 
 def judge(**fields):
     row = np.zeros((1, len(CheatStats.fields)))
     for k, v in fields.items():
         row[0, F[k]] = v
-    flags, _ = _flags(row, thresholds(), DEFAULTS.rare_drop_p)
+    flags, _ = _flags(row, TH, DEFAULTS.rare_drop_p)
     return int(flags[0])
+
+
+def fold_shots(b, hit, players=1, stats=None):
+    """CheatStats rows after folding judged ranged shots through the scoring kernel (into
+    ``stats`` if given): shot j (difficulty b[j], hit[j]) belongs to player j % players.
+    Returns (players, f) float64."""
+    b = np.asarray(b, np.float64)
+    n = b.shape[0]
+    nan = np.full(n, np.nan)
+    if stats is None:
+        stats = np.zeros((players, len(CheatStats.fields)))
+        stats[:, F["hurt_ms"]] = stats[:, F["last_t_ms"]] = -1e18
+    rows = np.arange(n, dtype=np.int64) % players
+    _score(np.argsort(rows, kind="stable"), rows, np.full(n, 3, np.int8), np.zeros(n, np.int16),
+           np.arange(n) * 600.0, np.asarray(hit, np.float64), b, nan, nan, np.full(n, 100.0),
+           np.zeros(n, np.bool_), np.zeros(n, np.bool_), _REFUSAL_CLASS, stats, TH)
+    return stats
 
 
 def shots(hard_hits: bool, n=60):
     """Evidence from n shots, half easy (b = 0.9), half hard (b = 0.2)."""
     b = np.array([0.9, 0.2] * (n // 2))
     hit = np.where(b > 0.5, 1.0, 1.0 if hard_hits else 0.0) * (np.arange(n) % 4 != 0)
-    x = -np.log(b)
-    return dict(shots=n, hits=hit.sum(), b_sum=b.sum(), bx_sum=(b * x).sum(), bxx_sum=(b * x * x).sum(),
-                hx_sum=(hit * x).sum())
+    row = fold_shots(b, hit)[0]
+    return {f: row[F[f]] for f in ("shots", "hits", "score", *[f"aim_ll{k}" for k in range(AIM_GRID)])}
 
 
 @pytest.mark.kernel
@@ -69,3 +81,41 @@ def test_shot_difficulty_falls_with_distance_and_target_speed():
     b = shot_difficulty(np.array([0.0, 20.0, 40.0, 0.0]), 40.0, np.array([0.0, 0.0, 0.0, 6.0]), 6.0)
     assert b[0] == 1.0 and b[0] > b[1] > b[2] > 0 and b[3] == 0.5
     assert AnomalyScore.phase.name == "SCORE"
+
+
+@pytest.mark.kernel
+def test_aim_bayes_factor_matches_the_definition():
+    rng = np.random.default_rng(5)
+    b = rng.uniform(0.05, 1.0, 40)
+    for hit in (rng.uniform(size=40) < 0.6 * b, rng.uniform(size=40) < 0.55, np.ones(40), np.zeros(40)):
+        stats = fold_shots(b, hit.astype(np.float64))
+        _, score = _flags(stats, TH, DEFAULTS.rare_drop_p)
+        want = naive_aim_log_bf(b, hit, DEFAULTS.skill_mean, DEFAULTS.skill_sd, DEFAULTS.skill_max, AIM_GRID, AIM_BLIND)
+        assert score[0] == pytest.approx(want, rel=1e-9, abs=1e-9)
+    no_shots = aim_log_bf(0.0, 0.0, np.zeros(AIM_GRID), _skill_log_prior(*TH[12:15]))
+    assert no_shots == pytest.approx(0.0, abs=1e-12)  # no evidence either way
+
+
+def test_aim_test_spares_humans_at_its_rate_and_catches_a_difficulty_blind_aim():
+    """Shots drawn from the two models themselves: honest skills from the prior the world file
+    declares (hit chance skill x b), aimbots landing 0.6 x (0.85 + 0.15 b) whatever b. Under
+    the prior the factor's chance to reach e^T is at most e^-T, at any number of shots."""
+    rng = np.random.default_rng(11)
+    c = DEFAULTS
+    humans, n = 5000, 10
+    skill = np.clip(rng.normal(c.skill_mean, c.skill_sd, (humans, 1)), 0.15, c.skill_max)
+    stats, highest = None, np.full(humans, -np.inf)
+    for _ in range(15):  # 150 shots each, the evidence looked at every 10
+        b = rng.uniform(0.25, 1.0, (humans, n))
+        hit = (rng.uniform(size=(humans, n)) < skill * b).astype(np.float64)
+        stats = fold_shots(b.T.ravel(), hit.T.ravel(), humans, stats)
+        highest = np.maximum(highest, _flags(stats, TH, c.rare_drop_p)[1])
+    for t in (2.0, 4.0, c.aim_log_bf):
+        assert (highest >= t).mean() <= np.exp(-t)
+    # About 0.07 nats a shot at this spread of difficulty: some 250 shots to reach 9.2 (the old
+    # hardness z-score needed some 450 for its 4.5).
+    aimbots, n = 200, 400
+    b = rng.uniform(0.25, 1.0, (aimbots, n))
+    hit = (rng.uniform(size=(aimbots, n)) < 0.6 * (0.85 + 0.15 * b)).astype(np.float64)
+    flags, score = _flags(fold_shots(b.T.ravel(), hit.T.ravel(), aimbots), TH, c.rare_drop_p)
+    assert (flags & FLAG_AIM != 0).mean() >= 0.95

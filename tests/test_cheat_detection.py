@@ -1,8 +1,12 @@
 """Cheat prevention and detection measured against the simulated clients' ground truth.
 
 The bars asserted here hold over several seeds. Statistical detection of the subtle kinds
-(aimbot, bot) is measured and reported but does not yet reach recall 0.9 in 60 s: see the
-README's cheat section and the open issue.
+(aimbot, bot) is measured and reported but does not reach recall 0.9 in 60 s. The aim test
+spares every honest player and catches aimbots, but in minutes, not seconds: an aimbot takes
+some 45 judged shots a minute, and at this scenario's spread of shot difficulty even the exact
+aimbot model, knowing each shot's true difficulty, gathers a median of only 2-5.5 nats of
+evidence against the honest skill prior in 60 s, where a false-positive rate of 1e-4 needs
+9.2. See the open issue.
 """
 
 import pytest
@@ -10,6 +14,7 @@ import pytest
 from tests.conftest import WORLDS
 from worlds import Simulation
 from worlds.cheat_report import cheat_summary
+from worlds.cheaters import KIND_CODE
 
 MOVEMENT_OR_TIMING = {"too_fast", "teleport", "blocked", "out_of_bounds", "future_timestamp", "stale_timestamp",
                       "forged_timestamp", "replayed_seq", "rate_limit", "cooldown", "malformed"}
@@ -30,5 +35,21 @@ def test_impossible_refused_honest_untouched_and_refusal_backed_kinds_caught(see
         k = c["kinds"][kind]
         assert k["recall"] == 1.0 and k["precision"] == 1.0, (kind, k)
         assert k["median_detect_s"] <= 10.0
+    assert c["kinds"]["aimbot"]["false_positives"] == 0  # no honest player flagged for aim or reaction
     flagged = {f["player"]: f["flags"] for f in c["flagged_players"]}
     assert all(flags for flags in flagged.values())  # every flag carries the features that raised it
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2])
+def test_aimbots_caught_by_where_their_hits_land_and_honest_shooters_spared(seed):
+    sim = Simulation.from_file(WORLDS / "aimbot_small.toml", seed=seed, hash_every=0)
+    for _ in range(3600):  # 3 game minutes, some 130 judged shots per aimbot
+        sim.step()
+    c = cheat_summary(sim)
+    k = c["kinds"]["aimbot"]
+    assert k["cheaters"] == 10 and k["precision"] == 1.0 and c["false_positives"] == 0, k
+    aimbots = {int(p) for p in sim.player_ids[sim.truth.kind == KIND_CODE["aimbot"]]}
+    caught = [f for f in c["flagged_players"] if f["player"] in aimbots]
+    assert len(caught) == k["detected"] and all({"aim_difficulty", "reaction_time"} & set(f["flags"]) for f in caught)
+    assert sum("aim_difficulty" in f["flags"] for f in caught) >= 3, caught

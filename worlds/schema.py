@@ -120,7 +120,13 @@ class CheatSection(Strict):
     """Detection thresholds, each chosen for a target false-positive rate (see the README)."""
 
     min_shots: Annotated[int, Field(ge=1)] = 25
-    aim_z: PositiveFloat = 4.5  # hard-shot excess of hits, in standard deviations
+    # log Bayes factor of difficulty-blind over human aim: ln(1e4), at most 1 in 10,000 honest
+    # shooters ever flagged were b measured exactly; the margin to 0.1 % absorbs its errors.
+    aim_log_bf: PositiveFloat = 9.2
+    # Honest players' skill (share of possible hits they land): normal, clipped at the top.
+    skill_mean: Annotated[float, Field(gt=0, lt=1)] = 0.55
+    skill_sd: PositiveFloat = 0.12
+    skill_max: Annotated[float, Field(gt=0, lt=1)] = 0.95
     min_reactions: Annotated[int, Field(ge=1)] = 8
     reaction_mean_ms: PositiveFloat = 170.0  # mean reaction below this is inhuman...
     reaction_sd_ms: PositiveFloat = 45.0  # ...with a spread below this
