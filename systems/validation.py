@@ -55,7 +55,8 @@ LIMITS = ("future_tolerance_ms", "stale_limit_ms", "rewind_window_ms", "speed_to
  _RATE, _BURST, _SLACK) = range(len(LIMITS))
 
 
-@njit(**JIT)
+# The per-action checks are inlined into the kernel: a call passing arrays costs more than a check.
+@njit(inline="always", **JIT)
 def _seq_fresh(last_seq, window, s):
     """True when sequence number ``s`` was never accepted: above ``last_seq``, or within the
     64 below it with its bit of ``window`` clear."""
@@ -65,43 +66,44 @@ def _seq_fresh(last_seq, window, s):
     return back < 64 and ((window >> back) & 1) == 0
 
 
-@njit(**JIT)
-def _judge_target(kind, target, x, y, reach_m, rtt_ms, limits, occluders, heal):
-    """Refusal code (0 if none) for a targeted action from (x, y). target: (5,) float64 row of
-    ``target_state`` (has Health, dead, x, y, flags: 1 player, 2 has loot, 4 a chest, 8 hit
-    by an action of this tick, so it may die before the loot takes effect)."""
-    flags = int(target[4])
-    if target[0] == 0.0:
+@njit(inline="always", **JIT)
+def _judge_target(kind, ts, t, x, y, reach_m, rtt_ms, limits, occluders, heal):
+    """Refusal code (0 if none) for a targeted action from (x, y) on row ``t`` of ``ts``, the
+    (t, 5) float64 ``target_state`` (has Health, dead, x, y, flags: 1 player, 2 has loot, 4 a
+    chest, 8 hit by an action of this tick, so it may die before the loot takes effect).
+    Rows are indexed, not sliced: a view per action would cost more than the checks."""
+    flags = int(ts[t, 4])
+    if ts[t, 0] == 0.0:
         return 9  # UNKNOWN_TARGET
     if kind == 5 and (flags & 2) == 0:
         return 13  # BAD_TARGET: nothing to loot
-    if kind == 5 and target[1] == 0.0 and (flags & 12) == 0:
+    if kind == 5 and ts[t, 1] == 0.0 and (flags & 12) == 0:
         return 15  # TARGET_NOT_DEAD: alive, not a chest, and nobody is hitting it this tick
-    if kind != 5 and target[1] != 0.0:
+    if kind != 5 and ts[t, 1] != 0.0:
         return 10  # TARGET_DEAD
     if kind == 6 and (flags & 1) == 0:
         return 13  # BAD_TARGET: trade with a non-player
     # Lag allowance: the target may have moved while the action travelled.
     allow = reach_m * (1.0 + limits[_TOL]) + limits[_MAXSPEED] * (rtt_ms + limits[_WINDOW]) / 1000.0
-    if np.sqrt((target[2] - x) ** 2 + (target[3] - y) ** 2) > allow:
+    if np.sqrt((ts[t, 2] - x) ** 2 + (ts[t, 3] - y) ** 2) > allow:
         return 11  # OUT_OF_REACH
-    if (kind == 3 or (kind == 4 and not heal)) and segment_blocked(occluders, x, y, target[2], target[3]):
+    if (kind == 3 or (kind == 4 and not heal)) and segment_blocked(occluders, x, y, ts[t, 2], ts[t, 3]):
         return 19  # NOT_VISIBLE
     return 0
 
 
-@njit(**JIT)
-def _judge_position(x, y, t_ms, run, speed_mps, limits, walls):
+@njit(inline="always", **JIT)
+def _judge_position(x, y, t_ms, run, a, speed_mps, limits, walls):
     """(refusal code or 0, speed ratio) for the position claim (x, y) at client time t_ms,
-    against the running record ``run`` ((12,) float64, read). The ratio is the distance over
+    against actor a's running record ``run[a]`` ((u, 12) float64, read). The ratio is the distance over
     what top speed allows in the time (1.0 = exactly top speed; NaN when not judged)."""
     if not (limits[_X0] <= x <= limits[_X1] and limits[_Y0] <= y <= limits[_Y1]):
         return 7, np.nan  # OUT_OF_BOUNDS
     if inside_any(walls, x, y):
         return 18, np.nan  # BLOCKED
     # Either way round: a late packet is checked against a newer claim.
-    dt_s = abs(t_ms - run[_MOVE]) / 1000.0
-    dist = np.sqrt((x - run[_X]) ** 2 + (y - run[_Y]) ** 2)
+    dt_s = abs(t_ms - run[a, _MOVE]) / 1000.0
+    dist = np.sqrt((x - run[a, _X]) ** 2 + (y - run[a, _Y]) ** 2)
     ratio = dist / (speed_mps * dt_s) if dt_s > 0.0 and dist > 0.0 else 0.0
     allowed = speed_mps * (1.0 + limits[_TOL]) * dt_s + 1e-6
     if dist > allowed:
@@ -109,43 +111,43 @@ def _judge_position(x, y, t_ms, run, speed_mps, limits, walls):
     return 0, ratio
 
 
-@njit(**JIT)
-def _judge_rate(kind, t_ms, run, limits):
+@njit(inline="always", **JIT)
+def _judge_rate(kind, t_ms, run, a, limits):
     """Refusal code (0 if none) for the weapon intervals and the action-rate bucket."""
-    if kind == 2 and abs(t_ms - run[_MELEE]) < limits[_MELEE_IV]:
+    if kind == 2 and abs(t_ms - run[a, _MELEE]) < limits[_MELEE_IV]:
         return 20  # COOLDOWN
-    if kind == 3 and abs(t_ms - run[_RANGED]) < limits[_RANGED_IV]:
+    if kind == 3 and abs(t_ms - run[a, _RANGED]) < limits[_RANGED_IV]:
         return 20
-    if kind == 4 and abs(t_ms - run[_CAST]) < limits[_CAST_IV]:
+    if kind == 4 and abs(t_ms - run[a, _CAST]) < limits[_CAST_IV]:
         return 20
-    tokens = min(limits[_BURST], run[_TOKENS] + max(t_ms - run[_TOKENS_MS], 0.0) * limits[_RATE] / 1000.0)
+    tokens = min(limits[_BURST], run[a, _TOKENS] + max(t_ms - run[a, _TOKENS_MS], 0.0) * limits[_RATE] / 1000.0)
     if tokens < 1.0:
         return 21  # RATE_LIMIT
     return 0
 
 
-@njit(**JIT)
-def _accept(kind, s, t_ms, recv, x, y, run, window, limits):
+@njit(inline="always", **JIT)
+def _accept(kind, s, t_ms, recv, x, y, run, a, window, limits):
     """Move the running record on for an accepted action; returns the new anti-replay window."""
-    if s > run[_SEQ]:
-        shift = np.int64(s - run[_SEQ])
+    if s > run[a, _SEQ]:
+        shift = np.int64(s - run[a, _SEQ])
         window = (window << shift) | 1 if shift < 64 else np.int64(1)
-        run[_SEQ] = s
+        run[a, _SEQ] = s
     else:
-        window |= np.int64(1) << np.int64(run[_SEQ] - s)
-    if t_ms >= run[_MOVE]:  # a late packet does not move the actor back
-        run[_MOVE] = t_ms
-        run[_X] = x
-        run[_Y] = y
+        window |= np.int64(1) << np.int64(run[a, _SEQ] - s)
+    if t_ms >= run[a, _MOVE]:  # a late packet does not move the actor back
+        run[a, _MOVE] = t_ms
+        run[a, _X] = x
+        run[a, _Y] = y
     if kind == 2:
-        run[_MELEE] = max(run[_MELEE], t_ms)
+        run[a, _MELEE] = max(run[a, _MELEE], t_ms)
     elif kind == 3:
-        run[_RANGED] = max(run[_RANGED], t_ms)
+        run[a, _RANGED] = max(run[a, _RANGED], t_ms)
     elif kind == 4:
-        run[_CAST] = max(run[_CAST], t_ms)
-    tokens = min(limits[_BURST], run[_TOKENS] + max(t_ms - run[_TOKENS_MS], 0.0) * limits[_RATE] / 1000.0)
-    run[_TOKENS] = tokens - 1.0
-    run[_TOKENS_MS] = max(run[_TOKENS_MS], t_ms)
+        run[a, _CAST] = max(run[a, _CAST], t_ms)
+    tokens = min(limits[_BURST], run[a, _TOKENS] + max(t_ms - run[a, _TOKENS_MS], 0.0) * limits[_RATE] / 1000.0)
+    run[a, _TOKENS] = tokens - 1.0
+    run[a, _TOKENS_MS] = max(run[a, _TOKENS_MS], t_ms)
     return window
 
 
@@ -205,13 +207,11 @@ def _validate(order, inverse, actor, target, seq, client_ms, kind, x, y, recv_ms
         action arrived, outside stalls (NaN during a stall); evidence for the anomaly score.
     speed_ratio: (n,) float64, written where the position was judged (see ``_judge_position``).
     """
-    none = np.zeros(5, np.float64)
     for k in range(order.shape[0]):
         i = order[k]
         a = inverse[i]
         if a < 0:
             continue
-        run = running[a]
         win = window[a]
         excess_ms[i] = np.nan
         if status[i] == 0 and fixed[a, _PLAYER] == 0.0:
@@ -229,10 +229,10 @@ def _validate(order, inverse, actor, target, seq, client_ms, kind, x, y, recv_ms
         recv = recv_ms[i]
         heal = kd == 4 and value[i] == 1.0
         excess = recv - t_ms - 0.5 * rtt
-        gap = run[_GAP]
-        gap_end = run[_GAP_END]
-        if recv - run[_RECV] > limits[_STALL]:  # the link was silent: this burst follows a stall
-            gap = min(recv - run[_RECV], limits[_STALE])
+        gap = running[a, _GAP]
+        gap_end = running[a, _GAP_END]
+        if recv - running[a, _RECV] > limits[_STALL]:  # the link was silent: this burst follows a stall
+            gap = min(recv - running[a, _RECV], limits[_STALE])
             gap_end = recv
         # What the stall queued arrives at once when it ends: credit for that burst only.
         credit = gap if recv - gap_end <= limits[_STALL] else 0.0
@@ -242,27 +242,31 @@ def _validate(order, inverse, actor, target, seq, client_ms, kind, x, y, recv_ms
             status[i] = 5  # FUTURE_TIMESTAMP
         elif excess > limits[_STALE]:
             status[i] = 6  # STALE_TIMESTAMP
-        elif not _seq_fresh(np.int64(run[_SEQ]), win, s):
+        elif not _seq_fresh(np.int64(running[a, _SEQ]), win, s):
             status[i] = 4  # REPLAYED_SEQ: seen before, or older than the window
         elif excess > 4.0 * fixed[a, _JITTER] + limits[_SLACK] + credit:
             status[i] = 22  # FORGED_TIMESTAMP: earlier than the measured link can explain
         else:
-            status[i], speed_ratio[i] = _judge_position(x[i], y[i], t_ms, run, fixed[a, _SPEED], limits, walls)
+            status[i], speed_ratio[i] = _judge_position(x[i], y[i], t_ms, running, a, fixed[a, _SPEED], limits,
+                                                             walls)
             if status[i] == 0:
-                status[i] = _judge_rate(kd, t_ms, run, limits)
+                status[i] = _judge_rate(kd, t_ms, running, a, limits)
             if status[i] == 0 and kd != 1 and kd != 7:
                 tr = t_row[i]
-                status[i] = _judge_target(kd, target_state[tr] if tr >= 0 else none, x[i], y[i], reach_m[kd],
-                                          rtt, limits, occluders, heal)
+                if tr < 0:
+                    status[i] = 9  # UNKNOWN_TARGET
+                else:
+                    status[i] = _judge_target(kd, target_state, tr, x[i], y[i], reach_m[kd], rtt, limits, occluders,
+                                              heal)
         if status[i] == 0:
-            win = _accept(kd, s, t_ms, recv, x[i], y[i], run, win, limits)
+            win = _accept(kd, s, t_ms, recv, x[i], y[i], running, a, win, limits)
             event_ms[i] = max(t_ms, recv - 0.5 * rtt - limits[_WINDOW])
         if credit <= 0.0 and status[i] != 3:
             excess_ms[i] = excess
         # Every packet that arrived tells about the link, valid or not.
-        run[_RECV] = max(run[_RECV], recv)
-        run[_GAP] = gap
-        run[_GAP_END] = gap_end
+        running[a, _RECV] = max(running[a, _RECV], recv)
+        running[a, _GAP] = gap
+        running[a, _GAP_END] = gap_end
         window[a] = win
 
 
