@@ -23,7 +23,7 @@ from ecs import Component, Phase, Rng, System
 from ecs.config import JIT
 from systems.action_order import ActionOrderIndex
 from systems.actions import SPELL_HEAL, ActionBatch, ActionKind, Refusal
-from systems.columns import Distinct, gather, scatter
+from systems.columns import Distinct, SlotMarks, gather_fields, has_component, scatter, scatter_fields
 from systems.components import Health, Inventory, Loot, Player
 from systems.conflict_merge import ADDITIVE, FIRST_CLAIM, merge_value, policy_of
 
@@ -201,6 +201,7 @@ class ApplyActions(System):
     def __init__(self, world, defn) -> None:
         self.defn = defn
         self._offers = world.query(TradeOffer)
+        self._marks = SlotMarks()
 
     def _pending_offers(self, world, tick: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, (k, 4) giver, taker, gold, expires_tick) of live offers; expired ones despawn."""
@@ -224,14 +225,13 @@ class ApplyActions(System):
         # Every entity this tick's actions and pending offers touch, each read once.
         ids = np.concatenate([np.where(live, batch.actor, 0), np.where(has_target, batch.target, 0),
                               offers[:, 0], offers[:, 1]])
-        touched = Distinct(world, ids)
+        touched = Distinct(world, ids, self._marks)
         at, m = touched.at, touched.n
         # Row m is nobody: an entity that left the world since validation (its actions are refused).
         ent = np.zeros((m + 1, len(_ENTITY_FIELDS)), np.float64)
-        for j, (comp, field) in enumerate(_ENTITY_FIELDS):
-            ent[:m, j], _ = gather(world, touched.ids, comp, field, at=at)
+        ent[:m] = gather_fields(world, at, _ENTITY_FIELDS)
         is_player = np.zeros(m + 1, np.bool_)
-        _, is_player[:m] = gather(world, touched.ids, Player, "team", at=at)
+        is_player[:m] = has_component(world, at, Player)
         was_dead = ent[:m, _DEAD].copy()
         n = batch.n
         rows = np.where(touched.inverse >= 0, touched.inverse, m)
@@ -258,8 +258,7 @@ class ApplyActions(System):
         rare = np.append(rare_drops(ctx.rng.seed, touched.ids, self.defn.cheat.rare_drop_p), False)
         used = _apply(order.perm, order.effect_ms, batch.kind, actor_ix, target_ix, batch.value, is_player, params,
                       ent, table, batch.status, effect, rare)
-        for j, (comp, field) in enumerate(_ENTITY_FIELDS[:_WRITTEN]):
-            scatter(world, touched.ids, comp, field, ent[:m, j], at=at)
+        scatter_fields(world, at, _ENTITY_FIELDS[:_WRITTEN], ent[:m, :_WRITTEN])
         killed = np.sort(touched.ids[(ent[:m, _DEAD] != 0) & (was_dead == 0)])
         scatter(world, killed, Health, "died_tick", np.full(killed.shape[0], ctx.tick))
         self._settle_offers(world, offer_ids, table, used, touched.ids)

@@ -7,6 +7,8 @@ back. Work is per table touched (a handful), never per entity in Python.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from numba import njit
 
@@ -92,14 +94,14 @@ def scatter(world: World, ids: np.ndarray, component: Component, field: str, val
 
 
 @njit(**JIT)
-def _distinct(slot, n_slots):
+def _distinct(slot, rank):
     """(first, inverse): the first position of each distinct non-negative ``slot`` in order of
     appearance, and each position's index among them (-1 where ``slot`` is -1).
 
-    slot: (n,) int64 in [-1, n_slots), read.
+    slot: (n,) int64 in [-1, rank.shape[0]), read. rank: scratch, -1 everywhere on entry and
+    again on return.
     """
     n = slot.shape[0]
-    rank = np.full(n_slots, -1, np.int64)
     first = np.empty(n, np.int64)
     inverse = np.full(n, -1, np.int64)
     u = 0
@@ -114,6 +116,8 @@ def _distinct(slot, n_slots):
             first[u] = i
             u += 1
         inverse[i] = r
+    for k in range(u):
+        rank[slot[first[k]]] = -1
     return first[:u].copy(), inverse
 
 
@@ -140,26 +144,77 @@ def grouped(inverse, n_groups):
     return order, starts
 
 
+class SlotMarks:
+    """Scratch for ``Distinct``, owned by the system that asks: one mark per entity slot, all
+    clear between uses, so finding the distinct entities of a short list costs the list, not
+    the world."""
+
+    __slots__ = ("rank",)
+
+    def __init__(self) -> None:
+        self.rank = np.empty(0, np.int64)
+
+    def clear_for(self, n_slots: int) -> np.ndarray:
+        if self.rank.shape[0] < n_slots:
+            self.rank = np.full(max(n_slots, 2 * self.rank.shape[0]), -1, np.int64)
+        return self.rank
+
+
 class Distinct:
     """The distinct live entities of a list of ids, found without sorting.
 
     ``ids`` (u,) in order of first appearance, ``at`` where they live (for ``gather`` /
     ``scatter``), ``inverse`` (n,) each list element's index among them (-1 for an id that is
-    not alive here). Costs O(n + entities): a table row is a dense key while tables hold still.
+    not alive here). O(n): a table row is a dense key while tables hold still.
     """
 
     __slots__ = ("ids", "at", "inverse")
 
-    def __init__(self, world: World, ids: np.ndarray) -> None:
+    def __init__(self, world: World, ids: np.ndarray, marks: SlotMarks) -> None:
         ids = np.ascontiguousarray(ids, np.int64)
         table, row = world.locate_many(ids)
         base = np.zeros(len(world.tables) + 1, np.int64)
         np.cumsum([t.n for t in world.tables], out=base[1:])
         slot = np.where(table >= 0, base[np.maximum(table, 0)] + row, -1)
-        first, self.inverse = _distinct(slot, int(base[-1]))
+        first, self.inverse = _distinct(slot, marks.clear_for(int(base[-1])))
         self.ids = ids[first]
         self.at = Located(table[first], row[first])
 
     @property
     def n(self) -> int:
         return self.ids.shape[0]
+
+
+def gather_fields(world: World, at: Located, fields: Sequence[tuple[Component, str]]) -> np.ndarray:
+    """(n, len(fields)) float64: several fields of the located entities at once (0 where an
+    entity lacks the component). For kernels that read many fields of few entities; not for
+    int64 fields that need all 64 bits."""
+    out = np.zeros((at.table.shape[0], len(fields)), np.float64)
+    for t, pos, rows in at.groups:
+        table = world.tables[t]
+        for j, (component, field) in enumerate(fields):
+            if table.has(component):
+                col = table.column(component, field)
+                if pos is None:
+                    out[:, j] = col[rows]
+                else:
+                    out[pos, j] = col[rows]
+    return out
+
+
+def scatter_fields(world: World, at: Located, fields: Sequence[tuple[Component, str]], values: np.ndarray) -> None:
+    """Write ``values`` (n, len(fields)) back where ``gather_fields`` read them."""
+    for t, pos, rows in at.groups:
+        table = world.tables[t]
+        for j, (component, field) in enumerate(fields):
+            if table.has(component):
+                table.column(component, field)[rows] = values[:, j] if pos is None else values[pos, j]
+
+
+def has_component(world: World, at: Located, component: Component) -> np.ndarray:
+    """(n,) bool: which of the located entities hold ``component``."""
+    out = np.zeros(at.table.shape[0], np.bool_)
+    for t, pos, _ in at.groups:
+        if world.tables[t].has(component):
+            out[slice(None) if pos is None else pos] = True
+    return out

@@ -35,7 +35,8 @@ from numba import njit
 from ecs import Phase, System
 from ecs.config import JIT
 from systems.actions import SPELL_HEAL, TARGETED, ActionBatch, ActionKind, Refusal
-from systems.columns import Distinct, gather, grouped, scatter
+from systems.columns import (Distinct, SlotMarks, gather, gather_fields, grouped, has_component, scatter,
+                             scatter_fields)
 from systems.components import Health, Link, Loot, Player, Position
 from systems.obstacles import inside_any, obstacle_arrays, segment_blocked
 
@@ -46,7 +47,9 @@ _LINK_FIELDS = ("last_recv_ms", "gap_ms", "gap_end_ms")  # these three live in L
 _SEQ, _MOVE, _X, _Y, _MELEE, _RANGED, _CAST, _TOKENS, _TOKENS_MS, _RECV, _GAP, _GAP_END = range(len(RUNNING))
 # Fixed facts about an actor for this tick.
 FIXED = ("rtt_ms", "clock_offset_ms", "speed_mps", "life_start_ms", "jitter_ms")
-_RTT, _OFFSET, _SPEED, _LIFE, _JITTER, _DEAD, _PLAYER, _CONNECTED = range(8)
+_RTT, _OFFSET, _SPEED, _LIFE, _JITTER, _DEAD, _CONNECTED = range(7)
+_FIXED_FIELDS = tuple((Player, f) for f in FIXED) + ((Health, "dead"), (Player, "connected"))
+_RUNNING_FIELDS = tuple((Link if f in _LINK_FIELDS else Player, f) for f in RUNNING)
 # Rules, in one array for the kernel.
 LIMITS = ("future_tolerance_ms", "stale_limit_ms", "rewind_window_ms", "speed_tolerance", "min_x", "min_y", "max_x",
           "max_y", "max_speed_mps", "teleport_m", "stall_gap_ms", "melee_interval_ms", "ranged_interval_ms",
@@ -185,7 +188,7 @@ def _sequence_order(inverse, seq, n_actors):
 
 
 @njit(**JIT)
-def _validate(order, inverse, actor, target, seq, client_ms, kind, x, y, recv_ms, value, t_row, targeted, fixed,
+def _validate(order, inverse, is_player, actor, target, seq, client_ms, kind, x, y, recv_ms, value, t_row, targeted, fixed,
               running, window, target_state, reach_m, limits, walls, occluders, status, event_ms, excess_ms,
               speed_ratio):
     """Check actions one actor at a time, in sequence-number order.
@@ -195,8 +198,9 @@ def _validate(order, inverse, actor, target, seq, client_ms, kind, x, y, recv_ms
     actor, target, seq: (n,) int64; client_ms, x, y, recv_ms, value: (n,) float64; kind: (n,)
     int8, read. t_row: (n,) int64 row of each action's target in ``target_state`` (-1 none).
     targeted: (8,) bool by kind, read.
-    fixed: (u, 8) float64 per actor, read: rtt_ms, clock_offset_ms, speed_mps, life_start_ms,
-        jitter_ms (measured), dead, is a player, connected (1.0 / 0.0).
+    is_player: (u,) bool per actor, read.
+    fixed: (u, 7) float64 per actor (``_FIXED_FIELDS``), read: rtt_ms, clock_offset_ms,
+        speed_mps, life_start_ms, jitter_ms (measured), dead, connected (1.0 / 0.0).
     running: (u, 12) float64, read and written: each actor's record (``RUNNING``).
     window: (u,) int64, read and written likewise: the anti-replay bitmap.
     target_state: (t, 5) float64, read (see ``_judge_target``). reach_m: (8,) by kind.
@@ -214,7 +218,7 @@ def _validate(order, inverse, actor, target, seq, client_ms, kind, x, y, recv_ms
             continue
         win = window[a]
         excess_ms[i] = np.nan
-        if status[i] == 0 and fixed[a, _PLAYER] == 0.0:
+        if status[i] == 0 and not is_player[a]:
             status[i] = 2  # UNKNOWN_ACTOR: not a player
         elif status[i] == 0 and fixed[a, _CONNECTED] == 0.0:
             status[i] = 16  # DISCONNECTED
@@ -291,6 +295,7 @@ class ActionValidation(System):
         self.reach[ActionKind.TRADE] = r.trade_reach_m
         self.walls, self.occluders = obstacle_arrays(defn)
         self.targeted = np.zeros(8, np.bool_)
+        self._marks = SlotMarks()
         self.targeted[[int(k) for k in TARGETED]] = True
 
     def run(self, world, ctx) -> None:
@@ -298,45 +303,35 @@ class ActionValidation(System):
         if batch.n == 0:
             return
         # Each actor's facts and record are read once, however many actions it sent.
-        actors = Distinct(world, batch.actor)
+        actors = Distinct(world, batch.actor, self._marks)
         batch.refuse(actors.inverse < 0, Refusal.UNKNOWN_ACTOR)
         at = actors.at
-        fixed = np.zeros((actors.n, len(FIXED) + 3), np.float64)
-        for j, f in enumerate(FIXED):
-            fixed[:, j], present = gather(world, actors.ids, Player, f, at=at)
-        fixed[:, _DEAD], _ = gather(world, actors.ids, Health, "dead", at=at)
-        fixed[:, _PLAYER] = present
-        fixed[:, _CONNECTED], _ = gather(world, actors.ids, Player, "connected", at=at)
-        running = np.empty((actors.n, len(RUNNING)), np.float64)
-        for j, f in enumerate(RUNNING):
-            running[:, j], _ = gather(world, actors.ids, Link if f in _LINK_FIELDS else Player, f, at=at)
+        fixed = gather_fields(world, at, _FIXED_FIELDS)
+        is_player = has_component(world, at, Player)
+        running = gather_fields(world, at, _RUNNING_FIELDS)
         window, _ = gather(world, actors.ids, Player, "seq_window", at=at)
 
         # Each target's state, read once: what it is, and whether this tick's actions hit it.
-        targets = Distinct(world, batch.target)
+        targets = Distinct(world, batch.target, self._marks)
         tat = targets.at
         tstate = np.zeros((targets.n, 5), np.float64)
-        dead, has_health = gather(world, targets.ids, Health, "dead", at=tat)
-        tstate[:, 0], tstate[:, 1] = has_health, dead
-        tstate[:, 2], _ = gather(world, targets.ids, Position, "x", at=tat)
-        tstate[:, 3], _ = gather(world, targets.ids, Position, "y", at=tat)
-        _, is_player = gather(world, targets.ids, Player, "last_seq", at=tat)
+        tstate[:, 1:4] = gather_fields(world, tat, ((Health, "dead"), (Position, "x"), (Position, "y")))
+        tstate[:, 0] = has_component(world, tat, Health)
         chest, has_loot = gather(world, targets.ids, Loot, "container", at=tat)
+        kinds = has_component(world, tat, Player) * 1.0 + has_loot * 2.0 + (chest != 0) * 4.0
         heals = (batch.kind == ActionKind.CAST) & (batch.value == SPELL_HEAL)
         hits = (batch.status == 0) & (batch.kind >= ActionKind.MELEE) & (batch.kind <= ActionKind.CAST) & ~heals
         hit = np.zeros(targets.n, np.bool_)
         hit[targets.inverse[hits & (targets.inverse >= 0)]] = True
-        tstate[:, 4] = is_player * 1.0 + has_loot * 2.0 + (chest != 0) * 4.0 + hit * 8.0
+        tstate[:, 4] = kinds + hit * 8.0
 
         order = _sequence_order(actors.inverse, batch.seq, actors.n)
-        _validate(order, actors.inverse, batch.actor, batch.target, batch.seq, batch.client_time_ms, batch.kind, batch.x,
+        _validate(order, actors.inverse, is_player, batch.actor, batch.target, batch.seq, batch.client_time_ms, batch.kind, batch.x,
                   batch.y, batch.recv_time_ms, batch.value, targets.inverse, self.targeted, fixed, running, window,
                   tstate, self.reach, self.limits, self.walls, self.occluders, batch.status, batch.event_ms,
                   batch.excess_ms, batch.speed_ratio)
 
         # Write back each player's final record.
-        keep = present
-        kat = at.subset(keep)
-        for j, f in enumerate(RUNNING):
-            scatter(world, actors.ids[keep], Link if f in _LINK_FIELDS else Player, f, running[keep, j], at=kat)
-        scatter(world, actors.ids[keep], Player, "seq_window", window[keep], at=kat)
+        kat = at.subset(is_player)
+        scatter_fields(world, kat, _RUNNING_FIELDS, running[is_player])
+        scatter(world, actors.ids[is_player], Player, "seq_window", window[is_player], at=kat)
