@@ -144,6 +144,44 @@ def grouped(inverse, n_groups):
     return order, starts
 
 
+@njit(**JIT)
+def owner_order(inverse, key, n_owners):
+    """The order to walk a batch in when each owner's items must go in ``key`` order: as they
+    came, except that each owner's own items take their places sorted by key (stably). Owners
+    stay interleaved, so the walk stays sequential in memory; only an owner whose items came
+    out of order (a client's late packets) is sorted.
+
+    inverse: (n,) int64 owner of each item (-1 none), key: (n,) int or float; both read.
+    """
+    n = inverse.shape[0]
+    proc = np.arange(n)
+    last = np.empty(n_owners, key.dtype)
+    seen = np.zeros(n_owners, np.bool_)
+    scrambled = np.zeros(n_owners, np.bool_)
+    any_scrambled = False
+    for i in range(n):
+        a = inverse[i]
+        if a >= 0:
+            if seen[a] and key[i] < last[a]:
+                scrambled[a] = True
+                any_scrambled = True
+            seen[a] = True
+            last[a] = key[i]
+    if not any_scrambled:
+        return proc
+    mine = np.full(n, -1, np.int64)
+    for i in range(n):
+        if inverse[i] >= 0 and scrambled[inverse[i]]:
+            mine[i] = inverse[i]
+    order, starts = grouped(mine, n_owners)
+    for a in range(n_owners):
+        lo, hi = starts[a], starts[a + 1]
+        if hi - lo > 1:
+            seg = order[lo:hi]  # this owner's positions, ascending
+            proc[seg] = seg[np.argsort(key[seg], kind="mergesort")]
+    return proc
+
+
 class SlotMarks:
     """Scratch for ``Distinct``, owned by the system that asks: one mark per entity slot, all
     clear between uses, so finding the distinct entities of a short list costs the list, not

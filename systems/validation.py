@@ -35,7 +35,7 @@ from numba import njit
 from ecs import Phase, System
 from ecs.config import JIT
 from systems.actions import SPELL_HEAL, TARGETED, ActionBatch, ActionKind, Refusal
-from systems.columns import (Distinct, SlotMarks, gather, gather_fields, grouped, has_component, scatter,
+from systems.columns import (Distinct, SlotMarks, gather, gather_fields, has_component, owner_order, scatter,
                              scatter_fields)
 from systems.components import Health, Link, Loot, Player, Position
 from systems.obstacles import inside_any, obstacle_arrays, segment_blocked
@@ -155,45 +155,13 @@ def _accept(kind, s, t_ms, recv, x, y, run, a, window, limits):
 
 
 @njit(**JIT)
-def _sequence_order(inverse, seq, n_actors):
-    """The order to judge actions in: as they arrived, except that each actor's own actions
-    take their places in sequence-number order (stably). Actors stay interleaved, so the
-    walk over the batch stays sequential in memory; only a client whose packets arrived out
-    of order is sorted.
-
-    inverse: (n,) int64 actor of each action (-1 none), seq: (n,) int64; both read.
-    """
-    n = inverse.shape[0]
-    proc = np.arange(n)
-    last = np.full(n_actors, np.iinfo(np.int64).min)
-    scrambled = np.zeros(n_actors, np.bool_)
-    any_scrambled = False
-    for i in range(n):
-        a = inverse[i]
-        if a >= 0:
-            if seq[i] < last[a]:
-                scrambled[a] = True
-                any_scrambled = True
-            last[a] = seq[i]
-    if not any_scrambled:
-        return proc
-    mine = np.where(scrambled[np.maximum(inverse, 0)] & (inverse >= 0), inverse, -1)
-    order, starts = grouped(mine, n_actors)
-    for a in range(n_actors):
-        lo, hi = starts[a], starts[a + 1]
-        if hi - lo > 1:
-            seg = order[lo:hi]  # this actor's positions, ascending
-            proc[seg] = seg[np.argsort(seq[seg], kind="mergesort")]
-    return proc
-
-
-@njit(**JIT)
 def _validate(order, inverse, is_player, actor, target, seq, client_ms, kind, x, y, recv_ms, value, t_row, targeted, fixed,
               running, window, target_state, reach_m, limits, walls, occluders, status, event_ms, excess_ms,
               speed_ratio):
     """Check actions one actor at a time, in sequence-number order.
 
-    order: (n,) int64 action indices in the order to judge them (``_sequence_order``);
+    order: (n,) int64 action indices in the order to judge them: each actor's in sequence-number
+    order (``owner_order``);
     inverse: (n,) int64 the actor (row of ``fixed``, ``running``, ``window``) of each, -1 none.
     actor, target, seq: (n,) int64; client_ms, x, y, recv_ms, value: (n,) float64; kind: (n,)
     int8, read. t_row: (n,) int64 row of each action's target in ``target_state`` (-1 none).
@@ -325,7 +293,7 @@ class ActionValidation(System):
         hit[targets.inverse[hits & (targets.inverse >= 0)]] = True
         tstate[:, 4] = kinds + hit * 8.0
 
-        order = _sequence_order(actors.inverse, batch.seq, actors.n)
+        order = owner_order(actors.inverse, batch.seq, actors.n)
         _validate(order, actors.inverse, is_player, batch.actor, batch.target, batch.seq, batch.client_time_ms, batch.kind, batch.x,
                   batch.y, batch.recv_time_ms, batch.value, targets.inverse, self.targeted, fixed, running, window,
                   tstate, self.reach, self.limits, self.walls, self.occluders, batch.status, batch.event_ms,
