@@ -223,30 +223,66 @@ class Distinct:
         return self.ids.shape[0]
 
 
+@njit(**JIT)
+def _take_columns(cols, rows, pos, which, out):
+    """out[pos[k], which[j]] = cols[j][rows[k]]: float64 columns of one table into a matrix.
+    cols: tuple of (m,) float64, rows, pos: (k,) int64, which: (len(cols),) int64; read."""
+    for k in range(rows.shape[0]):
+        r = rows[k]
+        p = pos[k]
+        for j in range(len(cols)):
+            out[p, which[j]] = cols[j][r]
+
+
+@njit(**JIT)
+def _put_columns(cols, rows, pos, which, values):
+    """cols[j][rows[k]] = values[pos[k], which[j]]: the inverse of ``_take_columns``."""
+    for k in range(rows.shape[0]):
+        r = rows[k]
+        p = pos[k]
+        for j in range(len(cols)):
+            cols[j][r] = values[p, which[j]]
+
+
+def _split_columns(table, fields):
+    """(float64 columns as a tuple, their field positions, [(position, other column)]) of the
+    fields this table holds: the float64 ones go through one kernel call, the rest one by one."""
+    floats, which, others = [], [], []
+    for j, (component, field) in enumerate(fields):
+        if table.has(component):
+            col = table.column(component, field)
+            if col.dtype == np.float64:
+                floats.append(col)
+                which.append(j)
+            else:
+                others.append((j, col))
+    return tuple(floats), np.array(which, np.int64), others
+
+
 def gather_fields(world: World, at: Located, fields: Sequence[tuple[Component, str]]) -> np.ndarray:
     """(n, len(fields)) float64: several fields of the located entities at once (0 where an
     entity lacks the component). For kernels that read many fields of few entities; not for
     int64 fields that need all 64 bits."""
-    out = np.zeros((at.table.shape[0], len(fields)), np.float64)
+    n = at.table.shape[0]
+    out = np.zeros((n, len(fields)), np.float64)
     for t, pos, rows in at.groups:
-        table = world.tables[t]
-        for j, (component, field) in enumerate(fields):
-            if table.has(component):
-                col = table.column(component, field)
-                if pos is None:
-                    out[:, j] = col[rows]
-                else:
-                    out[pos, j] = col[rows]
+        floats, which, others = _split_columns(world.tables[t], fields)
+        if floats:
+            _take_columns(floats, rows, np.arange(n) if pos is None else pos, which, out)
+        for j, col in others:
+            out[slice(None) if pos is None else pos, j] = col[rows]
     return out
 
 
 def scatter_fields(world: World, at: Located, fields: Sequence[tuple[Component, str]], values: np.ndarray) -> None:
     """Write ``values`` (n, len(fields)) back where ``gather_fields`` read them."""
+    n = at.table.shape[0]
     for t, pos, rows in at.groups:
-        table = world.tables[t]
-        for j, (component, field) in enumerate(fields):
-            if table.has(component):
-                table.column(component, field)[rows] = values[:, j] if pos is None else values[pos, j]
+        floats, which, others = _split_columns(world.tables[t], fields)
+        if floats:
+            _put_columns(floats, rows, np.arange(n) if pos is None else pos, which, values)
+        for j, col in others:
+            col[rows] = values[:, j] if pos is None else values[pos, j]
 
 
 def has_component(world: World, at: Located, component: Component) -> np.ndarray:
