@@ -224,39 +224,37 @@ class Distinct:
 
 
 @njit(**JIT)
-def _take_columns(cols, rows, pos, which, out):
-    """out[pos[k], which[j]] = cols[j][rows[k]]: float64 columns of one table into a matrix.
-    cols: tuple of (m,) float64, rows, pos: (k,) int64, which: (len(cols),) int64; read."""
+def _take_block(block, src, rows, pos, dst, out):
+    """out[pos[k], dst[j]] = block[src[j], rows[k]]: some fields of some rows of one table block.
+    block: (fields, capacity); src, dst: (m,) int64; rows, pos: (k,) int64; all read."""
     for k in range(rows.shape[0]):
         r = rows[k]
         p = pos[k]
-        for j in range(len(cols)):
-            out[p, which[j]] = cols[j][r]
+        for j in range(src.shape[0]):
+            out[p, dst[j]] = block[src[j], r]
 
 
 @njit(**JIT)
-def _put_columns(cols, rows, pos, which, values):
-    """cols[j][rows[k]] = values[pos[k], which[j]]: the inverse of ``_take_columns``."""
+def _put_block(block, src, rows, pos, dst, values):
+    """block[src[j], rows[k]] = values[pos[k], dst[j]]: the inverse of ``_take_block``."""
     for k in range(rows.shape[0]):
         r = rows[k]
         p = pos[k]
-        for j in range(len(cols)):
-            cols[j][r] = values[p, which[j]]
+        for j in range(src.shape[0]):
+            block[src[j], r] = values[p, dst[j]]
 
 
-def _split_columns(table, fields):
-    """(float64 columns as a tuple, their field positions, [(position, other column)]) of the
-    fields this table holds: the float64 ones go through one kernel call, the rest one by one."""
-    floats, which, others = [], [], []
+def _by_block(table, fields) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """[(block, rows in it, positions in ``fields``)] for the fields this table holds: one
+    kernel call per block moves all of them."""
+    plan: dict[int, tuple[np.ndarray, list[int], list[int]]] = {}
     for j, (component, field) in enumerate(fields):
         if table.has(component):
-            col = table.column(component, field)
-            if col.dtype == np.float64:
-                floats.append(col)
-                which.append(j)
-            else:
-                others.append((j, col))
-    return tuple(floats), np.array(which, np.int64), others
+            block, k = table.block(component, field)
+            entry = plan.setdefault(id(block), (block, [], []))
+            entry[1].append(k)
+            entry[2].append(j)
+    return [(block, np.array(src, np.int64), np.array(dst, np.int64)) for block, src, dst in plan.values()]
 
 
 def gather_fields(world: World, at: Located, fields: Sequence[tuple[Component, str]]) -> np.ndarray:
@@ -266,11 +264,8 @@ def gather_fields(world: World, at: Located, fields: Sequence[tuple[Component, s
     n = at.table.shape[0]
     out = np.zeros((n, len(fields)), np.float64)
     for t, pos, rows in at.groups:
-        floats, which, others = _split_columns(world.tables[t], fields)
-        if floats:
-            _take_columns(floats, rows, np.arange(n) if pos is None else pos, which, out)
-        for j, col in others:
-            out[slice(None) if pos is None else pos, j] = col[rows]
+        for block, src, dst in _by_block(world.tables[t], fields):
+            _take_block(block, src, rows, np.arange(n) if pos is None else pos, dst, out)
     return out
 
 
@@ -278,11 +273,8 @@ def scatter_fields(world: World, at: Located, fields: Sequence[tuple[Component, 
     """Write ``values`` (n, len(fields)) back where ``gather_fields`` read them."""
     n = at.table.shape[0]
     for t, pos, rows in at.groups:
-        floats, which, others = _split_columns(world.tables[t], fields)
-        if floats:
-            _put_columns(floats, rows, np.arange(n) if pos is None else pos, which, values)
-        for j, col in others:
-            col[rows] = values[:, j] if pos is None else values[pos, j]
+        for block, src, dst in _by_block(world.tables[t], fields):
+            _put_block(block, src, rows, np.arange(n) if pos is None else pos, dst, values)
 
 
 def has_component(world: World, at: Located, component: Component) -> np.ndarray:
