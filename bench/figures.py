@@ -28,6 +28,8 @@ from worlds.cli import run_world
 
 ACTION_PATH = ("Ingest", "ActionValidation", "ActionOrder", "ApplyActions")
 """The systems an action goes through from ingest to applied (``report.system_ms`` keys)."""
+CHEAT_CHECKS = ("ActionValidation", "AnomalyScore")
+"""Cheat prevention and detection: refusing the impossible, scoring the improbable."""
 
 
 # --------------------------------------------------------------------------- move + grid + pairs
@@ -151,6 +153,7 @@ def actions(levels: Sequence[int], rounds: int, warmup: int) -> dict:
     for _ in range(5):  # game time passes the longest round trip before the first crafted action
         sim.step()
     path = {n: [] for n in levels}
+    checks = {n: [] for n in levels}
     tick = {n: [] for n in levels}
     applied = {n: 0 for n in levels}
     submitted = {n: 0 for n in levels}
@@ -163,6 +166,7 @@ def actions(levels: Sequence[int], rounds: int, warmup: int) -> dict:
             if r < warmup:
                 continue
             path[n].append(sum(rep.system_ms.get(k, 0.0) for k in ACTION_PATH))
+            checks[n].append(sum(rep.system_ms.get(k, 0.0) for k in CHEAT_CHECKS))
             tick[n].append(rep.tick_ms)
             applied[n] += rep.applied
             submitted[n] += rep.submitted
@@ -173,6 +177,7 @@ def actions(levels: Sequence[int], rounds: int, warmup: int) -> dict:
         out[str(n)] = {
             "actions_per_tick": n,
             "path_ms": Spread.of(path[n]).as_dict(),
+            "cheat_checks_ms": Spread.of(checks[n]).as_dict(),
             "tick_ms": Spread.of(tick[n]).as_dict(),
             "actions_per_s_path": Spread.of([n / (ms / 1e3) for ms in path[n]]).as_dict(0),
             "actions_per_s_tick": Spread.of([n / (ms / 1e3) for ms in tick[n]]).as_dict(0),

@@ -44,10 +44,38 @@ class Table:
         self.key = frozenset(c.name for c in self.components)
         self.n = 0
         self._ids = np.zeros(capacity, np.int64)
-        self._cols: dict[tuple[str, str], np.ndarray] = {}
+        # A component's fields of one dtype share a (k, capacity) block; each column is a row of
+        # it. Kernels that read many fields of a few rows take the block in one argument.
+        self._layout: dict[tuple[str, str], tuple[tuple[str, str], int]] = {}
+        self._block_fields: dict[tuple[str, str], tuple[Component, tuple[str, ...]]] = {}
         for c in self.components:
             for f in c.fields:
-                self._cols[(c.name, f)] = np.full(capacity, c.defaults[f], c.dtype[f])
+                bkey = (c.name, c.dtype[f].str)
+                comp, fields = self._block_fields.get(bkey, (c, ()))
+                self._layout[(c.name, f)] = (bkey, len(fields))
+                self._block_fields[bkey] = (comp, fields + (f,))
+        self._blocks: dict[tuple[str, str], np.ndarray] = {}
+        self._cols: dict[tuple[str, str], np.ndarray] = {}
+        self._allocate(capacity)
+
+    def _allocate(self, capacity: int) -> None:
+        """(Re)allocate every block at ``capacity``, keeping the live rows, defaults elsewhere."""
+        for bkey, (c, fields) in self._block_fields.items():
+            block = np.empty((len(fields), capacity), c.dtype[fields[0]])
+            for k, f in enumerate(fields):
+                block[k] = c.defaults[f]
+            old = self._blocks.get(bkey)
+            if old is not None:
+                block[:, : self.n] = old[:, : self.n]
+            self._blocks[bkey] = block
+        for ckey, (bkey, k) in self._layout.items():
+            self._cols[ckey] = self._blocks[bkey][k]
+
+    def block(self, component: Component, field: str) -> tuple[np.ndarray, int]:
+        """(block, k): the (fields, capacity) array holding ``field`` as its row k, together with
+        the component's other fields of the same dtype. Stale after the table grows."""
+        bkey, k = self._layout[(component.name, field)]
+        return self._blocks[bkey], k
 
     @property
     def capacity(self) -> int:
@@ -78,12 +106,7 @@ class Table:
         ids = np.zeros(new, np.int64)
         ids[: self.n] = self._ids[: self.n]
         self._ids = ids
-        for c in self.components:
-            for f in c.fields:
-                old = self._cols[(c.name, f)]
-                col = np.full(new, c.defaults[f], old.dtype)
-                col[: self.n] = old[: self.n]
-                self._cols[(c.name, f)] = col
+        self._allocate(new)
 
     def append(self, ids: np.ndarray, values: Mapping[Component, Mapping[str, object]] | None = None) -> np.ndarray:
         """Add rows for ``ids``; fields not given take the component's default. Returns rows."""
@@ -119,7 +142,7 @@ class Table:
         if row != last:
             moved = int(self._ids[last])
             self._ids[row] = self._ids[last]
-            for col in self._cols.values():
-                col[row] = col[last]
+            for block in self._blocks.values():
+                block[:, row] = block[:, last]
         self.n = last
         return moved

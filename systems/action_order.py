@@ -28,6 +28,7 @@ from ecs import Phase, System
 from ecs.config import JIT
 from ecs.rng import key_u64
 from systems.actions import SPELL_HEAL, ActionBatch, ActionKind
+from systems.spatial_hash import neighbor_pairs
 from systems.spatial_index import SpatialIndex
 
 STREAM_TIEBREAK = 23
@@ -312,10 +313,15 @@ class ActionOrder(System):
         effect = np.empty(batch.n, np.float64)
         _effect_times(batch.kind, batch.event_ms, batch.x, batch.y, live, target_node, index.x, index.y,
                       self.delays, selected, effect)
-        near = index.grid.pairs_among(selected, self.radius_m) if selected.any() else np.empty((0, 2), np.int64)
+        # The tick's participants, numbered in index order: groups and pairs are found among them.
+        nodes = np.flatnonzero(selected)
+        number = np.full(index.ids.shape[0] + 1, -1, np.int64)  # the extra slot answers node -1
+        number[nodes] = np.arange(nodes.size)
+        actor_node, target_node = number[actor_node], number[target_node]
+        near = neighbor_pairs(np.stack([index.x[nodes], index.y[nodes]], axis=1), self.radius_m)
         if not live.all():
             batch.status[(batch.status == 0) & ~live] = 2  # UNKNOWN_ACTOR: not in the world any more
-        order = order_actions(ctx.rng.seed, ctx.tick, batch, effect, actor_node, target_node, index.ids.shape[0], near)
+        order = order_actions(ctx.rng.seed, ctx.tick, batch, effect, actor_node, target_node, nodes.size, near)
         world.resources[ActionOrderIndex] = order
         ctx.stats["conflict_groups"] = order.n_groups
         ctx.stats["largest_group"] = order.largest_group

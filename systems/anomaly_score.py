@@ -39,7 +39,7 @@ from ecs.config import JIT
 from systems.action_order import ActionOrderIndex
 from systems.actions import SPELL_HEAL, ActionBatch, ActionKind
 from systems.apply_actions import ActionEffects
-from systems.columns import gather, locate, scatter
+from systems.columns import Distinct, SlotMarks, gather_fields, has_component, locate, owner_order, scatter, scatter_fields
 from systems.components import CheatStats, Player, Position, Velocity
 from systems.npc_combat import NpcHits
 from systems.spatial_index import SpatialIndex
@@ -61,6 +61,7 @@ AIM_GRID = 9
 AIM_BLIND = np.linspace(0.3, 0.95, 14)
 _LOG_BLIND_HIT, _LOG_BLIND_MISS = np.log(AIM_BLIND), np.log1p(-AIM_BLIND)
 _FIELDS = CheatStats.fields
+_STAT_FIELDS = tuple((CheatStats, f) for f in _FIELDS)
 _SHOTS, _HITS, _AIM_LL = 0, 1, 2  # aim_ll0 .. aim_ll{AIM_GRID - 1} follow hits
 (_REACT_N, _REACT_SUM, _REACT_SQ, _HURT_MS,
  _INT_N, _INT_SUM, _INT_SQ, _LAST_T_MS, _PREV_INT, _REPEATS, _EXCESS_N, _EXCESS_SUM, _LOOTS, _RARES, _R_MOVE,
@@ -289,6 +290,7 @@ class AnomalyScore(System):
         self.rare_p = c.rare_drop_p
         self.range_m = defn.rules.ranged_range_m
         self.speed_ref = defn.rules.player_speed_mps
+        self._marks = SlotMarks()
 
     def run(self, world, ctx) -> None:
         batch: ActionBatch = world.resources[ActionBatch]
@@ -302,42 +304,39 @@ class AnomalyScore(System):
         if effects is None:
             return
         heal = (batch.kind == ActionKind.CAST) & (batch.value == SPELL_HEAL)
-        hurt = (batch.status == 0) & np.isin(batch.kind, [2, 3, 4]) & ~heal & (effects.effect > 0)
+        hurt = (batch.status == 0) & (batch.kind >= ActionKind.MELEE) & (batch.kind <= ActionKind.CAST) & ~heal
+        hurt &= effects.effect > 0
         bites = world.resources.get(NpcHits)
-        victims = np.unique(np.concatenate([batch.target[hurt], bites.victims if bites is not None else []]).astype(np.int64))
+        victims = np.concatenate([batch.target[hurt], bites.victims if bites is not None else []]).astype(np.int64)
         if victims.size:
-            at = locate(world, victims)
-            _, is_player = gather(world, victims, CheatStats, "hurt_ms", at=at)
+            hurt_now = Distinct(world, victims, self._marks)
+            keep = has_component(world, hurt_now.at, CheatStats)
             end_ms = ctx.time_ms + 1000.0 * ctx.dt_s
-            scatter(world, victims[is_player], CheatStats, "hurt_ms", np.full(int(is_player.sum()), end_ms),
-                    at=at.subset(is_player))
+            scatter(world, hurt_now.ids[keep], CheatStats, "hurt_ms", np.full(int(keep.sum()), end_ms),
+                    at=hurt_now.at.subset(keep))
 
     def _fold(self, world, ctx, batch, effects) -> None:
         """Fold the tick's actions into their actors' statistics and re-judge only those actors
         (nobody else's evidence changed)."""
-        actors = np.unique(batch.actor)
-        at = locate(world, actors)
-        stats = np.zeros((actors.size, len(_FIELDS)), np.float64)
-        for j, f in enumerate(_FIELDS):
-            stats[:, j], present = gather(world, actors, CheatStats, f, at=at)
-        rows = np.searchsorted(actors, batch.actor)
-        rows = np.where(present[rows], rows, -1)
-        offset, _ = gather(world, batch.actor, Player, "clock_offset_ms")
-        rtt, _ = gather(world, batch.actor, Player, "rtt_ms")
-        t_ms = batch.client_time_ms - offset
+        actors = Distinct(world, batch.actor, self._marks)
+        at, inv = actors.at, actors.inverse
+        stats = gather_fields(world, at, _STAT_FIELDS)
+        scored = has_component(world, at, CheatStats)
+        link = gather_fields(world, at, ((Player, "clock_offset_ms"), (Player, "rtt_ms")))
+        mine = np.maximum(inv, 0)
+        rows = np.where((inv >= 0) & scored[mine], inv, -1)
+        t_ms = batch.client_time_ms - link[mine, 0]
+        rtt = link[mine, 1]
         difficulty = np.full(batch.n, np.nan)
         shots = np.flatnonzero((batch.kind == ActionKind.RANGED) & (batch.status == 0))
         if shots.size:
-            tx, _ = gather(world, batch.target[shots], Position, "x")
-            ty, _ = gather(world, batch.target[shots], Position, "y")
-            vx, _ = gather(world, batch.target[shots], Velocity, "vx")
-            vy, _ = gather(world, batch.target[shots], Velocity, "vy")
-            dist = np.hypot(tx - batch.x[shots], ty - batch.y[shots])
-            speed = np.hypot(vx, vy)
-            difficulty[shots] = shot_difficulty(dist, self.range_m, speed, self.speed_ref)
+            tgt = gather_fields(world, locate(world, batch.target[shots]),
+                                ((Position, "x"), (Position, "y"), (Velocity, "vx"), (Velocity, "vy")))
+            dist = np.hypot(tgt[:, 0] - batch.x[shots], tgt[:, 1] - batch.y[shots])
+            difficulty[shots] = shot_difficulty(dist, self.range_m, np.hypot(tgt[:, 2], tgt[:, 3]), self.speed_ref)
         looted = (batch.kind == ActionKind.LOOT) & (batch.status == 0) & (effects.effect > 0)
         rare = effects.looted_rare
-        order = np.lexsort((t_ms, batch.actor))
+        order = owner_order(rows, t_ms, actors.n)
         _score(order, rows, batch.kind, batch.status, t_ms, (batch.value >= 0.5).astype(np.float64), difficulty,
                batch.excess_ms, batch.speed_ratio, rtt, np.asarray(looted, np.bool_), rare, _REFUSAL_CLASS, stats,
                self.th)
@@ -346,8 +345,7 @@ class AnomalyScore(System):
         stats[:, _FLAG_TICK] = np.where(~known & (flags != 0), ctx.tick, stats[:, _FLAG_TICK])
         stats[:, _FLAGS] = stats[:, _FLAGS].astype(np.int64) | flags  # a flag, once raised, stays
         stats[:, _SCORE] = score
-        for j, f in enumerate(_FIELDS):
-            scatter(world, actors, CheatStats, f, stats[:, j], at=at)
+        scatter_fields(world, at.subset(scored), _STAT_FIELDS, stats[scored])
 
 
 def flag_names(flags: int) -> list[str]:

@@ -22,8 +22,8 @@ from numba import njit
 from ecs import Component, Phase, Rng, System
 from ecs.config import JIT
 from systems.action_order import ActionOrderIndex
-from systems.actions import SPELL_HEAL, ActionBatch, ActionKind
-from systems.columns import gather, locate, scatter
+from systems.actions import SPELL_HEAL, ActionBatch, ActionKind, Refusal
+from systems.columns import Distinct, SlotMarks, gather_fields, has_component, scatter, scatter_fields
 from systems.components import Health, Inventory, Loot, Player
 from systems.conflict_merge import ADDITIVE, FIRST_CLAIM, merge_value, policy_of
 
@@ -201,6 +201,7 @@ class ApplyActions(System):
     def __init__(self, world, defn) -> None:
         self.defn = defn
         self._offers = world.query(TradeOffer)
+        self._marks = SlotMarks()
 
     def _pending_offers(self, world, tick: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, (k, 4) giver, taker, gold, expires_tick) of live offers; expired ones despawn."""
@@ -221,15 +222,22 @@ class ApplyActions(System):
             world.resources[ActionEffects] = ActionEffects(np.zeros(batch.n), np.empty(0, np.int64))
             return
         has_target = live & (batch.kind != ActionKind.USE)
-        touched = np.unique(np.concatenate([batch.actor[live], batch.target[has_target], offers[:, 0], offers[:, 1]]))
-        ent = np.zeros((touched.shape[0], len(_ENTITY_FIELDS)), np.float64)
-        at = locate(world, touched)
-        for j, (comp, field) in enumerate(_ENTITY_FIELDS):
-            ent[:, j], _ = gather(world, touched, comp, field, at=at)
-        _, is_player = gather(world, touched, Player, "team", at=at)
-        was_dead = ent[:, _DEAD].copy()
-        actor_ix = np.where(live, np.searchsorted(touched, batch.actor), -1)
-        target_ix = np.where(has_target, np.searchsorted(touched, batch.target), -1)
+        # Every entity this tick's actions and pending offers touch, each read once.
+        ids = np.concatenate([np.where(live, batch.actor, 0), np.where(has_target, batch.target, 0),
+                              offers[:, 0], offers[:, 1]])
+        touched = Distinct(world, ids, self._marks)
+        at, m = touched.at, touched.n
+        # Row m is nobody: an entity that left the world since validation (its actions are refused).
+        ent = np.zeros((m + 1, len(_ENTITY_FIELDS)), np.float64)
+        ent[:m] = gather_fields(world, at, _ENTITY_FIELDS)
+        is_player = np.zeros(m + 1, np.bool_)
+        is_player[:m] = has_component(world, at, Player)
+        was_dead = ent[:m, _DEAD].copy()
+        n = batch.n
+        rows = np.where(touched.inverse >= 0, touched.inverse, m)
+        actor_ix, target_ix, offer_rows = rows[:n], rows[n : 2 * n], rows[2 * n :].reshape(2, -1)
+        batch.refuse(live & (actor_ix == m), Refusal.UNKNOWN_ACTOR)
+        batch.refuse(has_target & (target_ix == m), Refusal.UNKNOWN_TARGET)
         rules = self.defn.rules
         params = np.zeros(8, np.float64)
         params[0] = 1.0 if self.defn.world.mode == "pvp" else 0.0
@@ -242,19 +250,18 @@ class ApplyActions(System):
         params[7] = ctx.tick
         n_trades = int((live & (batch.kind == ActionKind.TRADE)).sum())
         table = np.full((offers.shape[0] + n_trades, 5), -1, np.int64)
-        table[: offers.shape[0], 0] = np.searchsorted(touched, offers[:, 0])
-        table[: offers.shape[0], 1] = np.searchsorted(touched, offers[:, 1])
+        table[: offers.shape[0], 0] = offer_rows[0]
+        table[: offers.shape[0], 1] = offer_rows[1]
         table[: offers.shape[0], 2:4] = offers[:, 2:4]
         table[: offers.shape[0], 4] = 1
         effect = np.zeros(batch.n, np.float64)
-        rare = rare_drops(ctx.rng.seed, touched, self.defn.cheat.rare_drop_p)
+        rare = np.append(rare_drops(ctx.rng.seed, touched.ids, self.defn.cheat.rare_drop_p), False)
         used = _apply(order.perm, order.effect_ms, batch.kind, actor_ix, target_ix, batch.value, is_player, params,
                       ent, table, batch.status, effect, rare)
-        for j, (comp, field) in enumerate(_ENTITY_FIELDS[:_WRITTEN]):
-            scatter(world, touched, comp, field, ent[:, j], at=at)
-        killed = touched[(ent[:, _DEAD] != 0) & (was_dead == 0)]
+        scatter_fields(world, at, _ENTITY_FIELDS[:_WRITTEN], ent[:m, :_WRITTEN])
+        killed = np.sort(touched.ids[(ent[:m, _DEAD] != 0) & (was_dead == 0)])
         scatter(world, killed, Health, "died_tick", np.full(killed.shape[0], ctx.tick))
-        self._settle_offers(world, offer_ids, table, used, touched)
+        self._settle_offers(world, offer_ids, table, used, touched.ids)
         loots = batch.kind == ActionKind.LOOT
         trades = batch.kind == ActionKind.TRADE
         world.resources[ActionEffects] = ActionEffects(

@@ -7,6 +7,8 @@ back. Work is per table touched (a handful), never per entity in Python.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from numba import njit
 
@@ -92,14 +94,14 @@ def scatter(world: World, ids: np.ndarray, component: Component, field: str, val
 
 
 @njit(**JIT)
-def _distinct(slot, n_slots):
+def _distinct(slot, rank):
     """(first, inverse): the first position of each distinct non-negative ``slot`` in order of
     appearance, and each position's index among them (-1 where ``slot`` is -1).
 
-    slot: (n,) int64 in [-1, n_slots), read.
+    slot: (n,) int64 in [-1, rank.shape[0]), read. rank: scratch, -1 everywhere on entry and
+    again on return.
     """
     n = slot.shape[0]
-    rank = np.full(n_slots, -1, np.int64)
     first = np.empty(n, np.int64)
     inverse = np.full(n, -1, np.int64)
     u = 0
@@ -114,6 +116,8 @@ def _distinct(slot, n_slots):
             first[u] = i
             u += 1
         inverse[i] = r
+    for k in range(u):
+        rank[slot[first[k]]] = -1
     return first[:u].copy(), inverse
 
 
@@ -140,26 +144,143 @@ def grouped(inverse, n_groups):
     return order, starts
 
 
+@njit(**JIT)
+def owner_order(inverse, key, n_owners):
+    """The order to walk a batch in when each owner's items must go in ``key`` order: as they
+    came, except that each owner's own items take their places sorted by key (stably). Owners
+    stay interleaved, so the walk stays sequential in memory; only an owner whose items came
+    out of order (a client's late packets) is sorted.
+
+    inverse: (n,) int64 owner of each item (-1 none), key: (n,) int or float; both read.
+    """
+    n = inverse.shape[0]
+    proc = np.arange(n)
+    last = np.empty(n_owners, key.dtype)
+    seen = np.zeros(n_owners, np.bool_)
+    scrambled = np.zeros(n_owners, np.bool_)
+    any_scrambled = False
+    for i in range(n):
+        a = inverse[i]
+        if a >= 0:
+            if seen[a] and key[i] < last[a]:
+                scrambled[a] = True
+                any_scrambled = True
+            seen[a] = True
+            last[a] = key[i]
+    if not any_scrambled:
+        return proc
+    mine = np.full(n, -1, np.int64)
+    for i in range(n):
+        if inverse[i] >= 0 and scrambled[inverse[i]]:
+            mine[i] = inverse[i]
+    order, starts = grouped(mine, n_owners)
+    for a in range(n_owners):
+        lo, hi = starts[a], starts[a + 1]
+        if hi - lo > 1:
+            seg = order[lo:hi]  # this owner's positions, ascending
+            proc[seg] = seg[np.argsort(key[seg], kind="mergesort")]
+    return proc
+
+
+class SlotMarks:
+    """Scratch for ``Distinct``, owned by the system that asks: one mark per entity slot, all
+    clear between uses, so finding the distinct entities of a short list costs the list, not
+    the world."""
+
+    __slots__ = ("rank",)
+
+    def __init__(self) -> None:
+        self.rank = np.empty(0, np.int64)
+
+    def clear_for(self, n_slots: int) -> np.ndarray:
+        if self.rank.shape[0] < n_slots:
+            self.rank = np.full(max(n_slots, 2 * self.rank.shape[0]), -1, np.int64)
+        return self.rank
+
+
 class Distinct:
     """The distinct live entities of a list of ids, found without sorting.
 
     ``ids`` (u,) in order of first appearance, ``at`` where they live (for ``gather`` /
     ``scatter``), ``inverse`` (n,) each list element's index among them (-1 for an id that is
-    not alive here). Costs O(n + entities): a table row is a dense key while tables hold still.
+    not alive here). O(n): a table row is a dense key while tables hold still.
     """
 
     __slots__ = ("ids", "at", "inverse")
 
-    def __init__(self, world: World, ids: np.ndarray) -> None:
+    def __init__(self, world: World, ids: np.ndarray, marks: SlotMarks) -> None:
         ids = np.ascontiguousarray(ids, np.int64)
         table, row = world.locate_many(ids)
         base = np.zeros(len(world.tables) + 1, np.int64)
         np.cumsum([t.n for t in world.tables], out=base[1:])
         slot = np.where(table >= 0, base[np.maximum(table, 0)] + row, -1)
-        first, self.inverse = _distinct(slot, int(base[-1]))
+        first, self.inverse = _distinct(slot, marks.clear_for(int(base[-1])))
         self.ids = ids[first]
         self.at = Located(table[first], row[first])
 
     @property
     def n(self) -> int:
         return self.ids.shape[0]
+
+
+@njit(**JIT)
+def _take_block(block, src, rows, pos, dst, out):
+    """out[pos[k], dst[j]] = block[src[j], rows[k]]: some fields of some rows of one table block.
+    block: (fields, capacity); src, dst: (m,) int64; rows, pos: (k,) int64; all read."""
+    for k in range(rows.shape[0]):
+        r = rows[k]
+        p = pos[k]
+        for j in range(src.shape[0]):
+            out[p, dst[j]] = block[src[j], r]
+
+
+@njit(**JIT)
+def _put_block(block, src, rows, pos, dst, values):
+    """block[src[j], rows[k]] = values[pos[k], dst[j]]: the inverse of ``_take_block``."""
+    for k in range(rows.shape[0]):
+        r = rows[k]
+        p = pos[k]
+        for j in range(src.shape[0]):
+            block[src[j], r] = values[p, dst[j]]
+
+
+def _by_block(table, fields) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """[(block, rows in it, positions in ``fields``)] for the fields this table holds: one
+    kernel call per block moves all of them."""
+    plan: dict[int, tuple[np.ndarray, list[int], list[int]]] = {}
+    for j, (component, field) in enumerate(fields):
+        if table.has(component):
+            block, k = table.block(component, field)
+            entry = plan.setdefault(id(block), (block, [], []))
+            entry[1].append(k)
+            entry[2].append(j)
+    return [(block, np.array(src, np.int64), np.array(dst, np.int64)) for block, src, dst in plan.values()]
+
+
+def gather_fields(world: World, at: Located, fields: Sequence[tuple[Component, str]]) -> np.ndarray:
+    """(n, len(fields)) float64: several fields of the located entities at once (0 where an
+    entity lacks the component). For kernels that read many fields of few entities; not for
+    int64 fields that need all 64 bits."""
+    n = at.table.shape[0]
+    out = np.zeros((n, len(fields)), np.float64)
+    for t, pos, rows in at.groups:
+        for block, src, dst in _by_block(world.tables[t], fields):
+            _take_block(block, src, rows, np.arange(n) if pos is None else pos, dst, out)
+    return out
+
+
+def scatter_fields(world: World, at: Located, fields: Sequence[tuple[Component, str]], values: np.ndarray) -> None:
+    """Write ``values`` (n, len(fields)) back where ``gather_fields`` read them."""
+    n = at.table.shape[0]
+    for t, pos, rows in at.groups:
+        for block, src, dst in _by_block(world.tables[t], fields):
+            _put_block(block, src, rows, np.arange(n) if pos is None else pos, dst, values)
+
+
+def has_component(world: World, at: Located, component: Component) -> np.ndarray:
+    """(n,) bool: which of the located entities hold ``component``."""
+    out = np.zeros(at.table.shape[0], np.bool_)
+    for t, pos, _ in at.groups:
+        if world.tables[t].has(component):
+            out[slice(None) if pos is None else pos] = True
+    return out

@@ -35,7 +35,8 @@ from numba import njit
 from ecs import Phase, System
 from ecs.config import JIT
 from systems.actions import SPELL_HEAL, TARGETED, ActionBatch, ActionKind, Refusal
-from systems.columns import Distinct, gather, grouped, scatter
+from systems.columns import (Distinct, SlotMarks, gather, gather_fields, has_component, owner_order, scatter,
+                             scatter_fields)
 from systems.components import Health, Link, Loot, Player, Position
 from systems.obstacles import inside_any, obstacle_arrays, segment_blocked
 
@@ -46,7 +47,9 @@ _LINK_FIELDS = ("last_recv_ms", "gap_ms", "gap_end_ms")  # these three live in L
 _SEQ, _MOVE, _X, _Y, _MELEE, _RANGED, _CAST, _TOKENS, _TOKENS_MS, _RECV, _GAP, _GAP_END = range(len(RUNNING))
 # Fixed facts about an actor for this tick.
 FIXED = ("rtt_ms", "clock_offset_ms", "speed_mps", "life_start_ms", "jitter_ms")
-_RTT, _OFFSET, _SPEED, _LIFE, _JITTER, _DEAD, _PLAYER, _CONNECTED = range(8)
+_RTT, _OFFSET, _SPEED, _LIFE, _JITTER, _DEAD, _CONNECTED = range(7)
+_FIXED_FIELDS = tuple((Player, f) for f in FIXED) + ((Health, "dead"), (Player, "connected"))
+_RUNNING_FIELDS = tuple((Link if f in _LINK_FIELDS else Player, f) for f in RUNNING)
 # Rules, in one array for the kernel.
 LIMITS = ("future_tolerance_ms", "stale_limit_ms", "rewind_window_ms", "speed_tolerance", "min_x", "min_y", "max_x",
           "max_y", "max_speed_mps", "teleport_m", "stall_gap_ms", "melee_interval_ms", "ranged_interval_ms",
@@ -55,7 +58,8 @@ LIMITS = ("future_tolerance_ms", "stale_limit_ms", "rewind_window_ms", "speed_to
  _RATE, _BURST, _SLACK) = range(len(LIMITS))
 
 
-@njit(**JIT)
+# The per-action checks are inlined into the kernel: a call passing arrays costs more than a check.
+@njit(inline="always", **JIT)
 def _seq_fresh(last_seq, window, s):
     """True when sequence number ``s`` was never accepted: above ``last_seq``, or within the
     64 below it with its bit of ``window`` clear."""
@@ -65,43 +69,44 @@ def _seq_fresh(last_seq, window, s):
     return back < 64 and ((window >> back) & 1) == 0
 
 
-@njit(**JIT)
-def _judge_target(kind, target, x, y, reach_m, rtt_ms, limits, occluders, heal):
-    """Refusal code (0 if none) for a targeted action from (x, y). target: (5,) float64 row of
-    ``target_state`` (has Health, dead, x, y, flags: 1 player, 2 has loot, 4 a chest, 8 hit
-    by an action of this tick, so it may die before the loot takes effect)."""
-    flags = int(target[4])
-    if target[0] == 0.0:
+@njit(inline="always", **JIT)
+def _judge_target(kind, ts, t, x, y, reach_m, rtt_ms, limits, occluders, heal):
+    """Refusal code (0 if none) for a targeted action from (x, y) on row ``t`` of ``ts``, the
+    (t, 5) float64 ``target_state`` (has Health, dead, x, y, flags: 1 player, 2 has loot, 4 a
+    chest, 8 hit by an action of this tick, so it may die before the loot takes effect).
+    Rows are indexed, not sliced: a view per action would cost more than the checks."""
+    flags = int(ts[t, 4])
+    if ts[t, 0] == 0.0:
         return 9  # UNKNOWN_TARGET
     if kind == 5 and (flags & 2) == 0:
         return 13  # BAD_TARGET: nothing to loot
-    if kind == 5 and target[1] == 0.0 and (flags & 12) == 0:
+    if kind == 5 and ts[t, 1] == 0.0 and (flags & 12) == 0:
         return 15  # TARGET_NOT_DEAD: alive, not a chest, and nobody is hitting it this tick
-    if kind != 5 and target[1] != 0.0:
+    if kind != 5 and ts[t, 1] != 0.0:
         return 10  # TARGET_DEAD
     if kind == 6 and (flags & 1) == 0:
         return 13  # BAD_TARGET: trade with a non-player
     # Lag allowance: the target may have moved while the action travelled.
     allow = reach_m * (1.0 + limits[_TOL]) + limits[_MAXSPEED] * (rtt_ms + limits[_WINDOW]) / 1000.0
-    if np.sqrt((target[2] - x) ** 2 + (target[3] - y) ** 2) > allow:
+    if np.sqrt((ts[t, 2] - x) ** 2 + (ts[t, 3] - y) ** 2) > allow:
         return 11  # OUT_OF_REACH
-    if (kind == 3 or (kind == 4 and not heal)) and segment_blocked(occluders, x, y, target[2], target[3]):
+    if (kind == 3 or (kind == 4 and not heal)) and segment_blocked(occluders, x, y, ts[t, 2], ts[t, 3]):
         return 19  # NOT_VISIBLE
     return 0
 
 
-@njit(**JIT)
-def _judge_position(x, y, t_ms, run, speed_mps, limits, walls):
+@njit(inline="always", **JIT)
+def _judge_position(x, y, t_ms, run, a, speed_mps, limits, walls):
     """(refusal code or 0, speed ratio) for the position claim (x, y) at client time t_ms,
-    against the running record ``run`` ((12,) float64, read). The ratio is the distance over
+    against actor a's running record ``run[a]`` ((u, 12) float64, read). The ratio is the distance over
     what top speed allows in the time (1.0 = exactly top speed; NaN when not judged)."""
     if not (limits[_X0] <= x <= limits[_X1] and limits[_Y0] <= y <= limits[_Y1]):
         return 7, np.nan  # OUT_OF_BOUNDS
     if inside_any(walls, x, y):
         return 18, np.nan  # BLOCKED
     # Either way round: a late packet is checked against a newer claim.
-    dt_s = abs(t_ms - run[_MOVE]) / 1000.0
-    dist = np.sqrt((x - run[_X]) ** 2 + (y - run[_Y]) ** 2)
+    dt_s = abs(t_ms - run[a, _MOVE]) / 1000.0
+    dist = np.sqrt((x - run[a, _X]) ** 2 + (y - run[a, _Y]) ** 2)
     ratio = dist / (speed_mps * dt_s) if dt_s > 0.0 and dist > 0.0 else 0.0
     allowed = speed_mps * (1.0 + limits[_TOL]) * dt_s + 1e-6
     if dist > allowed:
@@ -109,92 +114,61 @@ def _judge_position(x, y, t_ms, run, speed_mps, limits, walls):
     return 0, ratio
 
 
-@njit(**JIT)
-def _judge_rate(kind, t_ms, run, limits):
+@njit(inline="always", **JIT)
+def _judge_rate(kind, t_ms, run, a, limits):
     """Refusal code (0 if none) for the weapon intervals and the action-rate bucket."""
-    if kind == 2 and abs(t_ms - run[_MELEE]) < limits[_MELEE_IV]:
+    if kind == 2 and abs(t_ms - run[a, _MELEE]) < limits[_MELEE_IV]:
         return 20  # COOLDOWN
-    if kind == 3 and abs(t_ms - run[_RANGED]) < limits[_RANGED_IV]:
+    if kind == 3 and abs(t_ms - run[a, _RANGED]) < limits[_RANGED_IV]:
         return 20
-    if kind == 4 and abs(t_ms - run[_CAST]) < limits[_CAST_IV]:
+    if kind == 4 and abs(t_ms - run[a, _CAST]) < limits[_CAST_IV]:
         return 20
-    tokens = min(limits[_BURST], run[_TOKENS] + max(t_ms - run[_TOKENS_MS], 0.0) * limits[_RATE] / 1000.0)
+    tokens = min(limits[_BURST], run[a, _TOKENS] + max(t_ms - run[a, _TOKENS_MS], 0.0) * limits[_RATE] / 1000.0)
     if tokens < 1.0:
         return 21  # RATE_LIMIT
     return 0
 
 
-@njit(**JIT)
-def _accept(kind, s, t_ms, recv, x, y, run, window, limits):
+@njit(inline="always", **JIT)
+def _accept(kind, s, t_ms, recv, x, y, run, a, window, limits):
     """Move the running record on for an accepted action; returns the new anti-replay window."""
-    if s > run[_SEQ]:
-        shift = np.int64(s - run[_SEQ])
+    if s > run[a, _SEQ]:
+        shift = np.int64(s - run[a, _SEQ])
         window = (window << shift) | 1 if shift < 64 else np.int64(1)
-        run[_SEQ] = s
+        run[a, _SEQ] = s
     else:
-        window |= np.int64(1) << np.int64(run[_SEQ] - s)
-    if t_ms >= run[_MOVE]:  # a late packet does not move the actor back
-        run[_MOVE] = t_ms
-        run[_X] = x
-        run[_Y] = y
+        window |= np.int64(1) << np.int64(run[a, _SEQ] - s)
+    if t_ms >= run[a, _MOVE]:  # a late packet does not move the actor back
+        run[a, _MOVE] = t_ms
+        run[a, _X] = x
+        run[a, _Y] = y
     if kind == 2:
-        run[_MELEE] = max(run[_MELEE], t_ms)
+        run[a, _MELEE] = max(run[a, _MELEE], t_ms)
     elif kind == 3:
-        run[_RANGED] = max(run[_RANGED], t_ms)
+        run[a, _RANGED] = max(run[a, _RANGED], t_ms)
     elif kind == 4:
-        run[_CAST] = max(run[_CAST], t_ms)
-    tokens = min(limits[_BURST], run[_TOKENS] + max(t_ms - run[_TOKENS_MS], 0.0) * limits[_RATE] / 1000.0)
-    run[_TOKENS] = tokens - 1.0
-    run[_TOKENS_MS] = max(run[_TOKENS_MS], t_ms)
+        run[a, _CAST] = max(run[a, _CAST], t_ms)
+    tokens = min(limits[_BURST], run[a, _TOKENS] + max(t_ms - run[a, _TOKENS_MS], 0.0) * limits[_RATE] / 1000.0)
+    run[a, _TOKENS] = tokens - 1.0
+    run[a, _TOKENS_MS] = max(run[a, _TOKENS_MS], t_ms)
     return window
 
 
 @njit(**JIT)
-def _sequence_order(inverse, seq, n_actors):
-    """The order to judge actions in: as they arrived, except that each actor's own actions
-    take their places in sequence-number order (stably). Actors stay interleaved, so the
-    walk over the batch stays sequential in memory; only a client whose packets arrived out
-    of order is sorted.
-
-    inverse: (n,) int64 actor of each action (-1 none), seq: (n,) int64; both read.
-    """
-    n = inverse.shape[0]
-    proc = np.arange(n)
-    last = np.full(n_actors, np.iinfo(np.int64).min)
-    scrambled = np.zeros(n_actors, np.bool_)
-    any_scrambled = False
-    for i in range(n):
-        a = inverse[i]
-        if a >= 0:
-            if seq[i] < last[a]:
-                scrambled[a] = True
-                any_scrambled = True
-            last[a] = seq[i]
-    if not any_scrambled:
-        return proc
-    mine = np.where(scrambled[np.maximum(inverse, 0)] & (inverse >= 0), inverse, -1)
-    order, starts = grouped(mine, n_actors)
-    for a in range(n_actors):
-        lo, hi = starts[a], starts[a + 1]
-        if hi - lo > 1:
-            seg = order[lo:hi]  # this actor's positions, ascending
-            proc[seg] = seg[np.argsort(seq[seg], kind="mergesort")]
-    return proc
-
-
-@njit(**JIT)
-def _validate(order, inverse, actor, target, seq, client_ms, kind, x, y, recv_ms, value, t_row, targeted, fixed,
+def _validate(order, inverse, is_player, actor, target, seq, client_ms, kind, x, y, recv_ms, value, t_row, targeted, fixed,
               running, window, target_state, reach_m, limits, walls, occluders, status, event_ms, excess_ms,
               speed_ratio):
     """Check actions one actor at a time, in sequence-number order.
 
-    order: (n,) int64 action indices in the order to judge them (``_sequence_order``);
+    order: (n,) int64 action indices in the order to judge them: each actor's in sequence-number
+    order (``owner_order``);
     inverse: (n,) int64 the actor (row of ``fixed``, ``running``, ``window``) of each, -1 none.
     actor, target, seq: (n,) int64; client_ms, x, y, recv_ms, value: (n,) float64; kind: (n,)
     int8, read. t_row: (n,) int64 row of each action's target in ``target_state`` (-1 none).
     targeted: (8,) bool by kind, read.
-    fixed: (u, 8) float64 per actor, read: rtt_ms, clock_offset_ms, speed_mps, life_start_ms,
-        jitter_ms (measured), dead, is a player, connected (1.0 / 0.0).
+    is_player: (u,) bool per actor, read.
+    fixed: (u, 7) float64 per actor (``_FIXED_FIELDS``), read: rtt_ms, clock_offset_ms,
+        speed_mps, life_start_ms, jitter_ms (measured), dead, connected (1.0 / 0.0).
     running: (u, 12) float64, read and written: each actor's record (``RUNNING``).
     window: (u,) int64, read and written likewise: the anti-replay bitmap.
     target_state: (t, 5) float64, read (see ``_judge_target``). reach_m: (8,) by kind.
@@ -205,16 +179,14 @@ def _validate(order, inverse, actor, target, seq, client_ms, kind, x, y, recv_ms
         action arrived, outside stalls (NaN during a stall); evidence for the anomaly score.
     speed_ratio: (n,) float64, written where the position was judged (see ``_judge_position``).
     """
-    none = np.zeros(5, np.float64)
     for k in range(order.shape[0]):
         i = order[k]
         a = inverse[i]
         if a < 0:
             continue
-        run = running[a]
         win = window[a]
         excess_ms[i] = np.nan
-        if status[i] == 0 and fixed[a, _PLAYER] == 0.0:
+        if status[i] == 0 and not is_player[a]:
             status[i] = 2  # UNKNOWN_ACTOR: not a player
         elif status[i] == 0 and fixed[a, _CONNECTED] == 0.0:
             status[i] = 16  # DISCONNECTED
@@ -229,10 +201,10 @@ def _validate(order, inverse, actor, target, seq, client_ms, kind, x, y, recv_ms
         recv = recv_ms[i]
         heal = kd == 4 and value[i] == 1.0
         excess = recv - t_ms - 0.5 * rtt
-        gap = run[_GAP]
-        gap_end = run[_GAP_END]
-        if recv - run[_RECV] > limits[_STALL]:  # the link was silent: this burst follows a stall
-            gap = min(recv - run[_RECV], limits[_STALE])
+        gap = running[a, _GAP]
+        gap_end = running[a, _GAP_END]
+        if recv - running[a, _RECV] > limits[_STALL]:  # the link was silent: this burst follows a stall
+            gap = min(recv - running[a, _RECV], limits[_STALE])
             gap_end = recv
         # What the stall queued arrives at once when it ends: credit for that burst only.
         credit = gap if recv - gap_end <= limits[_STALL] else 0.0
@@ -242,27 +214,31 @@ def _validate(order, inverse, actor, target, seq, client_ms, kind, x, y, recv_ms
             status[i] = 5  # FUTURE_TIMESTAMP
         elif excess > limits[_STALE]:
             status[i] = 6  # STALE_TIMESTAMP
-        elif not _seq_fresh(np.int64(run[_SEQ]), win, s):
+        elif not _seq_fresh(np.int64(running[a, _SEQ]), win, s):
             status[i] = 4  # REPLAYED_SEQ: seen before, or older than the window
         elif excess > 4.0 * fixed[a, _JITTER] + limits[_SLACK] + credit:
             status[i] = 22  # FORGED_TIMESTAMP: earlier than the measured link can explain
         else:
-            status[i], speed_ratio[i] = _judge_position(x[i], y[i], t_ms, run, fixed[a, _SPEED], limits, walls)
+            status[i], speed_ratio[i] = _judge_position(x[i], y[i], t_ms, running, a, fixed[a, _SPEED], limits,
+                                                             walls)
             if status[i] == 0:
-                status[i] = _judge_rate(kd, t_ms, run, limits)
+                status[i] = _judge_rate(kd, t_ms, running, a, limits)
             if status[i] == 0 and kd != 1 and kd != 7:
                 tr = t_row[i]
-                status[i] = _judge_target(kd, target_state[tr] if tr >= 0 else none, x[i], y[i], reach_m[kd],
-                                          rtt, limits, occluders, heal)
+                if tr < 0:
+                    status[i] = 9  # UNKNOWN_TARGET
+                else:
+                    status[i] = _judge_target(kd, target_state, tr, x[i], y[i], reach_m[kd], rtt, limits, occluders,
+                                              heal)
         if status[i] == 0:
-            win = _accept(kd, s, t_ms, recv, x[i], y[i], run, win, limits)
+            win = _accept(kd, s, t_ms, recv, x[i], y[i], running, a, win, limits)
             event_ms[i] = max(t_ms, recv - 0.5 * rtt - limits[_WINDOW])
         if credit <= 0.0 and status[i] != 3:
             excess_ms[i] = excess
         # Every packet that arrived tells about the link, valid or not.
-        run[_RECV] = max(run[_RECV], recv)
-        run[_GAP] = gap
-        run[_GAP_END] = gap_end
+        running[a, _RECV] = max(running[a, _RECV], recv)
+        running[a, _GAP] = gap
+        running[a, _GAP_END] = gap_end
         window[a] = win
 
 
@@ -287,6 +263,7 @@ class ActionValidation(System):
         self.reach[ActionKind.TRADE] = r.trade_reach_m
         self.walls, self.occluders = obstacle_arrays(defn)
         self.targeted = np.zeros(8, np.bool_)
+        self._marks = SlotMarks()
         self.targeted[[int(k) for k in TARGETED]] = True
 
     def run(self, world, ctx) -> None:
@@ -294,45 +271,35 @@ class ActionValidation(System):
         if batch.n == 0:
             return
         # Each actor's facts and record are read once, however many actions it sent.
-        actors = Distinct(world, batch.actor)
+        actors = Distinct(world, batch.actor, self._marks)
         batch.refuse(actors.inverse < 0, Refusal.UNKNOWN_ACTOR)
         at = actors.at
-        fixed = np.zeros((actors.n, len(FIXED) + 3), np.float64)
-        for j, f in enumerate(FIXED):
-            fixed[:, j], present = gather(world, actors.ids, Player, f, at=at)
-        fixed[:, _DEAD], _ = gather(world, actors.ids, Health, "dead", at=at)
-        fixed[:, _PLAYER] = present
-        fixed[:, _CONNECTED], _ = gather(world, actors.ids, Player, "connected", at=at)
-        running = np.empty((actors.n, len(RUNNING)), np.float64)
-        for j, f in enumerate(RUNNING):
-            running[:, j], _ = gather(world, actors.ids, Link if f in _LINK_FIELDS else Player, f, at=at)
+        fixed = gather_fields(world, at, _FIXED_FIELDS)
+        is_player = has_component(world, at, Player)
+        running = gather_fields(world, at, _RUNNING_FIELDS)
         window, _ = gather(world, actors.ids, Player, "seq_window", at=at)
 
         # Each target's state, read once: what it is, and whether this tick's actions hit it.
-        targets = Distinct(world, batch.target)
+        targets = Distinct(world, batch.target, self._marks)
         tat = targets.at
         tstate = np.zeros((targets.n, 5), np.float64)
-        dead, has_health = gather(world, targets.ids, Health, "dead", at=tat)
-        tstate[:, 0], tstate[:, 1] = has_health, dead
-        tstate[:, 2], _ = gather(world, targets.ids, Position, "x", at=tat)
-        tstate[:, 3], _ = gather(world, targets.ids, Position, "y", at=tat)
-        _, is_player = gather(world, targets.ids, Player, "last_seq", at=tat)
+        tstate[:, 1:4] = gather_fields(world, tat, ((Health, "dead"), (Position, "x"), (Position, "y")))
+        tstate[:, 0] = has_component(world, tat, Health)
         chest, has_loot = gather(world, targets.ids, Loot, "container", at=tat)
+        kinds = has_component(world, tat, Player) * 1.0 + has_loot * 2.0 + (chest != 0) * 4.0
         heals = (batch.kind == ActionKind.CAST) & (batch.value == SPELL_HEAL)
         hits = (batch.status == 0) & (batch.kind >= ActionKind.MELEE) & (batch.kind <= ActionKind.CAST) & ~heals
         hit = np.zeros(targets.n, np.bool_)
         hit[targets.inverse[hits & (targets.inverse >= 0)]] = True
-        tstate[:, 4] = is_player * 1.0 + has_loot * 2.0 + (chest != 0) * 4.0 + hit * 8.0
+        tstate[:, 4] = kinds + hit * 8.0
 
-        order = _sequence_order(actors.inverse, batch.seq, actors.n)
-        _validate(order, actors.inverse, batch.actor, batch.target, batch.seq, batch.client_time_ms, batch.kind, batch.x,
+        order = owner_order(actors.inverse, batch.seq, actors.n)
+        _validate(order, actors.inverse, is_player, batch.actor, batch.target, batch.seq, batch.client_time_ms, batch.kind, batch.x,
                   batch.y, batch.recv_time_ms, batch.value, targets.inverse, self.targeted, fixed, running, window,
                   tstate, self.reach, self.limits, self.walls, self.occluders, batch.status, batch.event_ms,
                   batch.excess_ms, batch.speed_ratio)
 
         # Write back each player's final record.
-        keep = present
-        kat = at.subset(keep)
-        for j, f in enumerate(RUNNING):
-            scatter(world, actors.ids[keep], Link if f in _LINK_FIELDS else Player, f, running[keep, j], at=kat)
-        scatter(world, actors.ids[keep], Player, "seq_window", window[keep], at=kat)
+        kat = at.subset(is_player)
+        scatter_fields(world, kat, _RUNNING_FIELDS, running[is_player])
+        scatter(world, actors.ids[is_player], Player, "seq_window", window[is_player], at=kat)

@@ -78,3 +78,18 @@ def test_refusals_are_evidence_not_effects():
     skip(quiet, 11)
     assert sim.world.state_hash(exclude=[CheatStats, Link]) == quiet.world.state_hash(exclude=[CheatStats, Link])
     assert sim.world.get(west, CheatStats)["r_move"] == 2
+
+
+def test_packets_arriving_out_of_order_are_judged_in_sequence_order():
+    """A burst of moves arrives scrambled: judged in sequence order, each one a step from the
+    one before, none is refused; replaying one is."""
+    sim, west, _, _ = world()
+    skip(sim, 40)
+    t = sim.tick * 50.0 - 400.0
+    p = sim.world.get(west, Player)
+    steps = [rec(sim, west, k + 1, "move", t + 10.0 * k, x=p["last_x"] + 0.02 * (k + 1), y=p["last_y"])
+             for k in range(4)]
+    r = run(sim, steps[3], steps[1], steps[0], steps[2])
+    assert r.refused == {} and r.applied == 4
+    assert sim.world.get(west, Position)["x"] == pytest.approx(p["last_x"] + 0.08)
+    assert run(sim, steps[2]).refused == {"replayed_seq": 1}
