@@ -27,7 +27,7 @@ class Component:
     >>> Position = Component("Position", [("x", "f8"), ("y", "f8")])
     """
 
-    __slots__ = ("name", "dtype", "fields", "defaults", "merge", "salts", "hashed")
+    __slots__ = ("name", "dtype", "fields", "defaults", "merge", "salts", "hashed", "row_major")
 
     def __init__(
         self,
@@ -36,10 +36,15 @@ class Component:
         defaults: Mapping[str, object] | None = None,
         merge: Mapping[str, str] | None = None,
         hashed: bool = True,
+        row_major: bool = False,
     ) -> None:
         """``hashed=False`` keeps a component out of the state hash: for bookkeeping derived from
         the logical state that depends on how the world is laid out (which region or shard holds
-        an entity), which must not make one layout's hash differ from another's."""
+        an entity), which must not make one layout's hash differ from another's.
+
+        ``row_major=True`` stores an entity's fields side by side (its columns are strided
+        views): for wide per-entity records that are read and written whole for a few
+        entities at a time, such as the anomaly score's statistics."""
         dtype = np.dtype(fields) if not isinstance(fields, np.dtype) else fields
         if not dtype.names:  # no fields at all: its holders would be invisible to the state hash
             raise TypeError(f"component {name}: dtype must have named fields (use tag() for a marker)")
@@ -63,6 +68,7 @@ class Component:
         self.merge = {f: merge.get(f, "last_writer") for f in self.fields}
         self.salts = {f: stable_hash64(f"{name}.{f}") for f in self.fields}
         self.hashed = hashed
+        self.row_major = row_major
 
     def __repr__(self) -> str:
         return f"Component({self.name})"

@@ -45,7 +45,8 @@ class Table:
         self.n = 0
         self._ids = np.zeros(capacity, np.int64)
         # A component's fields of one dtype share a (k, capacity) block; each column is a row of
-        # it. Kernels that read many fields of a few rows take the block in one argument.
+        # it (contiguous, unless the component is row-major). Kernels that read many fields of
+        # a few rows take the block in one argument.
         self._layout: dict[tuple[str, str], tuple[tuple[str, str], int]] = {}
         self._block_fields: dict[tuple[str, str], tuple[Component, tuple[str, ...]]] = {}
         for c in self.components:
@@ -61,7 +62,10 @@ class Table:
     def _allocate(self, capacity: int) -> None:
         """(Re)allocate every block at ``capacity``, keeping the live rows, defaults elsewhere."""
         for bkey, (c, fields) in self._block_fields.items():
-            block = np.empty((len(fields), capacity), c.dtype[fields[0]])
+            if c.row_major:  # (fields, capacity) as a view of a (capacity, fields) array
+                block = np.empty((capacity, len(fields)), c.dtype[fields[0]]).T
+            else:
+                block = np.empty((len(fields), capacity), c.dtype[fields[0]])
             for k, f in enumerate(fields):
                 block[k] = c.defaults[f]
             old = self._blocks.get(bkey)
@@ -90,7 +94,8 @@ class Table:
         return self._ids[: self.n]
 
     def column(self, component: Component, field: str) -> np.ndarray:
-        """(n,) contiguous view of one field; writes go straight to the table."""
+        """(n,) view of one field (contiguous unless its component is row-major); writes go
+        straight to the table."""
         return self._cols[(component.name, field)][: self.n]
 
     def columns(self, component: Component) -> ColumnSet:

@@ -52,7 +52,8 @@ FLAG_NAMES = {FLAG_MOVE: "movement_refusals", FLAG_TIMING: "timing_refusals", FL
               FLAG_LUCK: "loot_luck"}
 SPEED_CUSUM_K = 1.0  # reference ratio of the CUSUM: honest clients stay under top speed
 SPEED_CUSUM_H = 2.0  # decision level
-REPEAT_P = 0.15  # generous: two exponential intervals within 5 % (or 2x, 1/2x) of each other ~ 0.06
+REPEAT_P = 0.15  # generous: two exponential intervals within 5 % (or 2x, 3x, 1/2x, 1/3x) of each other ~ 0.11
+MIN_REPEAT_INTERVALS = 10  # the repeat test's tail needs no more: 9 of 9 repeats is ~4e-8 for a human
 # Skill levels of the aim test: here, not beside CheatStats, because numba's cache would not
 # see a change made in another file (the asserts below hold the two together).
 AIM_GRID = 9
@@ -69,7 +70,7 @@ _SHOTS, _HITS, _AIM_LL = 0, 1, 2  # aim_ll0 .. aim_ll{AIM_GRID - 1} follow hits
 assert _FIELDS[_SPEED_CUSUM] == "speed_cusum" and _FIELDS[_SCORE] == "score" and _FIELDS[_HURT_MS] == "hurt_ms"
 assert [f for f in _FIELDS if f.startswith("aim_ll")] == [f"aim_ll{k}" for k in range(AIM_GRID)]
 assert _FIELDS[_AIM_LL] == "aim_ll0" and _FIELDS[_REACT_N] == "react_n"
-# Refusal code -> class: 1 movement, 2 timing, 3 rate, 4 economy.
+# Refusal code -> class: 1 movement, 2 timing, 3 rate, 4 economy, 5 target (no evidence by itself).
 _REFUSAL_CLASS = np.zeros(32, np.int64)
 for _code in (7, 8, 17, 18):
     _REFUSAL_CLASS[_code] = 1
@@ -78,6 +79,8 @@ for _code in (4, 5, 6, 22):
 for _code in (20, 21):
     _REFUSAL_CLASS[_code] = 3
 _REFUSAL_CLASS[12] = 4
+for _code in (9, 10, 11, 13, 14, 15, 19):  # the target was wrong; the client still acted then
+    _REFUSAL_CLASS[_code] = 5
 
 
 def shot_difficulty(dist_m: np.ndarray, range_m: float, target_speed_mps: np.ndarray,
@@ -185,27 +188,29 @@ def _score(order, rows, kind, status, t_ms, hit, difficulty, excess, speed_ratio
                 s[_R_ECONOMY] += 1.0
         if not np.isnan(speed_ratio[i]):
             s[_SPEED_CUSUM] = max(0.0, s[_SPEED_CUSUM] + speed_ratio[i] - SPEED_CUSUM_K)
-        if status[i] != 0:
-            continue
         t = t_ms[i]
         kd = kind[i]
-        if kd != 1:  # the rhythm of deliberate actions (moves are the client's heartbeat)
+        # The rhythm of deliberate actions (moves are the client's heartbeat), refused or not
+        # when only the target was wrong: a bot firing at nothing still keeps its beat.
+        if kd != 1 and (status[i] == 0 or refusal_class[status[i]] == 5):
             if s[_LAST_T_MS] > -1e17:
                 dt = t - s[_LAST_T_MS]
                 if 0.0 < dt < 5000.0:  # pauses are not rhythm
                     s[_INT_N] += 1.0
                     s[_INT_SUM] += dt
                     s[_INT_SQ] += dt * dt
-                    # The same interval as the last one (within 5 %), or twice or half of it
-                    # (a beat skipped): rare for people, the rule for a bot's clock.
+                    # The same interval as the last one (within 5 %), or two or three times it,
+                    # or a half or a third (beats skipped): rare for people, a bot's clock.
                     prev = s[_PREV_INT]
                     if prev > 0.0:
-                        for mult in (1.0, 2.0, 0.5):
+                        for mult in (1.0, 2.0, 0.5, 3.0, 1.0 / 3.0):
                             if abs(dt - mult * prev) <= 0.05 * mult * prev:
                                 s[_REPEATS] += 1.0
                                 break
                     s[_PREV_INT] = dt
             s[_LAST_T_MS] = max(t, s[_LAST_T_MS])
+        if status[i] != 0:
+            continue
         if not np.isnan(excess[i]):
             s[_EXCESS_N] += 1.0
             s[_EXCESS_SUM] += excess[i]
@@ -263,12 +268,15 @@ def _flags(stats, th, rare_p):
             if mean < th[4] and sd < th[5]:
                 f |= 64
         n = s[_INT_N]
-        if n >= th[6]:
+        if n >= th[6]:  # the spread needs samples
             mean = s[_INT_SUM] / n
             sd = math.sqrt(max(s[_INT_SQ] / n - mean * mean, 0.0))
-            # For independent human intervals a repeat has a chance of about REPEAT_P.
-            if (mean > 0.0 and sd / mean < th[7]) or _log_binom_tail(s[_REPEATS], n - 1.0, REPEAT_P) < math.log(th[11]):
+            if mean > 0.0 and sd / mean < th[7]:
                 f |= 128
+        # For independent human intervals a repeat has a chance of about REPEAT_P: the count of
+        # repeats is a tail test of its own, valid from a few intervals on.
+        if n >= MIN_REPEAT_INTERVALS and _log_binom_tail(s[_REPEATS], n - 1.0, REPEAT_P) < math.log(th[11]):
+            f |= 128
         n = s[_EXCESS_N]
         if n >= th[8] and s[_EXCESS_SUM] / n > th[9]:
             f |= 256

@@ -227,20 +227,22 @@ class Distinct:
 def _take_block(block, src, rows, pos, dst, out):
     """out[pos[k], dst[j]] = block[src[j], rows[k]]: some fields of some rows of one table block.
     block: (fields, capacity); src, dst: (m,) int64; rows, pos: (k,) int64; all read."""
+    m = src.shape[0]
     for k in range(rows.shape[0]):
         r = rows[k]
         p = pos[k]
-        for j in range(src.shape[0]):
+        for j in range(m):
             out[p, dst[j]] = block[src[j], r]
 
 
 @njit(**JIT)
 def _put_block(block, src, rows, pos, dst, values):
     """block[src[j], rows[k]] = values[pos[k], dst[j]]: the inverse of ``_take_block``."""
+    m = src.shape[0]
     for k in range(rows.shape[0]):
         r = rows[k]
         p = pos[k]
-        for j in range(src.shape[0]):
+        for j in range(m):
             block[src[j], r] = values[p, dst[j]]
 
 

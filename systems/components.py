@@ -87,4 +87,5 @@ CheatStats = Component(
         ("flags", "i8"), ("flag_tick", "i8"), ("score", "f8"),
     ],
     defaults={"hurt_ms": -1.0e18, "last_t_ms": -1.0e18, "flag_tick": -1},
+    row_major=True,  # read and written whole, for the tick's actors only
 )

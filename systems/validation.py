@@ -10,7 +10,9 @@ sequence-number order, and refused with a reason code when it is impossible:
   allow (``forged_timestamp``) unless the link just stalled (a silence of ``stall_gap_ms``
   gives the burst after it that much credit), nor anything absurdly old (``stale_timestamp``).
   What the link explains is half the measured round trip plus four times its measured jitter
-  plus ``timing_slack_ms``; the rewind window only bounds how far back an event is placed;
+  plus ``timing_slack_ms``; the stall credit covers only actions made during the silence; a
+  client's clock does not run backwards, so a newer sequence number may not carry a time
+  before the newest accepted one's; the rewind window only bounds how far back an event is placed;
   a sequence number is accepted once, out of order within 64 (``replayed_seq``);
 - position: every action carries where the actor was when it acted. The claim must lie in the
   world and outside blocked space, and be reachable at top speed from the last accepted one
@@ -206,8 +208,11 @@ def _validate(order, inverse, is_player, actor, target, seq, client_ms, kind, x,
         if recv - running[a, _RECV] > limits[_STALL]:  # the link was silent: this burst follows a stall
             gap = min(recv - running[a, _RECV], limits[_STALE])
             gap_end = recv
-        # What the stall queued arrives at once when it ends: credit for that burst only.
-        credit = gap if recv - gap_end <= limits[_STALL] else 0.0
+        # What the stall queued arrives at once when it ends: credit for that burst only, and
+        # only for actions made during the silence, not before it began (gap_end - gap).
+        link_err = 4.0 * fixed[a, _JITTER] + limits[_SLACK]
+        made_in_gap = t_ms >= gap_end - gap - 0.5 * rtt - link_err
+        credit = gap if recv - gap_end <= limits[_STALL] and made_in_gap else 0.0
         if fixed[a, _DEAD] != 0.0 or t_ms < fixed[a, _LIFE]:
             status[i] = 3  # ACTOR_DEAD (or the action belongs to a life that ended)
         elif t_ms > recv + limits[_FUTURE]:
@@ -216,8 +221,10 @@ def _validate(order, inverse, is_player, actor, target, seq, client_ms, kind, x,
             status[i] = 6  # STALE_TIMESTAMP
         elif not _seq_fresh(np.int64(running[a, _SEQ]), win, s):
             status[i] = 4  # REPLAYED_SEQ: seen before, or older than the window
-        elif excess > 4.0 * fixed[a, _JITTER] + limits[_SLACK] + credit:
+        elif excess > link_err + credit:
             status[i] = 22  # FORGED_TIMESTAMP: earlier than the measured link can explain
+        elif s > running[a, _SEQ] and t_ms < running[a, _TOKENS_MS] - link_err:
+            status[i] = 22  # FORGED_TIMESTAMP: a newer action dated before an older one
         else:
             status[i], speed_ratio[i] = _judge_position(x[i], y[i], t_ms, running, a, fixed[a, _SPEED], limits,
                                                              walls)

@@ -7,7 +7,8 @@ A cheater is a simulated client of an ordinary population with one thing changed
 - ``aimbot``: lands ``accuracy`` of its shots almost whatever their difficulty, and answers
   a hit after ``reaction_ms`` (+- ``reaction_jitter_ms``);
 - ``rapid_fire``: fires ``fire_rate_factor`` times faster than its weapon allows;
-- ``bot``: acts on a fixed beat of ``interval_ms`` (+- ``interval_jitter_ms``);
+- ``bot``: acts on a fixed beat of ``interval_ms`` (+- ``interval_jitter_ms``), walking to the
+  nearest prey when nothing is in reach;
 - ``timestamp``: back-dates its attacks and loots by ``forge_ms`` to win contests, and replays
   some packets (``replay_rate``);
 - ``dupe``: tries to duplicate gold: replays trades and offers gold it does not hold
@@ -32,6 +33,7 @@ from worlds.schema import CHEAT_KINDS
 
 S_CHEAT, S_TELEPORT, S_REPLAY, S_DUPE = range(300, 304)
 KIND_CODE = {name: k + 1 for k, name in enumerate(CHEAT_KINDS)}  # 0 is honest
+BOT_HUNT_M = 1000.0  # a farming bot goes looking for prey across the map
 
 
 class CheatProfiles:
@@ -80,7 +82,8 @@ class CheatProfiles:
         gen.react_mean = np.where(aim, self.param("reaction_ms", 0.0), gen.react_mean)
         gen.react_sd = np.where(aim, self.param("reaction_jitter_ms", 0.0), gen.react_sd)
         bot = self.is_("bot")
-        gen.behaviour = np.where(bot, 2, gen.behaviour)  # a farming bot: fights whatever is near, on a beat
+        gen.behaviour = np.where(bot, 2, gen.behaviour)  # a farming bot: fights whatever is near, on a beat,
+        gen.hunt_m = np.where(bot, BOT_HUNT_M, gen.hunt_m)  # and walks to the nearest prey when none is
         gen.bot_interval = np.where(bot, self.param("interval_ms", 0.0), 0.0)
         gen.bot_jitter = np.where(bot, self.param("interval_jitter_ms", 0.0), 0.0)
         gen.next_beat_ms = gen.bot_interval * self.rng.uniform(0, gen.ids, S_CHEAT, 1)

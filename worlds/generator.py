@@ -117,6 +117,7 @@ class ActionGenerator:
         self.react_sd = np.full(n, 60.0)
         self.respond_at = np.full(n, -1e18)
         r_engage = rng.uniform(0, self.ids, S_SKILL, 2)
+        self.hunt_m = np.full(n, 3.0 * r.ranged_range_m)  # fighters take on foes they can see nearby
         self.engage_m = np.where(r_engage < 0.5, 0.5 * r.melee_reach_m, 0.2 * r.ranged_range_m + r_engage * 0.6 * r.ranged_range_m)
         self.update_ms = np.array([1000.0 / x.update_hz for x in net])
         self.last_sent_ms = np.full(n, -1e18)
@@ -179,7 +180,9 @@ class ActionGenerator:
         fighters = np.flatnonzero(alive & (self.behaviour == 2))
         foe = np.full(n, -1, np.int64)
         if index is not None and fighters.size:
-            foe[fighters] = self._nearest_foe(index, fighters, self.defn.rules.ranged_range_m * 3)
+            for hunt in np.unique(self.hunt_m[fighters]):  # how far each fighter looks for a foe
+                f = fighters[self.hunt_m[fighters] == hunt]
+                foe[f] = self._nearest_foe(index, f, float(hunt))
             chase = fighters[foe[fighters] >= 0]
             fx, _ = gather(self.world, foe[chase], Position, "x")
             fy, _ = gather(self.world, foe[chase], Position, "y")
