@@ -93,3 +93,14 @@ def test_packets_arriving_out_of_order_are_judged_in_sequence_order():
     assert r.refused == {} and r.applied == 4
     assert sim.world.get(west, Position)["x"] == pytest.approx(p["last_x"] + 0.08)
     assert run(sim, steps[2]).refused == {"replayed_seq": 1}
+
+
+def test_a_newer_action_dated_before_an_older_one_is_forged():
+    """A client's clock does not run backwards: sequence number 2 claiming a time 200 ms before
+    number 1 is a back-dated action, even when its arrival alone looks in time."""
+    sim, west, _, _ = world()
+    skip(sim, 40)
+    t = sim.tick * 50.0
+    r = run(sim, rec(sim, west, 1, "move", t - 20), rec(sim, west, 2, "move", t - 220, recv_time_ms=t - 190))
+    assert r.refused == {"forged_timestamp": 1} and r.applied == 1
+    assert sim.world.get(west, Player)["last_seq"] == 1
