@@ -94,17 +94,30 @@ def shot_difficulty(dist_m: np.ndarray, range_m: float, target_speed_mps: np.nda
 
 @njit(**JIT)
 def _log_binom_tail(k, n, p):
-    """log P(X >= k) for X ~ Binomial(n, p)."""
-    if k <= 0:
+    """log P(X >= k) for X ~ Binomial(n, p), for tests that ask only whether it is tiny.
+
+    At or below the mean it answers 0 (log 1): an overestimate, never a false alarm. Above it
+    the terms fall from the first, so they are summed from k until they stop mattering, each
+    from the last by the ratio of binomial coefficients: the cost does not grow with n, and a
+    player's statistics grow all game long.
+    """
+    if k <= 0.0 or k <= n * p:
         return 0.0
     if k > n:
         return -np.inf
-    terms = np.empty(int(n - k) + 1)
-    for j in range(int(k), int(n) + 1):
-        terms[j - int(k)] = (math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1)
-                             + j * math.log(p) + (n - j) * math.log1p(-p))
-    top = terms.max()
-    return top + math.log(np.exp(terms - top).sum())
+    k = int(k)
+    n = int(n)
+    first = (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+             + k * math.log(p) + (n - k) * math.log1p(-p))
+    odds = math.log(p) - math.log1p(-p)
+    rel = 0.0  # log of term j over the first
+    total = 1.0
+    for j in range(k, n):
+        rel += math.log((n - j) / (j + 1.0)) + odds
+        if rel < -40.0:
+            break
+        total += math.exp(rel)
+    return first + math.log(total)
 
 
 def thresholds(c) -> np.ndarray:
@@ -275,12 +288,15 @@ def _flags(stats, th, rare_p):
                 f |= 128
         # For independent human intervals a repeat has a chance of about REPEAT_P: the count of
         # repeats is a tail test of its own, valid from a few intervals on.
-        if n >= MIN_REPEAT_INTERVALS and _log_binom_tail(s[_REPEATS], n - 1.0, REPEAT_P) < math.log(th[11]):
+        raised = int(s[_FLAGS])  # flags stay raised: their tail tests need not run again
+        if (f & 128) == 0 and (raised & 128) == 0 and n >= MIN_REPEAT_INTERVALS and \
+                _log_binom_tail(s[_REPEATS], n - 1.0, REPEAT_P) < math.log(th[11]):
             f |= 128
         n = s[_EXCESS_N]
         if n >= th[8] and s[_EXCESS_SUM] / n > th[9]:
             f |= 256
-        if s[_LOOTS] >= th[10] and _log_binom_tail(s[_RARES], s[_LOOTS], rare_p) < math.log(th[11]):
+        if (raised & 512) == 0 and s[_LOOTS] >= th[10] and \
+                _log_binom_tail(s[_RARES], s[_LOOTS], rare_p) < math.log(th[11]):
             f |= 512
         flags[r] = f
         score[r] = log_bf
