@@ -1,8 +1,8 @@
 """The anomaly tests on hand-made evidence: each flag rises when, and only when, it should."""
 
-import math
 
 import numpy as np
+from scipy.stats import binom
 import pytest
 
 from systems.anomaly_score import (_REFUSAL_CLASS, AIM_BLIND, AIM_GRID, FLAG_AIM, FLAG_EXCESS, FLAG_LUCK, FLAG_MOVE,
@@ -70,11 +70,15 @@ def test_each_flag_on_its_own_evidence():
 
 
 @pytest.mark.kernel
-def test_binomial_tail_matches_the_exact_sum():
-    for k, n, p in ((0, 10, 0.3), (3, 10, 0.3), (10, 10, 0.3), (11, 10, 0.3), (5, 40, 0.02)):
-        exact = sum(math.comb(n, j) * p**j * (1 - p) ** (n - j) for j in range(k, n + 1))
+def test_binomial_tail_is_exact_above_the_mean_and_never_too_small_below():
+    for k, n, p in ((0, 10, 0.3), (3, 10, 0.3), (4, 10, 0.3), (10, 10, 0.3), (11, 10, 0.3), (5, 40, 0.02),
+                    (400, 2000, 0.15), (700, 2000, 0.15)):
+        exact = binom.logsf(k - 1, n, p)
         got = _log_binom_tail(k, n, p)
-        assert (got == -np.inf and exact == 0) or got == pytest.approx(math.log(exact), rel=1e-9)
+        if k <= n * p:
+            assert got == 0.0 and exact <= 0.0  # an overestimate: never a false alarm
+        else:
+            assert (got == -np.inf and exact == -np.inf) or got == pytest.approx(exact, rel=1e-9)
 
 
 def test_shot_difficulty_falls_with_distance_and_target_speed():
