@@ -1,8 +1,11 @@
-"""Reading and writing one field for a list of entities spread over several tables.
+"""Batch access to the entities a tick's actions touch, spread over several tables.
 
 Actions touch a few thousand entities out of a hundred thousand: the steps that act on them
-gather those entities' fields into batch-local arrays, run a kernel, and scatter the results
-back. Work is per table touched (a handful), never per entity in Python.
+find the distinct entities of their lists (``Distinct``, a counting pass, no sort), gather
+their fields into batch-local arrays (``gather`` one field, ``gather_fields`` many at once,
+one kernel call per table block), run a kernel, and scatter the results back. ``owner_order``
+walks a batch in arrival order while keeping each owner's items in key order. Work is per
+table touched (a handful), never per entity in Python.
 """
 
 from __future__ import annotations
