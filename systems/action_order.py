@@ -119,7 +119,7 @@ def _after_hits(target_node, is_hit, is_dependent, group, effect_ms, n_nodes):
     return moved
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)  # called per comparison: a call passing arrays costs more
 def _before(a, b, effect, key, seq):
     """Whether action a takes effect before b in one group: effect time, fair key, sequence
     number, then batch position (so the order is total)."""
