@@ -125,63 +125,39 @@ def _distinct(slot, rank):
 
 
 @njit(**JIT)
-def grouped(inverse, n_groups):
-    """(order, starts): the positions whose ``inverse`` is not -1, grouped by it (a stable
-    counting sort); group g holds ``order[starts[g]:starts[g + 1]]``.
-
-    inverse: (n,) int64 in [-1, n_groups), read.
-    """
-    starts = np.zeros(n_groups + 1, np.int64)
-    for i in range(inverse.shape[0]):
-        if inverse[i] >= 0:
-            starts[inverse[i] + 1] += 1
-    for g in range(n_groups):
-        starts[g + 1] += starts[g]
-    fill = starts[:-1].copy()
-    order = np.empty(starts[n_groups], np.int64)
-    for i in range(inverse.shape[0]):
-        g = inverse[i]
-        if g >= 0:
-            order[fill[g]] = i
-            fill[g] += 1
-    return order, starts
-
-
-@njit(**JIT)
-def owner_order(inverse, key, n_owners):
-    """The order to walk a batch in when each owner's items must go in ``key`` order: as they
-    came, except that each owner's own items take their places sorted by key (stably). Owners
-    stay interleaved, so the walk stays sequential in memory; only an owner whose items came
-    out of order (a client's late packets) is sorted.
-
-    inverse: (n,) int64 owner of each item (-1 none), key: (n,) int or float; both read.
-    """
+def _scrambled(inverse, key, n_owners):
+    """(n,) bool: the items of owners whose items did not come in ``key`` order."""
     n = inverse.shape[0]
-    proc = np.arange(n)
     last = np.empty(n_owners, key.dtype)
     seen = np.zeros(n_owners, np.bool_)
     scrambled = np.zeros(n_owners, np.bool_)
-    any_scrambled = False
     for i in range(n):
         a = inverse[i]
         if a >= 0:
             if seen[a] and key[i] < last[a]:
                 scrambled[a] = True
-                any_scrambled = True
             seen[a] = True
             last[a] = key[i]
-    if not any_scrambled:
-        return proc
-    mine = np.full(n, -1, np.int64)
+    out = np.zeros(n, np.bool_)
     for i in range(n):
-        if inverse[i] >= 0 and scrambled[inverse[i]]:
-            mine[i] = inverse[i]
-    order, starts = grouped(mine, n_owners)
-    for a in range(n_owners):
-        lo, hi = starts[a], starts[a + 1]
-        if hi - lo > 1:
-            seg = order[lo:hi]  # this owner's positions, ascending
-            proc[seg] = seg[np.argsort(key[seg], kind="mergesort")]
+        out[i] = inverse[i] >= 0 and scrambled[inverse[i]]
+    return out
+
+
+def owner_order(inverse: np.ndarray, key: np.ndarray, n_owners: int) -> np.ndarray:
+    """The order to walk a batch in when each owner's items must go in ``key`` order: as they
+    came, except that each owner's own items take their places sorted by key (stably). Owners
+    stay interleaved, so the walk stays sequential in memory; only an owner whose items came
+    out of order (a client's late packets) is sorted, all such owners in one numpy sort.
+
+    inverse: (n,) int64 owner of each item (-1 none), key: (n,) int or float.
+    """
+    proc = np.arange(inverse.shape[0])
+    mine = np.flatnonzero(_scrambled(inverse, key, n_owners))
+    if mine.size:
+        owner = inverse[mine]
+        places = mine[np.argsort(owner, kind="stable")]  # each owner's positions, ascending
+        proc[places] = mine[np.lexsort((mine, key[mine], owner))]  # its items, by key
     return proc
 
 
@@ -249,17 +225,23 @@ def _put_block(block, src, rows, pos, dst, values):
             block[src[j], r] = values[p, dst[j]]
 
 
-def _by_block(table, fields) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """[(block, rows in it, positions in ``fields``)] for the fields this table holds: one
-    kernel call per block moves all of them."""
+def _by_block(table, fields):
+    """([(float64 block, rows in it, positions in ``fields``)], [(position, other column)])
+    for the fields this table holds: one kernel call moves all the fields of a float64 block;
+    the few integer fields go one by one (a kernel per dtype would cost compile time for
+    nothing)."""
     plan: dict[int, tuple[np.ndarray, list[int], list[int]]] = {}
+    others = []
     for j, (component, field) in enumerate(fields):
         if table.has(component):
             block, k = table.block(component, field)
-            entry = plan.setdefault(id(block), (block, [], []))
-            entry[1].append(k)
-            entry[2].append(j)
-    return [(block, np.array(src, np.int64), np.array(dst, np.int64)) for block, src, dst in plan.values()]
+            if block.dtype == np.float64:
+                entry = plan.setdefault(id(block), (block, [], []))
+                entry[1].append(k)
+                entry[2].append(j)
+            else:
+                others.append((j, table.column(component, field)))
+    return [(block, np.array(src, np.int64), np.array(dst, np.int64)) for block, src, dst in plan.values()], others
 
 
 def gather_fields(world: World, at: Located, fields: Sequence[tuple[Component, str]]) -> np.ndarray:
@@ -269,8 +251,11 @@ def gather_fields(world: World, at: Located, fields: Sequence[tuple[Component, s
     n = at.table.shape[0]
     out = np.zeros((n, len(fields)), np.float64)
     for t, pos, rows in at.groups:
-        for block, src, dst in _by_block(world.tables[t], fields):
+        blocks, others = _by_block(world.tables[t], fields)
+        for block, src, dst in blocks:
             _take_block(block, src, rows, np.arange(n) if pos is None else pos, dst, out)
+        for j, col in others:
+            out[slice(None) if pos is None else pos, j] = col[rows]
     return out
 
 
@@ -278,8 +263,11 @@ def scatter_fields(world: World, at: Located, fields: Sequence[tuple[Component, 
     """Write ``values`` (n, len(fields)) back where ``gather_fields`` read them."""
     n = at.table.shape[0]
     for t, pos, rows in at.groups:
-        for block, src, dst in _by_block(world.tables[t], fields):
+        blocks, others = _by_block(world.tables[t], fields)
+        for block, src, dst in blocks:
             _put_block(block, src, rows, np.arange(n) if pos is None else pos, dst, values)
+        for j, col in others:
+            col[rows] = values[:, j] if pos is None else values[pos, j]
 
 
 def has_component(world: World, at: Located, component: Component) -> np.ndarray:
