@@ -32,7 +32,6 @@ from systems.spatial_hash import neighbor_pairs
 from systems.spatial_index import SpatialIndex
 
 STREAM_TIEBREAK = 23
-SMALL_GROUP = 32  # groups up to this size are insertion-sorted in the kernel
 
 
 class ActionOrderIndex:
@@ -146,11 +145,51 @@ def _insertion(perm, lo, hi, effect, key, seq):
 
 
 @njit(**JIT)
-def _group_order(group, effect, key, seq, n_nodes, small):
-    """(perm, large, number of groups, largest group): live actions grouped by group label
-    (ascending), groups of up to ``small`` actions each in ``_before`` order, refused ones
-    (group -1) last in batch order; ``large`` (n,) bool marks the slots of the larger groups,
-    which ``_fair_order`` sorts in one go.
+def _precedes(a, b, effect, key, seq):
+    """``_before`` as a plain call: the merge loops run rarely, and inlining it there too
+    would only add compile time."""
+    return _before(a, b, effect, key, seq)
+
+
+@njit(**JIT)
+def _sort_run(perm, lo, hi, effect, key, seq, buf):
+    """Sort ``perm[lo:hi]`` by ``_before``: insertion sort on runs of 16, then bottom-up
+    merges through ``buf`` (at least hi - lo long)."""
+    width = 16
+    for start in range(lo, hi, width):
+        _insertion(perm, start, min(start + width, hi), effect, key, seq)
+    while width < hi - lo:
+        for left in range(lo, hi, 2 * width):
+            mid = min(left + width, hi)
+            right = min(left + 2 * width, hi)
+            if mid >= right or not _precedes(perm[mid], perm[mid - 1], effect, key, seq):
+                continue  # already in order
+            a, b, k = left, mid, 0
+            while a < mid and b < right:
+                if _precedes(perm[b], perm[a], effect, key, seq):
+                    buf[k] = perm[b]
+                    b += 1
+                else:
+                    buf[k] = perm[a]
+                    a += 1
+                k += 1
+            while a < mid:
+                buf[k] = perm[a]
+                a += 1
+                k += 1
+            while b < right:
+                buf[k] = perm[b]
+                b += 1
+                k += 1
+            perm[left:right] = buf[:k]
+        width *= 2
+
+
+@njit(**JIT)
+def _fair_order(group, effect, key, seq, n_nodes):
+    """(perm, number of groups, largest group): live actions grouped by group label
+    (ascending), each group in ``_before`` order (insertion sort up to 16 actions, merge sort
+    beyond); refused ones (group -1) last, in batch order.
 
     group: (n,) int64 in [-1, n_nodes); effect: (n,) float64; key: (n,) uint64; seq: (n,)
     int64; all read.
@@ -173,7 +212,7 @@ def _group_order(group, effect, key, seq, n_nodes, small):
         else:
             perm[tail] = i
             tail += 1
-    large = np.zeros(n, np.bool_)
+    buf = np.empty(n, np.int64)
     n_groups = 0
     largest = 0
     for g in range(n_nodes):
@@ -181,25 +220,11 @@ def _group_order(group, effect, key, seq, n_nodes, small):
         if hi > lo:
             n_groups += 1
             largest = max(largest, hi - lo)
-            if hi - lo <= small:
+            if hi - lo <= 16:
                 _insertion(perm, lo, hi, effect, key, seq)
             else:
-                large[lo:hi] = True
-    return perm, large, n_groups, largest
-
-
-def _fair_order(group, effect, key, seq, n_nodes):
-    """(perm, number of groups, largest group): live actions grouped by group label
-    (ascending), each group by effect time, fair key, sequence number, then batch position;
-    refused ones (group -1) last, in batch order. Small groups (the usual) are sorted in the
-    kernel, the larger ones together by one numpy lexsort.
-    """
-    perm, large, n_groups, largest = _group_order(group, effect, key, seq, n_nodes, SMALL_GROUP)
-    slots = np.flatnonzero(large)
-    if slots.size:
-        items = perm[slots]
-        perm[slots] = items[np.lexsort((items, seq[items], key[items], effect[items], group[items]))]
-    return perm, int(n_groups), int(largest)
+                _sort_run(perm, lo, hi, effect, key, seq, buf)
+    return perm, n_groups, largest
 
 
 @njit(**JIT)
