@@ -153,36 +153,29 @@ def _precedes(a, b, effect, key, seq):
 
 @njit(**JIT)
 def _sort_run(perm, lo, hi, effect, key, seq, buf):
-    """Sort ``perm[lo:hi]`` by ``_before``: insertion sort on runs of 16, then bottom-up
-    merges through ``buf`` (at least hi - lo long)."""
-    width = 16
-    for start in range(lo, hi, width):
-        _insertion(perm, start, min(start + width, hi), effect, key, seq)
-    while width < hi - lo:
-        for left in range(lo, hi, 2 * width):
-            mid = min(left + width, hi)
-            right = min(left + 2 * width, hi)
-            if mid >= right or not _precedes(perm[mid], perm[mid - 1], effect, key, seq):
-                continue  # already in order
-            a, b, k = left, mid, 0
-            while a < mid and b < right:
-                if _precedes(perm[b], perm[a], effect, key, seq):
-                    buf[k] = perm[b]
-                    b += 1
-                else:
-                    buf[k] = perm[a]
-                    a += 1
-                k += 1
-            while a < mid:
-                buf[k] = perm[a]
-                a += 1
-                k += 1
-            while b < right:
-                buf[k] = perm[b]
-                b += 1
-                k += 1
-            perm[left:right] = buf[:k]
-        width *= 2
+    """Sort ``perm[lo:hi]`` by ``_before``: a top-down merge sort through ``buf`` (at least
+    hi - lo long), insertion sort below 16."""
+    if hi - lo <= 16:
+        _insertion(perm, lo, hi, effect, key, seq)
+        return
+    mid = (lo + hi) // 2
+    _sort_run(perm, lo, mid, effect, key, seq, buf)
+    _sort_run(perm, mid, hi, effect, key, seq, buf)
+    if not _precedes(perm[mid], perm[mid - 1], effect, key, seq):
+        return  # already in order
+    a = lo
+    b = mid
+    k = 0
+    while a < mid or b < hi:
+        if b >= hi or (a < mid and not _precedes(perm[b], perm[a], effect, key, seq)):
+            buf[k] = perm[a]
+            a += 1
+        else:
+            buf[k] = perm[b]
+            b += 1
+        k += 1
+    for j in range(k):
+        perm[lo + j] = buf[j]
 
 
 @njit(**JIT)
