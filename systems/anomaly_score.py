@@ -20,6 +20,11 @@ below it at the target false-positive rate):
   target that started or stopped between the client's view and ours halves or doubles it);
 - reaction: time from being hurt (as the client saw it) to the next attack: inhumanly fast
   and inhumanly steady;
+- target acquisition: time from seeing its foe die (the end of that tick, plus half the round
+  trip) to the first attack on another, when the weapon was ready by then. Nobody aims at
+  the next foe before noticing the last one is gone, so, unlike the hurt answer, no attack
+  planned earlier blurs it; a binomial tail of how many were faster than a human's fastest,
+  at a few dozen switches a minute in a battle;
 - regularity: the coefficient of variation of the intervals between deliberate actions (not
   the moves clients send as a heartbeat): bots keep time, people do not;
 - timing: the mean of how much later than its link explains an action arrived (a client that
@@ -37,22 +42,26 @@ from numba import njit
 from ecs import Phase, System
 from ecs.config import JIT
 from systems.action_order import ActionOrderIndex
-from systems.actions import SPELL_HEAL, ActionBatch, ActionKind
+from systems.actions import SPELL_HEAL, ActionBatch, ActionKind, Refusal
 from systems.apply_actions import ActionEffects
-from systems.columns import Distinct, SlotMarks, gather_fields, has_component, locate, owner_order, scatter, scatter_fields
-from systems.components import CheatStats, Player, Position, Velocity
+from systems.columns import (Distinct, SlotMarks, gather, gather_fields, has_component, locate, owner_order, scatter,
+                             scatter_fields)
+from systems.components import CheatStats, Health, Npc, Player, Position, Velocity
 from systems.npc_combat import NpcHits
 from systems.spatial_index import SpatialIndex
 
 FLAG_MOVE, FLAG_TIMING, FLAG_RATE, FLAG_ECONOMY, FLAG_SPEED, FLAG_AIM, FLAG_REACTION, FLAG_REGULAR, \
-    FLAG_EXCESS, FLAG_LUCK = (1 << k for k in range(10))
+    FLAG_EXCESS, FLAG_LUCK, FLAG_ACQUIRE = (1 << k for k in range(11))
 FLAG_NAMES = {FLAG_MOVE: "movement_refusals", FLAG_TIMING: "timing_refusals", FLAG_RATE: "rate_refusals",
               FLAG_ECONOMY: "economy_refusals", FLAG_SPEED: "speed_cusum", FLAG_AIM: "aim_difficulty",
               FLAG_REACTION: "reaction_time", FLAG_REGULAR: "timing_regularity", FLAG_EXCESS: "timestamp_excess",
-              FLAG_LUCK: "loot_luck"}
+              FLAG_LUCK: "loot_luck", FLAG_ACQUIRE: "acquisition_time"}
 SPEED_CUSUM_K = 1.0  # reference ratio of the CUSUM: honest clients stay under top speed
 SPEED_CUSUM_H = 2.0  # decision level
 REPEAT_P = 0.15  # generous: two exponential intervals within 5 % (or 2x, 3x, 1/2x, 1/3x) of each other ~ 0.11
+ACQUIRE_GRID = 12  # fast-share levels of the acquisition factor's cheat model
+ACQUIRE_HUMAN = 16  # and of its honest one
+ACQUIRE_WINDOW_MS = 1000.0  # a first attack on a new foe later than this after the last died is no reaction
 MIN_REPEAT_INTERVALS = 10  # the repeat test's tail needs no more: 9 of 9 repeats is ~4e-8 for a human
 # Skill levels of the aim test: here, not beside CheatStats, because numba's cache would not
 # see a change made in another file (the asserts below hold the two together).
@@ -62,14 +71,15 @@ AIM_GRID = 9
 AIM_BLIND = np.linspace(0.3, 0.95, 14)
 _LOG_BLIND_HIT, _LOG_BLIND_MISS = np.log(AIM_BLIND), np.log1p(-AIM_BLIND)
 _FIELDS = CheatStats.fields
-_STAT_FIELDS = tuple((CheatStats, f) for f in _FIELDS)
+_STAT_FIELDS = tuple((CheatStats, f) for f in _FIELDS if f != "last_target")  # float64-safe
 _SHOTS, _HITS, _AIM_LL = 0, 1, 2  # aim_ll0 .. aim_ll{AIM_GRID - 1} follow hits
-(_REACT_N, _REACT_SUM, _REACT_SQ, _HURT_MS,
+(_REACT_N, _REACT_SUM, _REACT_SQ, _HURT_MS, _ACQ_N, _ACQ_FAST, _LAST_MELEE, _LAST_RANGED, _LAST_CAST,
  _INT_N, _INT_SUM, _INT_SQ, _LAST_T_MS, _PREV_INT, _REPEATS, _EXCESS_N, _EXCESS_SUM, _LOOTS, _RARES, _R_MOVE,
- _R_TIMING, _R_RATE, _R_ECONOMY, _SPEED_CUSUM, _FLAGS, _FLAG_TICK, _SCORE) = range(_AIM_LL + AIM_GRID, len(_FIELDS))
+ _R_TIMING, _R_RATE, _R_ECONOMY, _SPEED_CUSUM, _FLAGS, _FLAG_TICK, _SCORE, _LAST_TARGET) = range(_AIM_LL + AIM_GRID,
+                                                                                              len(_FIELDS))
 assert _FIELDS[_SPEED_CUSUM] == "speed_cusum" and _FIELDS[_SCORE] == "score" and _FIELDS[_HURT_MS] == "hurt_ms"
 assert [f for f in _FIELDS if f.startswith("aim_ll")] == [f"aim_ll{k}" for k in range(AIM_GRID)]
-assert _FIELDS[_AIM_LL] == "aim_ll0" and _FIELDS[_REACT_N] == "react_n"
+assert _FIELDS[_AIM_LL] == "aim_ll0" and _FIELDS[_REACT_N] == "react_n" and _FIELDS[_LAST_TARGET] == "last_target"
 # Refusal code -> class: 1 movement, 2 timing, 3 rate, 4 economy, 5 target (no evidence by itself).
 _REFUSAL_CLASS = np.zeros(32, np.int64)
 for _code in (7, 8, 17, 18):
@@ -120,11 +130,36 @@ def _log_binom_tail(k, n, p):
     return first + math.log(total)
 
 
+def _normal_cdf(x: float) -> float:
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
+def human_acquisition(c) -> tuple[float, np.ndarray, np.ndarray]:
+    """The honest model of fast acquisitions, from the world file's reaction prior: the
+    fastest human's share of acquisitions under ``acquire_fast_ms``, and ``ACQUIRE_HUMAN``
+    levels of that share with the log prior mass of each (each band of mean reaction times
+    takes its fastest end's share: an honest player is judged at least as fast as it is)."""
+    def share(mean_ms):
+        return _normal_cdf((c.acquire_fast_ms - mean_ms) / c.reaction_spread_ms)
+
+    top = max(c.reaction_prior_ms + 4.0 * c.reaction_prior_sd_ms, c.reaction_floor_ms + 1.0)
+    edges = np.linspace(c.reaction_floor_ms, top, ACQUIRE_HUMAN + 1)
+    cdf = np.array([_normal_cdf((e - c.reaction_prior_ms) / c.reaction_prior_sd_ms) for e in edges])
+    cdf[0], cdf[-1] = 0.0, 1.0  # the floor holds everyone faster; the last band everyone slower
+    mass = np.maximum(np.diff(cdf), 1e-300)
+    levels = np.clip([share(m) for m in edges[:-1]], 1e-12, 1.0 - 1e-12)
+    return share(c.reaction_floor_ms), np.log(mass), np.asarray(levels, np.float64)
+
+
 def thresholds(c) -> np.ndarray:
-    """The world file's ``[cheat]`` section as the (15,) float64 vector the kernels read."""
-    return np.array([c.refusals, c.min_shots, c.aim_log_bf, c.min_reactions, c.reaction_mean_ms, c.reaction_sd_ms,
-                     c.min_intervals, c.regularity_cv, c.min_timings, c.excess_delay_ms, c.min_loots, c.luck_p,
-                     c.skill_mean, c.skill_sd, c.skill_max], np.float64)
+    """The world file's ``[cheat]`` section as the float64 vector the kernels read: 18
+    scalars, then the honest acquisition model's log masses and fast shares."""
+    floor_share, log_mass, levels = human_acquisition(c)
+    return np.concatenate([
+        np.array([c.refusals, c.min_shots, c.aim_log_bf, c.min_reactions, c.reaction_mean_ms, c.reaction_sd_ms,
+                  c.min_intervals, c.regularity_cv, c.min_timings, c.excess_delay_ms, c.min_loots, c.luck_p,
+                  c.skill_mean, c.skill_sd, c.skill_max, c.acquire_fast_ms, floor_share, c.acquire_tail_p]),
+        log_mass, levels]).astype(np.float64)
 
 
 @njit(**JIT)
@@ -172,15 +207,20 @@ def aim_log_bf(hits, shots, ll_human, log_prior):
 
 @njit(**JIT)
 def _score(order, rows, kind, status, t_ms, hit, difficulty, excess, speed_ratio, rtt, looted, rare, refusal_class,
-           stats, th):
+           foe, in_reach, interval_ms, lost_ms, last_target, stats, th):
     """Fold one tick's actions into the per-player statistics, in each actor's sequence order.
 
     order: (n,) int64 action indices sorted by actor then client time, read. rows: (n,) int64
     row in ``stats`` of each action's actor (-1 none), read. kind, status: (n,) read.
     t_ms: (n,) float64 client time on the server clock; hit, difficulty (NaN if not a judged
     shot), excess, speed_ratio (NaN if not measured), rtt: (n,) float64; looted, rare: (n,)
-    bool; all read. refusal_class: (32,) int64, read. stats: (p, len(CheatStats.fields))
-    float64, read and written. th: (15,) from ``thresholds``, read.
+    bool; all read. refusal_class: (32,) int64, read. foe: (n,) int64 target of each attack
+    accepted or refused only because its target had died (0 for other actions), in_reach: (n,)
+    bool whether that foe was surely in reach throughout the ``ACQUIRE_WINDOW_MS`` before the
+    attack; all read. interval_ms: (8,) float64 weapon interval by kind, read.
+    lost_ms: (p,) float64 end of the tick the player's last foe died in (NaN if it lives),
+    read and written. last_target: (p,) int64, read and written. stats: (p, len(_STAT_FIELDS))
+    float64, read and written. th: from ``thresholds``, read.
     """
     log_prior = _skill_log_prior(th[12], th[13], th[14])
     for k in range(order.shape[0]):
@@ -222,6 +262,23 @@ def _score(order, rows, kind, status, t_ms, hit, difficulty, excess, speed_ratio
                                 break
                     s[_PREV_INT] = dt
             s[_LAST_T_MS] = max(t, s[_LAST_T_MS])
+        if foe[i] != 0:
+            # The first attack on another foe after the last one died (after our last attack on
+            # it): a reaction, timed from when the client saw the death, if the weapon was ready
+            # and the new foe in reach by then (else the shot times the weapon or the approach,
+            # not the eyes).
+            clock = _LAST_MELEE + kd - 2
+            last = max(s[_LAST_MELEE], s[_LAST_RANGED], s[_LAST_CAST])
+            if foe[i] != last_target[r] and lost_ms[r] >= last:
+                seen = lost_ms[r] + 0.5 * rtt[i]
+                reaction = t - seen
+                if in_reach[i] and s[clock] + interval_ms[kd] <= seen and 0.0 < reaction < ACQUIRE_WINDOW_MS:
+                    s[_ACQ_N] += 1.0
+                    s[_ACQ_FAST] += 1.0 if reaction < th[15] else 0.0
+            if foe[i] != last_target[r]:
+                lost_ms[r] = np.nan
+                last_target[r] = foe[i]
+            s[clock] = max(s[clock], t)
         if status[i] != 0:
             continue
         if not np.isnan(excess[i]):
@@ -252,9 +309,36 @@ def _score(order, rows, kind, status, t_ms, hit, difficulty, excess, speed_ratio
 
 
 @njit(**JIT)
+def _log_mean_exp_binom(fast, n, log_w, p):
+    """log sum_j exp(log_w[j]) p_j^fast (1 - p_j)^(n - fast): a mixture's likelihood."""
+    top = -np.inf
+    for j in range(p.shape[0]):
+        top = max(top, log_w[j] + fast * math.log(p[j]) + (n - fast) * math.log1p(-p[j]))
+    total = 0.0
+    for j in range(p.shape[0]):
+        total += math.exp(log_w[j] + fast * math.log(p[j]) + (n - fast) * math.log1p(-p[j]) - top)
+    return top + math.log(total)
+
+
+@njit(**JIT)
+def acquire_log_bf(fast, n, th):
+    """log Bayes factor, from a player's ``fast`` of ``n`` target acquisitions, of a fast
+    share above the fastest human's (any of ``ACQUIRE_GRID`` levels, equally likely) over
+    the honest prior's (``thresholds``' tail). Like the aim factor, a martingale for honest
+    players, and independent of it: the two multiply into one test of both."""
+    p0 = th[16]
+    cheat_p = np.empty(ACQUIRE_GRID)
+    cheat_w = np.full(ACQUIRE_GRID, -math.log(ACQUIRE_GRID))
+    for j in range(ACQUIRE_GRID):
+        cheat_p[j] = p0 + (1.0 - p0) * (j + 0.5) / ACQUIRE_GRID
+    return (_log_mean_exp_binom(fast, n, cheat_w, cheat_p)
+            - _log_mean_exp_binom(fast, n, th[18:18 + ACQUIRE_HUMAN], th[18 + ACQUIRE_HUMAN:18 + 2 * ACQUIRE_HUMAN]))
+
+
+@njit(**JIT)
 def _flags(stats, th, rare_p):
     """Flag bits and a score (the aim test's log Bayes factor) for each player's statistics.
-    stats: (p, f), read. th: (15,) from ``thresholds``, read."""
+    stats: (p, f), read. th: from ``thresholds``, read."""
     p = stats.shape[0]
     flags = np.zeros(p, np.int64)
     score = np.zeros(p, np.float64)
@@ -298,6 +382,13 @@ def _flags(stats, th, rare_p):
         if (raised & 512) == 0 and s[_LOOTS] >= th[10] and \
                 _log_binom_tail(s[_RARES], s[_LOOTS], rare_p) < math.log(th[11]):
             f |= 512
+        if (raised & 1024) == 0 and s[_ACQ_N] > 0.0 and \
+                _log_binom_tail(s[_ACQ_FAST], s[_ACQ_N], th[16]) < math.log(th[17]):
+            f |= 1024
+        # Aim and acquisition are independent evidence: their factors multiply.
+        if (raised & 1056) != 1056 and s[_SHOTS] > 0.0 and s[_ACQ_N] > 0.0 and \
+                log_bf + acquire_log_bf(s[_ACQ_FAST], s[_ACQ_N], th) >= th[2]:
+            f |= 1056
         flags[r] = f
         score[r] = log_bf
     return flags, score
@@ -305,7 +396,7 @@ def _flags(stats, th, rare_p):
 
 class AnomalyScore(System):
     phase = Phase.SCORE
-    reads = (ActionBatch, ActionOrderIndex, ActionEffects, NpcHits, SpatialIndex, Player, Velocity, Position)
+    reads = (ActionBatch, ActionOrderIndex, ActionEffects, NpcHits, SpatialIndex, Player, Velocity, Position, Health, Npc)
     writes = (CheatStats,)
 
     def __init__(self, world, defn) -> None:
@@ -314,6 +405,15 @@ class AnomalyScore(System):
         self.rare_p = c.rare_drop_p
         self.range_m = defn.rules.ranged_range_m
         self.speed_ref = defn.rules.player_speed_mps
+        r = defn.rules
+        self.reach = np.zeros(8, np.float64)
+        self.reach[[ActionKind.MELEE, ActionKind.RANGED, ActionKind.CAST]] = (r.melee_reach_m, r.ranged_range_m,
+                                                                              r.cast_range_m)
+        self.interval = np.zeros(8, np.float64)
+        self.interval[[ActionKind.MELEE, ActionKind.RANGED, ActionKind.CAST]] = (r.melee_interval_ms,
+                                                                                 r.ranged_interval_ms,
+                                                                                 r.cast_cooldown_ms)
+        self.speed_slack = 1.0 + r.speed_tolerance
         self._marks = SlotMarks()
 
     def run(self, world, ctx) -> None:
@@ -347,6 +447,8 @@ class AnomalyScore(System):
         stats = gather_fields(world, at, _STAT_FIELDS)
         scored = has_component(world, at, CheatStats)
         link = gather_fields(world, at, ((Player, "clock_offset_ms"), (Player, "rtt_ms")))
+        last_target, _ = gather(world, actors.ids, CheatStats, "last_target", at=at)
+        lost_ms = self._lost_ms(world, last_target, 1000.0 * ctx.dt_s)
         mine = np.maximum(inv, 0)
         rows = np.where((inv >= 0) & scored[mine], inv, -1)
         t_ms = batch.client_time_ms - link[mine, 0]
@@ -360,16 +462,46 @@ class AnomalyScore(System):
             difficulty[shots] = shot_difficulty(dist, self.range_m, np.hypot(tgt[:, 2], tgt[:, 3]), self.speed_ref)
         looted = (batch.kind == ActionKind.LOOT) & (batch.status == 0) & (effects.effect > 0)
         rare = effects.looted_rare
+        heal = (batch.kind == ActionKind.CAST) & (batch.value == SPELL_HEAL)
+        # A foe that died before the attack landed was the client's foe all the same.
+        engaged = (batch.status == 0) | (batch.status == Refusal.TARGET_DEAD)
+        attacks = engaged & (batch.kind >= ActionKind.MELEE) & (batch.kind <= ActionKind.CAST) & ~heal
+        foe = np.where(attacks, batch.target, 0)
+        in_reach = self._in_reach(world, ctx, batch, foe, np.isfinite(lost_ms)[mine] & (inv >= 0))
         order = owner_order(rows, t_ms, actors.n)
         _score(order, rows, batch.kind, batch.status, t_ms, (batch.value >= 0.5).astype(np.float64), difficulty,
-               batch.excess_ms, batch.speed_ratio, rtt, np.asarray(looted, np.bool_), rare, _REFUSAL_CLASS, stats,
-               self.th)
+               batch.excess_ms, batch.speed_ratio, rtt, np.asarray(looted, np.bool_), rare, _REFUSAL_CLASS, foe,
+               in_reach, self.interval, lost_ms, last_target, stats, self.th)
         flags, score = _flags(stats, self.th, self.rare_p)
         known = stats[:, _FLAG_TICK] >= 0
         stats[:, _FLAG_TICK] = np.where(~known & (flags != 0), ctx.tick, stats[:, _FLAG_TICK])
         stats[:, _FLAGS] = stats[:, _FLAGS].astype(np.int64) | flags  # a flag, once raised, stays
         stats[:, _SCORE] = score
         scatter_fields(world, at.subset(scored), _STAT_FIELDS, stats[scored])
+        scatter(world, actors.ids[scored], CheatStats, "last_target", last_target[scored], at=at.subset(scored))
+
+    def _in_reach(self, world, ctx, batch, foe, lost) -> np.ndarray:
+        """(n,) bool: attacks on a foe so near now that it was in reach all the window before,
+        however the two moved at their top speeds (judged only where the actor's last foe
+        died: ``lost``). The test looks at where the foe is, not at when the attack came, so
+        it cannot favour fast reactions over slow ones."""
+        out = np.zeros(batch.n, np.bool_)
+        ask = np.flatnonzero(lost & (foe != 0))
+        if ask.size:
+            them = gather_fields(world, locate(world, foe[ask]),
+                                 ((Position, "x"), (Position, "y"), (Player, "speed_mps"), (Npc, "speed_mps")))
+            me = gather_fields(world, locate(world, batch.actor[ask]), ((Player, "speed_mps"),))
+            dist = np.hypot(them[:, 0] - batch.x[ask], them[:, 1] - batch.y[ask])
+            closing = (me[:, 0] + them[:, 2] + them[:, 3]) * self.speed_slack / 1000.0  # a foe is one or the other
+            out[ask] = dist <= self.reach[batch.kind[ask]] - closing * (ACQUIRE_WINDOW_MS + 1000.0 * ctx.dt_s)
+        return out
+
+    @staticmethod
+    def _lost_ms(world, foes: np.ndarray, tick_ms: float) -> np.ndarray:
+        """(p,) float64: the end of the tick each foe died in, NaN for one alive or gone."""
+        dead, there = gather(world, foes, Health, "dead")
+        died, _ = gather(world, foes, Health, "died_tick")
+        return np.where(there & (dead != 0), (died + 1.0) * tick_ms, np.nan)
 
 
 def flag_names(flags: int) -> list[str]:

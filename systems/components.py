@@ -79,13 +79,19 @@ CheatStats = Component(
         # column per level of the anomaly score's AIM_GRID).
         ("shots", "f8"), ("hits", "f8"), *[(f"aim_ll{k}", "f8") for k in range(9)],
         ("react_n", "f8"), ("react_sum", "f8"), ("react_sq", "f8"), ("hurt_ms", "f8"),
+        # Target acquisition: first attacks on a new foe timed from seeing the last one die
+        # (acq_n), those faster than the world file's cut (acq_fast); the client's own weapon
+        # clocks (its last swing, shot, cast, counting those at a foe that died meanwhile).
+        ("acq_n", "f8"), ("acq_fast", "f8"), ("last_melee_ms", "f8"), ("last_ranged_ms", "f8"), ("last_cast_ms", "f8"),
         ("int_n", "f8"), ("int_sum", "f8"), ("int_sq", "f8"), ("last_t_ms", "f8"), ("prev_int", "f8"), ("repeats", "f8"),
         ("excess_n", "f8"), ("excess_sum", "f8"),
         ("loots", "f8"), ("rares", "f8"),
         ("r_move", "f8"), ("r_timing", "f8"), ("r_rate", "f8"), ("r_economy", "f8"),
         ("speed_cusum", "f8"),
         ("flags", "i8"), ("flag_tick", "i8"), ("score", "f8"),
+        ("last_target", "i8"),  # the foe of the last attack (an id: all 64 bits, so read apart)
     ],
-    defaults={"hurt_ms": -1.0e18, "last_t_ms": -1.0e18, "flag_tick": -1},
+    defaults={"hurt_ms": -1.0e18, "last_t_ms": -1.0e18, "last_melee_ms": -1.0e18, "last_ranged_ms": -1.0e18,
+              "last_cast_ms": -1.0e18, "flag_tick": -1},
     row_major=True,  # read and written whole, for the tick's actors only
 )

@@ -5,9 +5,10 @@ import numpy as np
 from scipy.stats import binom
 import pytest
 
-from systems.anomaly_score import (_REFUSAL_CLASS, AIM_BLIND, AIM_GRID, FLAG_AIM, FLAG_EXCESS, FLAG_LUCK, FLAG_MOVE,
-                                   FLAG_REACTION, FLAG_REGULAR, FLAG_SPEED, AnomalyScore, _flags, _log_binom_tail,
-                                   _score, _skill_log_prior, aim_log_bf, flag_names, shot_difficulty, thresholds)
+from systems.anomaly_score import (_REFUSAL_CLASS, AIM_BLIND, AIM_GRID, FLAG_ACQUIRE, FLAG_AIM, FLAG_EXCESS, FLAG_LUCK,
+                                   FLAG_MOVE, FLAG_REACTION, FLAG_REGULAR, FLAG_SPEED, AnomalyScore, _flags,
+                                   _log_binom_tail, _score, _skill_log_prior, acquire_log_bf, aim_log_bf, flag_names,
+                                   human_acquisition, shot_difficulty, thresholds)
 from systems.components import CheatStats
 from tests.reference import naive_aim_log_bf
 from worlds import parse_world
@@ -25,6 +26,16 @@ def judge(**fields):
     return int(flags[0])
 
 
+INTERVAL = np.array([0, 0, 400.0, 500.0, 1500.0, 0, 0, 0])  # by kind: the default weapon rules
+
+
+def fresh(players=1):
+    stats = np.zeros((players, len(CheatStats.fields)))
+    for f in ("hurt_ms", "last_t_ms", "last_melee_ms", "last_ranged_ms", "last_cast_ms"):
+        stats[:, F[f]] = -1e18
+    return stats
+
+
 def fold_shots(b, hit, players=1, stats=None):
     """CheatStats rows after folding judged ranged shots through the scoring kernel (into
     ``stats`` if given): shot j (difficulty b[j], hit[j]) belongs to player j % players.
@@ -33,13 +44,26 @@ def fold_shots(b, hit, players=1, stats=None):
     n = b.shape[0]
     nan = np.full(n, np.nan)
     if stats is None:
-        stats = np.zeros((players, len(CheatStats.fields)))
-        stats[:, F["hurt_ms"]] = stats[:, F["last_t_ms"]] = -1e18
+        stats = fresh(players)
     rows = np.arange(n, dtype=np.int64) % players
     _score(np.argsort(rows, kind="stable"), rows, np.full(n, 3, np.int8), np.zeros(n, np.int16),
            np.arange(n) * 600.0, np.asarray(hit, np.float64), b, nan, nan, np.full(n, 100.0),
-           np.zeros(n, np.bool_), np.zeros(n, np.bool_), _REFUSAL_CLASS, stats, TH)
+           np.zeros(n, np.bool_), np.zeros(n, np.bool_), _REFUSAL_CLASS, np.zeros(n, np.int64), np.zeros(n, np.bool_),
+           INTERVAL, np.full(players, np.nan), np.zeros(players, np.int64), stats, TH)
     return stats
+
+
+def acquire(t_ms, foe=7, kind=3, in_reach=True, last_target=5, lost_ms=1000.0, last_ranged_ms=-1e18):
+    """(acq_n, acq_fast) after one attack at t_ms on ``foe``, by a player (round trip 100 ms)
+    whose last foe, ``last_target``, died in the tick ending at ``lost_ms``."""
+    stats = fresh()
+    stats[0, F["last_ranged_ms"]] = last_ranged_ms
+    one = np.zeros(1, np.int64)
+    _score(one, one, np.full(1, kind, np.int8), np.zeros(1, np.int16), np.full(1, float(t_ms)), np.zeros(1),
+           np.full(1, np.nan), np.full(1, np.nan), np.full(1, np.nan), np.full(1, 100.0), np.zeros(1, np.bool_),
+           np.zeros(1, np.bool_), _REFUSAL_CLASS, np.full(1, foe, np.int64), np.full(1, in_reach), INTERVAL,
+           np.full(1, lost_ms), np.full(1, last_target, np.int64), stats, TH)
+    return stats[0, F["acq_n"]], stats[0, F["acq_fast"]]
 
 
 def shots(hard_hits: bool, n=60):
@@ -66,7 +90,44 @@ def test_each_flag_on_its_own_evidence():
     assert judge(excess_n=25, excess_sum=25 * 120.0) == FLAG_EXCESS
     assert judge(excess_n=25, excess_sum=25 * 10.0) == 0
     assert judge(loots=8, rares=6) == FLAG_LUCK and judge(loots=8, rares=1) == 0
+    assert judge(acq_n=12, acq_fast=11) == FLAG_ACQUIRE and judge(acq_n=12, acq_fast=3) == 0
     assert flag_names(FLAG_MOVE | FLAG_LUCK) == ["movement_refusals", "loot_luck"]
+
+
+@pytest.mark.kernel
+def test_an_acquisition_is_timed_from_seeing_the_last_foe_die_and_only_when_it_can_be():
+    # The death is seen at the end of its tick plus half the round trip: 1050 ms.
+    assert acquire(1050 + 120) == (1.0, 1.0)  # a fast switch
+    assert acquire(1050 + 260) == (1.0, 0.0)  # a human one
+    assert acquire(1050 + 120, foe=5) == (0.0, 0.0)  # the same foe again: no switch
+    assert acquire(1050 + 120, lost_ms=np.nan) == (0.0, 0.0)  # the last foe lives
+    assert acquire(1040) == (0.0, 0.0)  # before the client could have seen it
+    assert acquire(1050 + 1200) == (0.0, 0.0)  # too late to be a reaction
+    assert acquire(1050 + 120, in_reach=False) == (0.0, 0.0)  # the new foe may have been out of reach
+    assert acquire(1050 + 120, last_ranged_ms=700.0) == (0.0, 0.0)  # the gun was not ready (700 + 500 > 1050)
+    assert acquire(1050 + 120, last_ranged_ms=500.0) == (1.0, 1.0)  # it was
+    assert acquire(1050 + 120, last_ranged_ms=1020.0) == (0.0, 0.0)  # attacked again after the death: not the switch
+
+
+def test_acquisition_factor_spares_humans_at_its_rate_and_catches_inhuman_switches():
+    """Reaction times drawn from the honest model the world file declares (a mean per player
+    from the prior, no faster than the floor, +- the spread per switch) and from an aimbot's
+    120 +- 25 ms: the factor reaches e^T for at most e^-T of the humans, at any count."""
+    rng = np.random.default_rng(3)
+    c = DEFAULTS
+    floor_share, _, levels = human_acquisition(c)
+    assert floor_share == pytest.approx(0.3085, abs=1e-4) and np.all(np.diff(levels) < 0)
+    humans, n = 20000, 40
+    mean = np.maximum(rng.normal(c.reaction_prior_ms, c.reaction_prior_sd_ms, (humans, 1)), c.reaction_floor_ms)
+    fast = np.cumsum(rng.normal(mean, c.reaction_spread_ms, (humans, n)) < c.acquire_fast_ms, axis=1)
+    highest = np.full(humans, -np.inf)
+    for j in range(n):
+        highest = np.maximum(highest, [acquire_log_bf(float(k), j + 1.0, TH) for k in fast[:, j]])
+    for t in (2.0, 4.0, 6.0):
+        assert (highest >= t).mean() <= np.exp(-t)
+    bots = np.cumsum(rng.normal(120.0, 25.0, (200, 20)) < c.acquire_fast_ms, axis=1)[:, -1]
+    assert np.mean([acquire_log_bf(float(k), 20.0, TH) >= c.aim_log_bf for k in bots]) >= 0.9
+    assert acquire_log_bf(0.0, 0.0, TH) == pytest.approx(0.0, abs=1e-12)
 
 
 @pytest.mark.kernel

@@ -1,13 +1,10 @@
 """Cheat prevention and detection measured against the simulated clients' ground truth.
 
-The bars asserted here hold over several seeds. Of the statistical kinds, bots (caught by the
-regularity of their beat, even when they fire at nothing) reach the bar; aimbots are measured
-and reported but do not reach recall 0.9 in 60 s. The aim test
-spares every honest player and catches aimbots, but in minutes, not seconds: an aimbot takes
-some 45 judged shots a minute, and at this scenario's spread of shot difficulty even the exact
-aimbot model, knowing each shot's true difficulty, gathers a median of only 2-5.5 nats of
-evidence against the honest skill prior in 60 s, where a false-positive rate of 1e-4 needs
-9.2. See the open issue.
+The bars asserted here hold over several seeds. Bots are caught by the regularity of their
+beat, even when they fire at nothing. Aimbots are caught within 60 s by how fast they switch
+to the next foe when theirs dies (some 15 such switches a minute in a battle), with the aim
+test's evidence (where their hits land; too slow on its own: some 2-5.5 nats a minute
+against the 9.2 a false-positive rate of 1e-4 needs) multiplied in.
 """
 
 import pytest
@@ -38,21 +35,22 @@ def test_impossible_refused_honest_untouched_and_refusal_backed_kinds_caught(see
         assert k["median_detect_s"] <= 10.0
     assert c["kinds"]["aimbot"]["false_positives"] == 0  # no honest player flagged for aim or reaction
     bots = c["kinds"]["bot"]
-    assert bots["recall"] == 1.0 and bots["precision"] == 1.0 and bots["median_detect_s"] <= 20.0, bots
+    assert bots["recall"] == 1.0 and bots["precision"] == 1.0, bots  # all within these 30 s
     flagged = {f["player"]: f["flags"] for f in c["flagged_players"]}
     assert all(flags for flags in flagged.values())  # every flag carries the features that raised it
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2])
-def test_aimbots_caught_by_where_their_hits_land_and_honest_shooters_spared(seed):
+def test_aimbots_caught_within_a_minute_and_honest_shooters_spared(seed):
     sim = Simulation.from_file(WORLDS / "aimbot_small.toml", seed=seed, hash_every=0)
-    for _ in range(3600):  # 3 game minutes, some 130 judged shots per aimbot
+    for _ in range(1200):  # 60 game seconds
         sim.step()
     c = cheat_summary(sim)
     k = c["kinds"]["aimbot"]
-    assert k["cheaters"] == 10 and k["precision"] == 1.0 and c["false_positives"] == 0, k
+    assert k["cheaters"] == 10 and k["recall"] >= 0.9 and k["precision"] == 1.0 and c["false_positives"] == 0, k
     aimbots = {int(p) for p in sim.player_ids[sim.truth.kind == KIND_CODE["aimbot"]]}
     caught = [f for f in c["flagged_players"] if f["player"] in aimbots]
-    assert len(caught) == k["detected"] and all({"aim_difficulty", "reaction_time"} & set(f["flags"]) for f in caught)
-    assert sum("aim_difficulty" in f["flags"] for f in caught) >= 3, caught
+    features = {"aim_difficulty", "reaction_time", "acquisition_time"}
+    assert len(caught) == k["detected"] and all(features & set(f["flags"]) for f in caught)
+    assert sum("acquisition_time" in f["flags"] for f in caught) >= 8, caught

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from systems.actions import REFUSAL_NAMES, ActionBatch
-from systems.anomaly_score import (FLAG_AIM, FLAG_ECONOMY, FLAG_EXCESS, FLAG_LUCK, FLAG_MOVE, FLAG_RATE,
+from systems.anomaly_score import (FLAG_ACQUIRE, FLAG_AIM, FLAG_ECONOMY, FLAG_EXCESS, FLAG_LUCK, FLAG_MOVE, FLAG_RATE,
                                    FLAG_REACTION, FLAG_REGULAR, FLAG_SPEED, FLAG_TIMING, flag_names)
 from systems.columns import gather
 from systems.components import CheatStats
@@ -21,7 +21,7 @@ from worlds.cheaters import KIND_CODE
 KIND_FLAGS = {
     "speedhack": FLAG_MOVE | FLAG_SPEED,
     "teleport": FLAG_MOVE,
-    "aimbot": FLAG_AIM | FLAG_REACTION,
+    "aimbot": FLAG_AIM | FLAG_REACTION | FLAG_ACQUIRE,
     "rapid_fire": FLAG_RATE,
     "bot": FLAG_REGULAR,
     "timestamp": FLAG_TIMING | FLAG_EXCESS,

@@ -5,7 +5,8 @@ A cheater is a simulated client of an ordinary population with one thing changed
 - ``speedhack``: moves at ``speed_factor`` times its top speed;
 - ``teleport``: now and then jumps ``teleport_m`` in a random direction;
 - ``aimbot``: lands ``accuracy`` of its shots almost whatever their difficulty, and answers
-  a hit after ``reaction_ms`` (+- ``reaction_jitter_ms``);
+  a hit, or turns on its next foe once its last one died, after ``reaction_ms``
+  (+- ``reaction_jitter_ms``);
 - ``rapid_fire``: fires ``fire_rate_factor`` times faster than its weapon allows;
 - ``bot``: acts on a fixed beat of ``interval_ms`` (+- ``interval_jitter_ms``), walking to the
   nearest prey when nothing is in reach;

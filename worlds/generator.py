@@ -42,6 +42,7 @@ _KINDS = np.array([ActionKind.MOVE, ActionKind.MELEE, ActionKind.RANGED, ActionK
 (S_ACT, S_KIND, S_OFFSET, S_JITTER, S_TURN, S_HEADING, S_STALL, S_HOTSPOT, S_GOLD, S_NET, S_SKILL, S_REACT, S_BEAT,
  S_HIT) = range(200, 214)
 CLIENT_PACE = 0.95  # honest clients move a little under their top speed
+ANSWER_PATIENCE_MS = 2000.0  # how long a client keeps an answer in mind when it cannot shoot yet
 
 
 def client_network(defn, player_ids: np.ndarray, population: np.ndarray, rng: Rng) -> dict[str, np.ndarray]:
@@ -67,7 +68,8 @@ class ActionGenerator:
 
     Honest clients respect the rules (top speed, weapon intervals, walls and sight lines) and
     have a human's spread: skill (hit chance times the difficulty of the shot), reaction time
-    to being hurt, irregular timing. Cheaters (the world file's ``[[cheaters]]``) are clients
+    (to being hurt, and to the death of the foe they fight: only after it do they attack the
+    next one, with a weapon ready by then), irregular timing. Cheaters (the world file's ``[[cheaters]]``) are clients
     of the same populations with one thing changed; ``truth`` holds, per generated action,
     whether it was physically impossible, which is what prevention is measured against.
     """
@@ -116,6 +118,12 @@ class ActionGenerator:
         self.react_mean = np.maximum(260.0 + 35.0 * rng.normal(0, self.ids, S_SKILL, 1), 180.0)
         self.react_sd = np.full(n, 60.0)
         self.respond_at = np.full(n, -1e18)
+        # The foe a client last attacked, and when: once it dies, the client needs its reaction
+        # time to notice and pick the next one, and cannot attack anyone before (``hold_ms``).
+        self.engaged = np.zeros(n, np.int64)
+        self.engaged_ms = np.full(n, -1e18)
+        self.hold_ms = np.full(n, -1e18)
+        self.acquire_at = np.full(n, -1e18)
         r_engage = rng.uniform(0, self.ids, S_SKILL, 2)
         self.hunt_m = np.full(n, 3.0 * r.ranged_range_m)  # fighters take on foes they can see nearby
         self.engage_m = np.where(r_engage < 0.5, 0.5 * r.melee_reach_m, 0.2 * r.ranged_range_m + r_engage * 0.6 * r.ranged_range_m)
@@ -169,12 +177,14 @@ class ActionGenerator:
         self.x[resync] = sx[resync]
         self.y[resync] = sy[resync]
         self.life_start_ms = life
+        self._lose_foes(tick, alive)
         # Hurt: the client sees it at the end of the tick that hit it, half a round trip later,
-        # and answers after its reaction time.
+        # and answers after its reaction time (not before it has found its next foe).
         hurt = alive & ~resync & (hp < self.last_hp)
         self.last_hp = hp
         react = self.react_mean + self.react_sd * np.clip(rng.normal(tick, ids, S_REACT), -2.5, 2.5)
-        self.respond_at = np.where(hurt, tick * tick_ms + 0.5 * self.rtt_ms + np.maximum(react, 60.0), self.respond_at)
+        answer_ms = np.maximum(tick * tick_ms + 0.5 * self.rtt_ms + np.maximum(react, 60.0), self.hold_ms)
+        self.respond_at = np.where(hurt, answer_ms, self.respond_at)
 
         gx, gy, has_goal = self._destination()
         fighters = np.flatnonzero(alive & (self.behaviour == 2))
@@ -213,6 +223,15 @@ class ActionGenerator:
         answer = alive & ~bots & (self.respond_at >= tick * tick_ms) & (self.respond_at < (tick + 1) * tick_ms)
         answer &= foe >= 0
         frac = np.where(answer, (self.respond_at - tick * tick_ms) / tick_ms, frac)
+        # The first attack on the next foe: at once with a weapon ready by then, or (a while) as
+        # soon as a foe is within its reach; with none ready, it is one of the client's
+        # ordinary actions.
+        weapon, any_ready = self._acquire_weapon(index, foe)
+        self.acquire_at[~any_ready] = -1e18
+        acquire = alive & ~bots & (self.acquire_at > tick * tick_ms - ANSWER_PATIENCE_MS)
+        acquire &= (self.acquire_at < (tick + 1) * tick_ms) & (weapon != 0)
+        frac = np.where(acquire & (self.acquire_at >= tick * tick_ms), (self.acquire_at - tick * tick_ms) / tick_ms, frac)
+        answer |= acquire
         act |= answer
         deliberate |= answer
         # Between actions a client keeps sending its position (a heartbeat at its update rate):
@@ -248,15 +267,25 @@ class ActionGenerator:
         kind = _KINDS[(pick[:, None] >= self.mix_cdf[who]).sum(axis=1).clip(0, 6)]
         attacks = [ActionKind.MELEE, ActionKind.RANGED, ActionKind.CAST]
         kind[(answer | beat)[who] & ~np.isin(kind, attacks)] = ActionKind.RANGED
+        kind[acquire[who]] = weapon[who[acquire[who]]]
+        if index is not None:  # an answer goes to the gun when the foe is beyond the sword
+            fi = index.index_of(np.maximum(foe[who], 0))
+            far = np.hypot(index.x[fi] - ex[who], index.y[fi] - ey[who]) > 0.8 * self.defn.rules.melee_reach_m
+            kind[answer[who] & (kind == ActionKind.MELEE) & far] = ActionKind.RANGED
         kind[heartbeat[who]] = ActionKind.MOVE
         target = np.zeros(who.size, np.int64)
         value = np.zeros(who.size)
         event_ms = (tick + frac[who]) * tick_ms
+        kind[np.isin(kind, attacks) & (event_ms < self.hold_ms[who] - 1e-6)] = ActionKind.MOVE  # still looking
         if index is not None:
-            self._pick_targets(index, who, kind, target, value, foe, ex, ey, tick)
+            self._pick_targets(index, who, kind, target, value, foe, ex, ey, tick, acquire[who])
             self._aim(index, who, kind, target, value, ex, ey, event_ms, tick)
         kind = np.where((kind != ActionKind.MOVE) & (kind != ActionKind.USE) & (target == 0), np.int8(ActionKind.MOVE), kind)
-        self.respond_at[who[np.isin(kind, [2, 3, 4])]] = -1e18  # answered
+        fired = np.isin(kind, attacks)
+        self.respond_at[who[fired]] = -1e18  # answered
+        self.acquire_at[who[acquire[who]]] = -1e18  # one try: taken, or blocked (then its next action)
+        self.engaged[who[fired]] = target[fired]
+        self.engaged_ms[who[fired]] = event_ms[fired]
         # An honest client drinks only potions it still has, and only when hurt.
         use = np.flatnonzero(kind == ActionKind.USE)
         max_hp, _ = gather(self.world, ids[who[use]], Health, "max_hp")
@@ -284,6 +313,42 @@ class ActionGenerator:
         self.truth = self.cheat.impossible(self, batch)
         deliver = np.maximum(np.ceil(batch.recv_time_ms / tick_ms).astype(np.int64), tick + 1)
         return batch, deliver
+
+    def _lose_foes(self, tick: int, alive: np.ndarray) -> None:
+        """Clients whose foe died see it at the end of that tick, half a round trip later, and
+        attack again (the nearest foe) only after their reaction time; bots at once."""
+        tick_ms = 1000.0 * self.dt_s
+        e = np.flatnonzero(alive & (self.engaged != 0))
+        dead, there = gather(self.world, self.engaged[e], Health, "dead")
+        died, _ = gather(self.world, self.engaged[e], Health, "died_tick")
+        died_end = (died + 1.0) * tick_ms
+        lost = there & (dead != 0) & (died_end >= self.engaged_ms[e])
+        lost &= self.bot_interval[e] <= 0  # a bot keeps its beat: its program picks the next foe at once
+        react = self.react_mean[e] + self.react_sd[e] * np.clip(self.rng.normal(tick, self.ids[e], S_REACT, 1), -2.5, 2.5)
+        acquire = died_end + 0.5 * self.rtt_ms[e] + np.maximum(react, 60.0)
+        self.hold_ms[e[lost]] = acquire[lost]
+        self.acquire_at[e[lost]] = acquire[lost]
+        self.engaged[e[lost | ~there]] = 0
+
+    def _acquire_weapon(self, index: SpatialIndex | None, foe: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For a first attack on a new foe (``foe``: (n,) id, -1 none), per client: the weapon
+        (an ActionKind, 0 none) ready by ``acquire_at`` whose reach holds the foe, the gun
+        first; and whether any weapon is ready by then."""
+        n = foe.shape[0]
+        weapon = np.zeros(n, np.int8)
+        any_ready = np.zeros(n, np.bool_)
+        dist = np.full(n, np.inf)
+        if index is not None:
+            fi = index.index_of(np.maximum(foe, 0))
+            dist = np.where((foe >= 0) & (fi >= 0), np.hypot(index.x[fi] - self.x, index.y[fi] - self.y), np.inf)
+        r = self.defn.rules
+        # 0.9 of the reach: still within the 0.95 a first attack is made from after the step.
+        for kd, reach in ((ActionKind.MELEE, r.melee_reach_m), (ActionKind.CAST, r.cast_range_m),
+                          (ActionKind.RANGED, r.ranged_range_m)):
+            ready = self.last_fired[kd] + self.interval_ms[kd] / self.fire_factor * 1.02 <= self.acquire_at
+            any_ready |= ready
+            weapon = np.where(ready & (dist <= 0.9 * reach), np.int8(kd), weapon)
+        return weapon, any_ready
 
     def _aim(self, index, who, kind, target, value, ex, ey, event_ms, tick) -> None:
         """Weapons wait for their interval (an honest clock); shots and sight lines are judged.
@@ -342,7 +407,9 @@ class ActionGenerator:
         out = self._nearest(index, who, self.x[who], self.y[who], radius, eligible, team, self.team[who])
         return np.where(out != 0, out, -1)
 
-    def _pick_targets(self, index, who, kind, target, value, foe, ex, ey, tick) -> None:
+    def _pick_targets(self, index, who, kind, target, value, foe, ex, ey, tick, acquiring) -> None:
+        """Each action's target. A first attack on a new foe may reach out to 0.95 of the
+        weapon's reach (``acquiring``); others keep a margin for lag (0.8)."""
         rules = self.defn.rules
         for kd, reach in ((ActionKind.MELEE, rules.melee_reach_m), (ActionKind.RANGED, rules.ranged_range_m),
                           (ActionKind.CAST, rules.cast_range_m)):
@@ -352,7 +419,7 @@ class ActionGenerator:
             fi = index.index_of(np.where(ok, f, 0))
             ok &= fi >= 0
             d = np.hypot(index.x[fi] - ex[who[k]], index.y[fi] - ey[who[k]])
-            ok &= d <= 0.8 * reach
+            ok &= d <= np.where(acquiring[k], 0.95, 0.8) * reach
             target[k[ok]] = f[ok]
         k = np.flatnonzero(kind == ActionKind.LOOT)
         if k.size:

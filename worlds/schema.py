@@ -130,6 +130,18 @@ class CheatSection(Strict):
     min_reactions: Annotated[int, Field(ge=1)] = 8
     reaction_mean_ms: PositiveFloat = 170.0  # mean reaction below this is inhuman...
     reaction_sd_ms: PositiveFloat = 45.0  # ...with a spread below this
+    # Target acquisition: the first attack on a new foe, timed from seeing the last one die.
+    # Honest players' reaction times: per player a mean drawn from a normal prior, no faster
+    # than the floor; per switch that mean +- the spread. A player is flagged when its count
+    # of acquisitions faster than ``acquire_fast_ms`` has a binomial tail below
+    # ``acquire_tail_p`` for the fastest human (the floor), or when the Bayes factor of that
+    # count (over the prior), times the aim test's, reaches e^aim_log_bf.
+    acquire_fast_ms: PositiveFloat = 150.0
+    reaction_prior_ms: PositiveFloat = 260.0
+    reaction_prior_sd_ms: PositiveFloat = 35.0
+    reaction_floor_ms: PositiveFloat = 180.0
+    reaction_spread_ms: PositiveFloat = 60.0
+    acquire_tail_p: Annotated[float, Field(gt=0, lt=1)] = 1e-4
     min_intervals: Annotated[int, Field(ge=2)] = 25
     regularity_cv: Annotated[float, Field(gt=0, lt=1)] = 0.25  # coefficient of variation of action intervals
     min_timings: Annotated[int, Field(ge=1)] = 20
