@@ -396,7 +396,8 @@ def _flags(stats, th, rare_p):
 
 class AnomalyScore(System):
     phase = Phase.SCORE
-    reads = (ActionBatch, ActionOrderIndex, ActionEffects, NpcHits, SpatialIndex, Player, Velocity, Position, Health, Npc)
+    reads = (ActionBatch, ActionOrderIndex, ActionEffects, NpcHits, SpatialIndex, Player, Velocity, Position, Health,
+             Npc)
     writes = (CheatStats,)
 
     def __init__(self, world, defn) -> None:

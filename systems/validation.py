@@ -10,10 +10,11 @@ sequence-number order, and refused with a reason code when it is impossible:
   allow (``forged_timestamp``) unless the link just stalled (a silence of ``stall_gap_ms``
   gives the burst after it that much credit), nor anything absurdly old (``stale_timestamp``).
   What the link explains is half the measured round trip plus four times its measured jitter
-  plus ``timing_slack_ms``; the stall credit covers only actions made during the silence; a
-  client's clock does not run backwards, so a newer sequence number may not carry a time
-  before the newest accepted one's; the rewind window only bounds how far back an event is placed;
-  a sequence number is accepted once, out of order within 64 (``replayed_seq``);
+  plus ``timing_slack_ms``; the stall credit covers only actions made during the silence and
+  arriving with the burst that ends it; a client's clock does not run backwards, so a newer
+  sequence number may not carry a time before the newest accepted one's; the rewind window
+  only bounds how far back an event is placed; a sequence number is accepted once, out of
+  order within 64 (``replayed_seq``);
 - position: every action carries where the actor was when it acted. The claim must lie in the
   world and outside blocked space, and be reachable at top speed from the last accepted one
   over the time between their client timestamps (``too_fast``; a jump far beyond that is a
@@ -212,7 +213,9 @@ def _validate(order, inverse, is_player, actor, target, seq, client_ms, kind, x,
         # only for actions made during the silence, not before it began (gap_end - gap).
         link_err = 4.0 * fixed[a, _JITTER] + limits[_SLACK]
         made_in_gap = t_ms >= gap_end - gap - 0.5 * rtt - link_err
-        credit = gap if recv - gap_end <= limits[_STALL] and made_in_gap else 0.0
+        # and only for what arrives with the burst (within the link's error of its first
+        # packet): a packet made during a stall does not trail in long after the others.
+        credit = gap if recv - gap_end <= link_err and made_in_gap else 0.0
         if fixed[a, _DEAD] != 0.0 or t_ms < fixed[a, _LIFE]:
             status[i] = 3  # ACTOR_DEAD (or the action belongs to a life that ended)
         elif t_ms > recv + limits[_FUTURE]:

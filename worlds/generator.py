@@ -230,7 +230,8 @@ class ActionGenerator:
         self.acquire_at[~any_ready] = -1e18
         acquire = alive & ~bots & (self.acquire_at > tick * tick_ms - ANSWER_PATIENCE_MS)
         acquire &= (self.acquire_at < (tick + 1) * tick_ms) & (weapon != 0)
-        frac = np.where(acquire & (self.acquire_at >= tick * tick_ms), (self.acquire_at - tick * tick_ms) / tick_ms, frac)
+        on_time = acquire & (self.acquire_at >= tick * tick_ms)
+        frac = np.where(on_time, (self.acquire_at - tick * tick_ms) / tick_ms, frac)
         answer |= acquire
         act |= answer
         deliberate |= answer
@@ -324,7 +325,8 @@ class ActionGenerator:
         died_end = (died + 1.0) * tick_ms
         lost = there & (dead != 0) & (died_end >= self.engaged_ms[e])
         lost &= self.bot_interval[e] <= 0  # a bot keeps its beat: its program picks the next foe at once
-        react = self.react_mean[e] + self.react_sd[e] * np.clip(self.rng.normal(tick, self.ids[e], S_REACT, 1), -2.5, 2.5)
+        draw = np.clip(self.rng.normal(tick, self.ids[e], S_REACT, 1), -2.5, 2.5)
+        react = self.react_mean[e] + self.react_sd[e] * draw
         acquire = died_end + 0.5 * self.rtt_ms[e] + np.maximum(react, 60.0)
         self.hold_ms[e[lost]] = acquire[lost]
         self.acquire_at[e[lost]] = acquire[lost]
