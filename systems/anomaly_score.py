@@ -21,10 +21,14 @@ below it at the target false-positive rate):
 - reaction: time from being hurt (as the client saw it) to the next attack: inhumanly fast
   and inhumanly steady;
 - target acquisition: time from seeing its foe die (the end of that tick, plus half the round
-  trip) to the first attack on another, when the weapon was ready by then. Nobody aims at
-  the next foe before noticing the last one is gone, so, unlike the hurt answer, no attack
-  planned earlier blurs it; a binomial tail of how many were faster than a human's fastest,
-  at a few dozen switches a minute in a battle;
+  trip) to the first attack on another, when the weapon was ready (or nearly) and the new
+  foe surely in reach by then. Nobody aims at the next foe before noticing the last one is
+  gone, so, unlike the hurt answer, no attack planned earlier blurs it; and a weapon or an
+  approach can only delay it, never make a human look faster. Some 10-40 such switches a
+  minute in a battle, counted in three bins (fast, quick, neither): a binomial tail of the
+  fast ones for the fastest human, and a Bayes factor of all three against the honest
+  reaction prior, which multiplies with the aim factor (independent evidence: the product
+  of the two is still a martingale for honest players, so e^-T still bounds the flags);
 - regularity: the coefficient of variation of the intervals between deliberate actions (not
   the moves clients send as a heartbeat): bots keep time, people do not;
 - timing: the mean of how much later than its link explains an action arrived (a client that
@@ -59,9 +63,12 @@ FLAG_NAMES = {FLAG_MOVE: "movement_refusals", FLAG_TIMING: "timing_refusals", FL
 SPEED_CUSUM_K = 1.0  # reference ratio of the CUSUM: honest clients stay under top speed
 SPEED_CUSUM_H = 2.0  # decision level
 REPEAT_P = 0.15  # generous: two exponential intervals within 5 % (or 2x, 3x, 1/2x, 1/3x) of each other ~ 0.11
-ACQUIRE_GRID = 12  # fast-share levels of the acquisition factor's cheat model
+ACQUIRE_GRID = 12  # levels of the acquisition factor's cheat model
 ACQUIRE_HUMAN = 16  # and of its honest one
-ACQUIRE_WINDOW_MS = 1000.0  # a first attack on a new foe later than this after the last died is no reaction
+ACQUIRE_CHEAT_SD_MS = 30.0
+ACQUIRE_SLIP = 0.05
+ACQUIRE_WINDOW_MS = 500.0  # a first attack on a new foe later than this after the last died is no reaction
+ACQUIRE_READY_MS = 100.0  # the weapon must be ready this soon after the death was seen
 MIN_REPEAT_INTERVALS = 10  # the repeat test's tail needs no more: 9 of 9 repeats is ~4e-8 for a human
 # Skill levels of the aim test: here, not beside CheatStats, because numba's cache would not
 # see a change made in another file (the asserts below hold the two together).
@@ -73,7 +80,7 @@ _LOG_BLIND_HIT, _LOG_BLIND_MISS = np.log(AIM_BLIND), np.log1p(-AIM_BLIND)
 _FIELDS = CheatStats.fields
 _STAT_FIELDS = tuple((CheatStats, f) for f in _FIELDS if f != "last_target")  # float64-safe
 _SHOTS, _HITS, _AIM_LL = 0, 1, 2  # aim_ll0 .. aim_ll{AIM_GRID - 1} follow hits
-(_REACT_N, _REACT_SUM, _REACT_SQ, _HURT_MS, _ACQ_N, _ACQ_FAST, _LAST_MELEE, _LAST_RANGED, _LAST_CAST,
+(_REACT_N, _REACT_SUM, _REACT_SQ, _HURT_MS, _ACQ_N, _ACQ_FAST, _ACQ_QUICK, _LAST_MELEE, _LAST_RANGED, _LAST_CAST,
  _INT_N, _INT_SUM, _INT_SQ, _LAST_T_MS, _PREV_INT, _REPEATS, _EXCESS_N, _EXCESS_SUM, _LOOTS, _RARES, _R_MOVE,
  _R_TIMING, _R_RATE, _R_ECONOMY, _SPEED_CUSUM, _FLAGS, _FLAG_TICK, _SCORE, _LAST_TARGET) = range(_AIM_LL + AIM_GRID,
                                                                                               len(_FIELDS))
@@ -134,32 +141,52 @@ def _normal_cdf(x: float) -> float:
     return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
 
 
-def human_acquisition(c) -> tuple[float, np.ndarray, np.ndarray]:
-    """The honest model of fast acquisitions, from the world file's reaction prior: the
-    fastest human's share of acquisitions under ``acquire_fast_ms``, and ``ACQUIRE_HUMAN``
-    levels of that share with the log prior mass of each (each band of mean reaction times
-    takes its fastest end's share: an honest player is judged at least as fast as it is)."""
-    def share(mean_ms):
-        return _normal_cdf((c.acquire_fast_ms - mean_ms) / c.reaction_spread_ms)
+def _bins(fast_ms: float, quick_ms: float, mean_ms: float, sd_ms: float) -> np.ndarray:
+    """(3,) chances that a reaction of N(mean, sd) ms is fast (< fast_ms), quick (< quick_ms),
+    or neither."""
+    a = _normal_cdf((fast_ms - mean_ms) / sd_ms)
+    b = _normal_cdf((quick_ms - mean_ms) / sd_ms)
+    return np.array([a, b - a, 1.0 - b])
 
+
+def acquisition_model(c) -> dict[str, np.ndarray | float]:
+    """The two models of a player's acquisition times that the acquisition factor weighs, as
+    log chances of the three bins (fast, quick, neither), per level:
+
+    - ``human``: the world file's honest reaction prior in ``ACQUIRE_HUMAN`` bands of mean
+      reaction time, each with its log prior mass (``human_w``) and judged at its fastest end
+      (an honest player is judged at least as fast as it is);
+    - ``cheat``: a reaction faster than the floor: means evenly spread from 40 ms to the
+      floor (``ACQUIRE_GRID`` levels, equally likely), +- ``ACQUIRE_CHEAT_SD_MS``, of which
+      ``ACQUIRE_SLIP`` are slowed by something else (the gun, the approach);
+
+    and ``floor_fast``: the fastest human's share of fast acquisitions, for the tail test."""
     top = max(c.reaction_prior_ms + 4.0 * c.reaction_prior_sd_ms, c.reaction_floor_ms + 1.0)
     edges = np.linspace(c.reaction_floor_ms, top, ACQUIRE_HUMAN + 1)
     cdf = np.array([_normal_cdf((e - c.reaction_prior_ms) / c.reaction_prior_sd_ms) for e in edges])
     cdf[0], cdf[-1] = 0.0, 1.0  # the floor holds everyone faster; the last band everyone slower
-    mass = np.maximum(np.diff(cdf), 1e-300)
-    levels = np.clip([share(m) for m in edges[:-1]], 1e-12, 1.0 - 1e-12)
-    return share(c.reaction_floor_ms), np.log(mass), np.asarray(levels, np.float64)
+    human = np.array([_bins(c.acquire_fast_ms, c.acquire_quick_ms, m, c.reaction_spread_ms) for m in edges[:-1]])
+    cheat = np.array([(1.0 - ACQUIRE_SLIP) * _bins(c.acquire_fast_ms, c.acquire_quick_ms, m, ACQUIRE_CHEAT_SD_MS)
+                      for m in np.linspace(40.0, c.reaction_floor_ms, ACQUIRE_GRID)])
+    cheat[:, 2] += ACQUIRE_SLIP
+    return {"human_w": np.log(np.maximum(np.diff(cdf), 1e-300)), "human": np.log(np.clip(human, 1e-12, 1.0)),
+            "cheat": np.log(np.clip(cheat, 1e-12, 1.0)),
+            "floor_fast": _normal_cdf((c.acquire_fast_ms - c.reaction_floor_ms) / c.reaction_spread_ms)}
+
+
+_TH_SCALARS = 19  # then the acquisition model: human_w, its three bins, the cheat model's three
 
 
 def thresholds(c) -> np.ndarray:
-    """The world file's ``[cheat]`` section as the float64 vector the kernels read: 18
-    scalars, then the honest acquisition model's log masses and fast shares."""
-    floor_share, log_mass, levels = human_acquisition(c)
+    """The world file's ``[cheat]`` section as the float64 vector the kernels read:
+    ``_TH_SCALARS`` scalars, then the acquisition model (``acquisition_model``), flattened."""
+    m = acquisition_model(c)
     return np.concatenate([
         np.array([c.refusals, c.min_shots, c.aim_log_bf, c.min_reactions, c.reaction_mean_ms, c.reaction_sd_ms,
                   c.min_intervals, c.regularity_cv, c.min_timings, c.excess_delay_ms, c.min_loots, c.luck_p,
-                  c.skill_mean, c.skill_sd, c.skill_max, c.acquire_fast_ms, floor_share, c.acquire_tail_p]),
-        log_mass, levels]).astype(np.float64)
+                  c.skill_mean, c.skill_sd, c.skill_max, c.acquire_fast_ms, m["floor_fast"], c.acquire_tail_p,
+                  c.acquire_quick_ms]),
+        m["human_w"], m["human"].T.ravel(), m["cheat"].T.ravel()]).astype(np.float64)
 
 
 @njit(**JIT)
@@ -265,16 +292,20 @@ def _score(order, rows, kind, status, t_ms, hit, difficulty, excess, speed_ratio
         if foe[i] != 0:
             # The first attack on another foe after the last one died (after our last attack on
             # it): a reaction, timed from when the client saw the death, if the weapon was ready
-            # and the new foe in reach by then (else the shot times the weapon or the approach,
-            # not the eyes).
+            # (or nearly) and the new foe in reach by then (else the shot would time the
+            # weapon or the approach, not the eyes).
             clock = _LAST_MELEE + kd - 2
             last = max(s[_LAST_MELEE], s[_LAST_RANGED], s[_LAST_CAST])
             if foe[i] != last_target[r] and lost_ms[r] >= last:
                 seen = lost_ms[r] + 0.5 * rtt[i]
                 reaction = t - seen
-                if in_reach[i] and s[clock] + interval_ms[kd] <= seen and 0.0 < reaction < ACQUIRE_WINDOW_MS:
+                ready = s[clock] + interval_ms[kd] <= seen + ACQUIRE_READY_MS
+                if in_reach[i] and ready and 0.0 < reaction < ACQUIRE_WINDOW_MS:
                     s[_ACQ_N] += 1.0
-                    s[_ACQ_FAST] += 1.0 if reaction < th[15] else 0.0
+                    if reaction < th[15]:
+                        s[_ACQ_FAST] += 1.0
+                    elif reaction < th[18]:
+                        s[_ACQ_QUICK] += 1.0
             if foe[i] != last_target[r]:
                 lost_ms[r] = np.nan
                 last_target[r] = foe[i]
@@ -309,30 +340,32 @@ def _score(order, rows, kind, status, t_ms, hit, difficulty, excess, speed_ratio
 
 
 @njit(**JIT)
-def _log_mean_exp_binom(fast, n, log_w, p):
-    """log sum_j exp(log_w[j]) p_j^fast (1 - p_j)^(n - fast): a mixture's likelihood."""
+def _log_mixture(counts, log_w, log_p, levels):
+    """log sum_j exp(log_w[j] + sum_b counts[b] log_p[b * levels + j]): the likelihood of bin
+    counts under a mixture of ``levels`` multinomials (log_p: bin-major, as ``thresholds``)."""
     top = -np.inf
-    for j in range(p.shape[0]):
-        top = max(top, log_w[j] + fast * math.log(p[j]) + (n - fast) * math.log1p(-p[j]))
+    for j in range(levels):
+        top = max(top, log_w[j] + counts[0] * log_p[j] + counts[1] * log_p[levels + j]
+                  + counts[2] * log_p[2 * levels + j])
     total = 0.0
-    for j in range(p.shape[0]):
-        total += math.exp(log_w[j] + fast * math.log(p[j]) + (n - fast) * math.log1p(-p[j]) - top)
+    for j in range(levels):
+        total += math.exp(log_w[j] + counts[0] * log_p[j] + counts[1] * log_p[levels + j]
+                          + counts[2] * log_p[2 * levels + j] - top)
     return top + math.log(total)
 
 
 @njit(**JIT)
-def acquire_log_bf(fast, n, th):
-    """log Bayes factor, from a player's ``fast`` of ``n`` target acquisitions, of a fast
-    share above the fastest human's (any of ``ACQUIRE_GRID`` levels, equally likely) over
-    the honest prior's (``thresholds``' tail). Like the aim factor, a martingale for honest
-    players, and independent of it: the two multiply into one test of both."""
-    p0 = th[16]
-    cheat_p = np.empty(ACQUIRE_GRID)
-    cheat_w = np.full(ACQUIRE_GRID, -math.log(ACQUIRE_GRID))
-    for j in range(ACQUIRE_GRID):
-        cheat_p[j] = p0 + (1.0 - p0) * (j + 0.5) / ACQUIRE_GRID
-    return (_log_mean_exp_binom(fast, n, cheat_w, cheat_p)
-            - _log_mean_exp_binom(fast, n, th[18:18 + ACQUIRE_HUMAN], th[18 + ACQUIRE_HUMAN:18 + 2 * ACQUIRE_HUMAN]))
+def acquire_log_bf(fast, quick, n, th):
+    """log Bayes factor, from a player's ``n`` target acquisitions of which ``fast`` and
+    ``quick`` fell in the first two bins, of the cheat model over the honest prior (see
+    ``acquisition_model``). Like the aim factor, a martingale for honest players, and
+    independent of it: the two multiply into one test of both."""
+    counts = np.array([fast, quick, n - fast - quick])
+    h = _TH_SCALARS
+    c = h + ACQUIRE_HUMAN * 4
+    return (_log_mixture(counts, np.full(ACQUIRE_GRID, -math.log(ACQUIRE_GRID)), th[c:c + 3 * ACQUIRE_GRID],
+                         ACQUIRE_GRID)
+            - _log_mixture(counts, th[h:h + ACQUIRE_HUMAN], th[h + ACQUIRE_HUMAN:c], ACQUIRE_HUMAN))
 
 
 @njit(**JIT)
@@ -387,7 +420,7 @@ def _flags(stats, th, rare_p):
             f |= 1024
         # Aim and acquisition are independent evidence: their factors multiply.
         if (raised & 1056) != 1056 and s[_SHOTS] > 0.0 and s[_ACQ_N] > 0.0 and \
-                log_bf + acquire_log_bf(s[_ACQ_FAST], s[_ACQ_N], th) >= th[2]:
+                log_bf + acquire_log_bf(s[_ACQ_FAST], s[_ACQ_QUICK], s[_ACQ_N], th) >= th[2]:
             f |= 1056
         flags[r] = f
         score[r] = log_bf

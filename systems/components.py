@@ -80,9 +80,11 @@ CheatStats = Component(
         ("shots", "f8"), ("hits", "f8"), *[(f"aim_ll{k}", "f8") for k in range(9)],
         ("react_n", "f8"), ("react_sum", "f8"), ("react_sq", "f8"), ("hurt_ms", "f8"),
         # Target acquisition: first attacks on a new foe timed from seeing the last one die
-        # (acq_n), those faster than the world file's cut (acq_fast); the client's own weapon
-        # clocks (its last swing, shot, cast, counting those at a foe that died meanwhile).
-        ("acq_n", "f8"), ("acq_fast", "f8"), ("last_melee_ms", "f8"), ("last_ranged_ms", "f8"), ("last_cast_ms", "f8"),
+        # (acq_n), those faster than the world file's two cuts (acq_fast, then acq_quick); the
+        # client's own weapon clocks (last swing, shot, cast, counting those at a foe that
+        # died meanwhile).
+        ("acq_n", "f8"), ("acq_fast", "f8"), ("acq_quick", "f8"),
+        ("last_melee_ms", "f8"), ("last_ranged_ms", "f8"), ("last_cast_ms", "f8"),
         ("int_n", "f8"), ("int_sum", "f8"), ("int_sq", "f8"), ("last_t_ms", "f8"), ("prev_int", "f8"), ("repeats", "f8"),
         ("excess_n", "f8"), ("excess_sum", "f8"),
         ("loots", "f8"), ("rares", "f8"),

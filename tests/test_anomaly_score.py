@@ -8,7 +8,7 @@ import pytest
 from systems.anomaly_score import (_REFUSAL_CLASS, AIM_BLIND, AIM_GRID, FLAG_ACQUIRE, FLAG_AIM, FLAG_EXCESS, FLAG_LUCK,
                                    FLAG_MOVE, FLAG_REACTION, FLAG_REGULAR, FLAG_SPEED, AnomalyScore, _flags,
                                    _log_binom_tail, _score, _skill_log_prior, acquire_log_bf, aim_log_bf, flag_names,
-                                   human_acquisition, shot_difficulty, thresholds)
+                                   acquisition_model, shot_difficulty, thresholds)
 from systems.components import CheatStats
 from tests.reference import naive_aim_log_bf
 from worlds import parse_world
@@ -54,8 +54,8 @@ def fold_shots(b, hit, players=1, stats=None):
 
 
 def acquire(t_ms, foe=7, kind=3, in_reach=True, last_target=5, lost_ms=1000.0, last_ranged_ms=-1e18):
-    """(acq_n, acq_fast) after one attack at t_ms on ``foe``, by a player (round trip 100 ms)
-    whose last foe, ``last_target``, died in the tick ending at ``lost_ms``."""
+    """(acq_n, acq_fast + acq_quick / 2) after one attack at t_ms on ``foe``, by a player (round
+    trip 100 ms) whose last foe, ``last_target``, died in the tick ending at ``lost_ms``."""
     stats = fresh()
     stats[0, F["last_ranged_ms"]] = last_ranged_ms
     one = np.zeros(1, np.int64)
@@ -63,7 +63,7 @@ def acquire(t_ms, foe=7, kind=3, in_reach=True, last_target=5, lost_ms=1000.0, l
            np.full(1, np.nan), np.full(1, np.nan), np.full(1, np.nan), np.full(1, 100.0), np.zeros(1, np.bool_),
            np.zeros(1, np.bool_), _REFUSAL_CLASS, np.full(1, foe, np.int64), np.full(1, in_reach), INTERVAL,
            np.full(1, lost_ms), np.full(1, last_target, np.int64), stats, TH)
-    return stats[0, F["acq_n"]], stats[0, F["acq_fast"]]
+    return stats[0, F["acq_n"]], stats[0, F["acq_fast"]] + 0.5 * stats[0, F["acq_quick"]]
 
 
 def shots(hard_hits: bool, n=60):
@@ -98,14 +98,16 @@ def test_each_flag_on_its_own_evidence():
 def test_an_acquisition_is_timed_from_seeing_the_last_foe_die_and_only_when_it_can_be():
     # The death is seen at the end of its tick plus half the round trip: 1050 ms.
     assert acquire(1050 + 120) == (1.0, 1.0)  # a fast switch
+    assert acquire(1050 + 170) == (1.0, 0.5)  # a quick one
     assert acquire(1050 + 260) == (1.0, 0.0)  # a human one
     assert acquire(1050 + 120, foe=5) == (0.0, 0.0)  # the same foe again: no switch
     assert acquire(1050 + 120, lost_ms=np.nan) == (0.0, 0.0)  # the last foe lives
     assert acquire(1040) == (0.0, 0.0)  # before the client could have seen it
-    assert acquire(1050 + 1200) == (0.0, 0.0)  # too late to be a reaction
+    assert acquire(1050 + 600) == (0.0, 0.0)  # too late to be a reaction
     assert acquire(1050 + 120, in_reach=False) == (0.0, 0.0)  # the new foe may have been out of reach
-    assert acquire(1050 + 120, last_ranged_ms=700.0) == (0.0, 0.0)  # the gun was not ready (700 + 500 > 1050)
-    assert acquire(1050 + 120, last_ranged_ms=500.0) == (1.0, 1.0)  # it was
+    assert acquire(1050 + 120, last_ranged_ms=700.0) == (0.0, 0.0)  # the gun was not ready soon enough
+    assert acquire(1050 + 120, last_ranged_ms=600.0) == (1.0, 1.0)  # it was (within 100 ms: ready at 1100)
+    assert acquire(1050 + 120, last_ranged_ms=500.0) == (1.0, 1.0)  # at once
     assert acquire(1050 + 120, last_ranged_ms=1020.0) == (0.0, 0.0)  # attacked again after the death: not the switch
 
 
@@ -115,19 +117,28 @@ def test_acquisition_factor_spares_humans_at_its_rate_and_catches_inhuman_switch
     120 +- 25 ms: the factor reaches e^T for at most e^-T of the humans, at any count."""
     rng = np.random.default_rng(3)
     c = DEFAULTS
-    floor_share, _, levels = human_acquisition(c)
-    assert floor_share == pytest.approx(0.3085, abs=1e-4) and np.all(np.diff(levels) < 0)
+    model = acquisition_model(c)
+    assert model["floor_fast"] == pytest.approx(0.3085, abs=1e-4) and np.all(np.diff(model["human"][:, 0]) < 0)
+    assert np.exp(model["human_w"]).sum() == pytest.approx(1.0)
+    assert np.allclose(np.exp(model["human"]).sum(axis=1), 1.0) and np.allclose(np.exp(model["cheat"]).sum(axis=1), 1.0)
+
+    def counts(reaction):
+        return (np.cumsum(reaction < c.acquire_fast_ms, axis=1),
+                np.cumsum((reaction >= c.acquire_fast_ms) & (reaction < c.acquire_quick_ms), axis=1))
+
     humans, n = 20000, 40
     mean = np.maximum(rng.normal(c.reaction_prior_ms, c.reaction_prior_sd_ms, (humans, 1)), c.reaction_floor_ms)
-    fast = np.cumsum(rng.normal(mean, c.reaction_spread_ms, (humans, n)) < c.acquire_fast_ms, axis=1)
+    fast, quick = counts(rng.normal(mean, c.reaction_spread_ms, (humans, n)))
     highest = np.full(humans, -np.inf)
     for j in range(n):
-        highest = np.maximum(highest, [acquire_log_bf(float(k), j + 1.0, TH) for k in fast[:, j]])
+        highest = np.maximum(highest, [acquire_log_bf(float(f), float(q), j + 1.0, TH)
+                                       for f, q in zip(fast[:, j], quick[:, j])])
     for t in (2.0, 4.0, 6.0):
         assert (highest >= t).mean() <= np.exp(-t)
-    bots = np.cumsum(rng.normal(120.0, 25.0, (200, 20)) < c.acquire_fast_ms, axis=1)[:, -1]
-    assert np.mean([acquire_log_bf(float(k), 20.0, TH) >= c.aim_log_bf for k in bots]) >= 0.9
-    assert acquire_log_bf(0.0, 0.0, TH) == pytest.approx(0.0, abs=1e-12)
+    fast, quick = counts(rng.normal(120.0, 25.0, (200, 15)))
+    assert np.mean([acquire_log_bf(float(f), float(q), 15.0, TH) >= c.aim_log_bf
+                    for f, q in zip(fast[:, -1], quick[:, -1])]) >= 0.9
+    assert acquire_log_bf(0.0, 0.0, 0.0, TH) == pytest.approx(0.0, abs=1e-12)
 
 
 @pytest.mark.kernel

@@ -134,9 +134,11 @@ class CheatSection(Strict):
     # Honest players' reaction times: per player a mean drawn from a normal prior, no faster
     # than the floor; per switch that mean +- the spread. A player is flagged when its count
     # of acquisitions faster than ``acquire_fast_ms`` has a binomial tail below
-    # ``acquire_tail_p`` for the fastest human (the floor), or when the Bayes factor of that
-    # count (over the prior), times the aim test's, reaches e^aim_log_bf.
+    # ``acquire_tail_p`` for the fastest human (the floor), or when the Bayes factor of its
+    # counts under ``acquire_fast_ms`` and ``acquire_quick_ms`` (against the prior), times the
+    # aim test's, reaches e^aim_log_bf.
     acquire_fast_ms: PositiveFloat = 150.0
+    acquire_quick_ms: PositiveFloat = 190.0
     reaction_prior_ms: PositiveFloat = 260.0
     reaction_prior_sd_ms: PositiveFloat = 35.0
     reaction_floor_ms: PositiveFloat = 180.0
@@ -260,6 +262,9 @@ def semantic_problems(d: WorldDef) -> list[tuple[str, str]]:
         ox0, oy0, ox1, oy1 = o.rect
         if not (ox0 < ox1 and oy0 < oy1):
             out.append((f"obstacles[{i}].rect", f"expected [min_x, min_y, max_x, max_y] with min < max, got {o.rect}"))
+    if d.cheat.acquire_quick_ms <= d.cheat.acquire_fast_ms:
+        out.append(("cheat.acquire_quick_ms", f"must exceed acquire_fast_ms ({d.cheat.acquire_fast_ms} ms), "
+                                              f"got {d.cheat.acquire_quick_ms}"))
     pop_names = [p.name for p in d.populations]
     players = {p.name: p.count for p in d.populations if isinstance(p, Players)}
     drawn: dict[str, int] = {}
