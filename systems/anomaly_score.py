@@ -48,7 +48,7 @@ from ecs.config import JIT
 from systems.action_order import ActionOrderIndex
 from systems.actions import SPELL_HEAL, ActionBatch, ActionKind, Refusal
 from systems.apply_actions import ActionEffects
-from systems.columns import (Distinct, SlotMarks, gather, gather_fields, has_component, locate, owner_order, scatter,
+from systems.columns import (Distinct, SlotMarks, gather, gather_fields, locate, owner_order, scatter,
                              scatter_fields)
 from systems.components import CheatStats, Health, Npc, Player, Position, Velocity
 from systems.npc_combat import NpcHits
@@ -78,7 +78,9 @@ AIM_GRID = 9
 AIM_BLIND = np.linspace(0.3, 0.95, 14)
 _LOG_BLIND_HIT, _LOG_BLIND_MISS = np.log(AIM_BLIND), np.log1p(-AIM_BLIND)
 _FIELDS = CheatStats.fields
-_STAT_FIELDS = tuple((CheatStats, f) for f in _FIELDS if f != "last_target")  # float64-safe
+# Every field but last_target is float64: in a table they form one block, in this order.
+_STAT_FIELDS = tuple((CheatStats, f) for f in _FIELDS if f != "last_target")
+assert all(CheatStats.dtype[f] == np.float64 for _, f in _STAT_FIELDS)
 _SHOTS, _HITS, _AIM_LL = 0, 1, 2  # aim_ll0 .. aim_ll{AIM_GRID - 1} follow hits
 (_REACT_N, _REACT_SUM, _REACT_SQ, _HURT_MS, _ACQ_N, _ACQ_FAST, _ACQ_QUICK, _LAST_MELEE, _LAST_RANGED, _LAST_CAST,
  _INT_N, _INT_SUM, _INT_SQ, _LAST_T_MS, _PREV_INT, _REPEATS, _EXCESS_N, _EXCESS_SUM, _LOOTS, _RARES, _R_MOVE,
@@ -233,21 +235,22 @@ def aim_log_bf(hits, shots, ll_human, log_prior):
 
 
 @njit(**JIT)
-def _score(order, rows, kind, status, t_ms, hit, difficulty, excess, speed_ratio, rtt, looted, rare, refusal_class,
+def _score(order, rows, srow, kind, status, t_ms, hit, difficulty, excess, speed_ratio, rtt, looted, rare, refusal_class,
            foe, in_reach, interval_ms, lost_ms, last_target, stats, th):
     """Fold one tick's actions into the per-player statistics, in each actor's sequence order.
 
     order: (n,) int64 action indices sorted by actor then client time, read. rows: (n,) int64
-    row in ``stats`` of each action's actor (-1 none), read. kind, status: (n,) read.
+    actor of each action (-1 none: not scored), read; srow: (p,) int64 each actor's row in
+    ``stats`` and ``last_target``, read. kind, status: (n,) read.
     t_ms: (n,) float64 client time on the server clock; hit, difficulty (NaN if not a judged
     shot), excess, speed_ratio (NaN if not measured), rtt: (n,) float64; looted, rare: (n,)
     bool; all read. refusal_class: (32,) int64, read. foe: (n,) int64 target of each attack
     accepted or refused only because its target had died (0 for other actions), in_reach: (n,)
     bool whether that foe was surely in reach throughout the ``ACQUIRE_WINDOW_MS`` before the
     attack; all read. interval_ms: (8,) float64 weapon interval by kind, read.
-    lost_ms: (p,) float64 end of the tick the player's last foe died in (NaN if it lives),
-    read and written. last_target: (p,) int64, read and written. stats: (p, len(_STAT_FIELDS))
-    float64, read and written. th: from ``thresholds``, read.
+    lost_ms: (p,) float64 end of the tick the actor's last foe died in (NaN if it lives), read
+    and written. last_target: (rows,) int64, read and written. stats: (rows, len(_STAT_FIELDS))
+    float64 (CheatStats' float64 block, or a gathered copy of its rows), read and written. th: from ``thresholds``, read.
     """
     log_prior = _skill_log_prior(th[12], th[13], th[14])
     for k in range(order.shape[0]):
@@ -255,7 +258,8 @@ def _score(order, rows, kind, status, t_ms, hit, difficulty, excess, speed_ratio
         r = rows[i]
         if r < 0:
             continue
-        s = stats[r]
+        sr = srow[r]
+        s = stats[sr]
         if status[i] != 0:
             c = refusal_class[status[i]]
             if c == 1:
@@ -296,7 +300,7 @@ def _score(order, rows, kind, status, t_ms, hit, difficulty, excess, speed_ratio
             # weapon or the approach, not the eyes).
             clock = _LAST_MELEE + kd - 2
             last = max(s[_LAST_MELEE], s[_LAST_RANGED], s[_LAST_CAST])
-            if foe[i] != last_target[r] and lost_ms[r] >= last:
+            if foe[i] != last_target[sr] and lost_ms[r] >= last:
                 seen = lost_ms[r] + 0.5 * rtt[i]
                 reaction = t - seen
                 ready = s[clock] + interval_ms[kd] <= seen + ACQUIRE_READY_MS
@@ -306,9 +310,9 @@ def _score(order, rows, kind, status, t_ms, hit, difficulty, excess, speed_ratio
                         s[_ACQ_FAST] += 1.0
                     elif reaction < th[18]:
                         s[_ACQ_QUICK] += 1.0
-            if foe[i] != last_target[r]:
+            if foe[i] != last_target[sr]:
                 lost_ms[r] = np.nan
-                last_target[r] = foe[i]
+                last_target[sr] = foe[i]
             s[clock] = max(s[clock], t)
         if status[i] != 0:
             continue
@@ -368,63 +372,83 @@ def acquire_log_bf(fast, quick, n, th):
             - _log_mixture(counts, th[h:h + ACQUIRE_HUMAN], th[h + ACQUIRE_HUMAN:c], ACQUIRE_HUMAN))
 
 
+@njit(inline="always", **JIT)
+def _row_flags(s, th, rare_p):
+    """The flag bits a player's statistics ``s`` (one row of CheatStats' float64 block) call
+    for now; th: from ``thresholds``. Tests of flags already raised are not run again."""
+    f = 0
+    if s[_R_MOVE] >= th[0]:
+        f |= 1
+    if s[_R_TIMING] >= th[0]:
+        f |= 2
+    if s[_R_RATE] >= th[0]:
+        f |= 4
+    if s[_R_ECONOMY] >= th[0]:
+        f |= 8
+    if s[_SPEED_CUSUM] > SPEED_CUSUM_H:
+        f |= 16
+    log_bf = s[_SCORE]  # set by ``_score`` at each judged shot
+    if s[_SHOTS] >= th[1] and log_bf >= th[2]:
+        f |= 32
+    n = s[_REACT_N]
+    if n >= th[3]:
+        mean = s[_REACT_SUM] / n
+        sd = math.sqrt(max(s[_REACT_SQ] / n - mean * mean, 0.0))
+        if mean < th[4] and sd < th[5]:
+            f |= 64
+    n = s[_INT_N]
+    if n >= th[6]:  # the spread needs samples
+        mean = s[_INT_SUM] / n
+        sd = math.sqrt(max(s[_INT_SQ] / n - mean * mean, 0.0))
+        if mean > 0.0 and sd / mean < th[7]:
+            f |= 128
+    # For independent human intervals a repeat has a chance of about REPEAT_P: the count of
+    # repeats is a tail test of its own, valid from a few intervals on.
+    raised = int(s[_FLAGS])  # flags stay raised: their tail tests need not run again
+    if (f & 128) == 0 and (raised & 128) == 0 and n >= MIN_REPEAT_INTERVALS and \
+            _log_binom_tail(s[_REPEATS], n - 1.0, REPEAT_P) < math.log(th[11]):
+        f |= 128
+    n = s[_EXCESS_N]
+    if n >= th[8] and s[_EXCESS_SUM] / n > th[9]:
+        f |= 256
+    if (raised & 512) == 0 and s[_LOOTS] >= th[10] and \
+            _log_binom_tail(s[_RARES], s[_LOOTS], rare_p) < math.log(th[11]):
+        f |= 512
+    if (raised & 1024) == 0 and s[_ACQ_N] > 0.0 and \
+            _log_binom_tail(s[_ACQ_FAST], s[_ACQ_N], th[16]) < math.log(th[17]):
+        f |= 1024
+    # Aim and acquisition are independent evidence: their factors multiply.
+    if (raised & 1056) != 1056 and s[_SHOTS] > 0.0 and s[_ACQ_N] > 0.0 and \
+            log_bf + acquire_log_bf(s[_ACQ_FAST], s[_ACQ_QUICK], s[_ACQ_N], th) >= th[2]:
+        f |= 1056
+    return f
+
+
+
+
 @njit(**JIT)
 def _flags(stats, th, rare_p):
-    """Flag bits and a score (the aim test's log Bayes factor) for each player's statistics.
-    stats: (p, f), read. th: from ``thresholds``, read."""
+    """Flag bits and the aim score (log Bayes factor) for each row of ``stats`` (p, f), read."""
     p = stats.shape[0]
     flags = np.zeros(p, np.int64)
     score = np.zeros(p, np.float64)
     for r in range(p):
-        s = stats[r]
-        f = 0
-        if s[_R_MOVE] >= th[0]:
-            f |= 1
-        if s[_R_TIMING] >= th[0]:
-            f |= 2
-        if s[_R_RATE] >= th[0]:
-            f |= 4
-        if s[_R_ECONOMY] >= th[0]:
-            f |= 8
-        if s[_SPEED_CUSUM] > SPEED_CUSUM_H:
-            f |= 16
-        log_bf = s[_SCORE]  # set by ``_score`` at each judged shot
-        if s[_SHOTS] >= th[1] and log_bf >= th[2]:
-            f |= 32
-        n = s[_REACT_N]
-        if n >= th[3]:
-            mean = s[_REACT_SUM] / n
-            sd = math.sqrt(max(s[_REACT_SQ] / n - mean * mean, 0.0))
-            if mean < th[4] and sd < th[5]:
-                f |= 64
-        n = s[_INT_N]
-        if n >= th[6]:  # the spread needs samples
-            mean = s[_INT_SUM] / n
-            sd = math.sqrt(max(s[_INT_SQ] / n - mean * mean, 0.0))
-            if mean > 0.0 and sd / mean < th[7]:
-                f |= 128
-        # For independent human intervals a repeat has a chance of about REPEAT_P: the count of
-        # repeats is a tail test of its own, valid from a few intervals on.
-        raised = int(s[_FLAGS])  # flags stay raised: their tail tests need not run again
-        if (f & 128) == 0 and (raised & 128) == 0 and n >= MIN_REPEAT_INTERVALS and \
-                _log_binom_tail(s[_REPEATS], n - 1.0, REPEAT_P) < math.log(th[11]):
-            f |= 128
-        n = s[_EXCESS_N]
-        if n >= th[8] and s[_EXCESS_SUM] / n > th[9]:
-            f |= 256
-        if (raised & 512) == 0 and s[_LOOTS] >= th[10] and \
-                _log_binom_tail(s[_RARES], s[_LOOTS], rare_p) < math.log(th[11]):
-            f |= 512
-        if (raised & 1024) == 0 and s[_ACQ_N] > 0.0 and \
-                _log_binom_tail(s[_ACQ_FAST], s[_ACQ_N], th[16]) < math.log(th[17]):
-            f |= 1024
-        # Aim and acquisition are independent evidence: their factors multiply.
-        if (raised & 1056) != 1056 and s[_SHOTS] > 0.0 and s[_ACQ_N] > 0.0 and \
-                log_bf + acquire_log_bf(s[_ACQ_FAST], s[_ACQ_QUICK], s[_ACQ_N], th) >= th[2]:
-            f |= 1056
-        flags[r] = f
-        score[r] = log_bf
+        flags[r] = _row_flags(stats[r], th, rare_p)
+        score[r] = stats[r, _SCORE]
     return flags, score
+
+
+@njit(**JIT)
+def _raise_flags(stats, srows, th, rare_p, tick):
+    """Re-judge the rows ``srows`` of ``stats`` in place: new flags join the raised ones (a flag
+    stays), and the tick of the first is kept. stats: (rows, f) float64, read and written."""
+    for k in range(srows.shape[0]):
+        s = stats[srows[k]]
+        f = _row_flags(s, th, rare_p)
+        if f != 0:
+            if s[_FLAG_TICK] < 0.0:
+                s[_FLAG_TICK] = tick
+            s[_FLAGS] = float(int(s[_FLAGS]) | f)
 
 
 class AnomalyScore(System):
@@ -466,23 +490,28 @@ class AnomalyScore(System):
         hurt &= effects.effect > 0
         bites = world.resources.get(NpcHits)
         victims = np.concatenate([batch.target[hurt], bites.victims if bites is not None else []]).astype(np.int64)
-        if victims.size:
-            hurt_now = Distinct(world, victims, self._marks)
-            keep = has_component(world, hurt_now.at, CheatStats)
-            end_ms = ctx.time_ms + 1000.0 * ctx.dt_s
-            scatter(world, hurt_now.ids[keep], CheatStats, "hurt_ms", np.full(int(keep.sum()), end_ms),
-                    at=hurt_now.at.subset(keep))
+        if victims.size:  # (a victim hit twice is written twice, the same value)
+            scatter(world, victims, CheatStats, "hurt_ms", np.full(victims.shape[0], ctx.time_ms + 1000.0 * ctx.dt_s))
 
     def _fold(self, world, ctx, batch, effects) -> None:
         """Fold the tick's actions into their actors' statistics and re-judge only those actors
-        (nobody else's evidence changed)."""
+        (nobody else's evidence changed). When every actor lives in one table (the usual case),
+        the kernels work on the table's CheatStats block in place."""
         actors = Distinct(world, batch.actor, self._marks)
         at, inv = actors.at, actors.inverse
-        stats = gather_fields(world, at, _STAT_FIELDS)
-        scored = has_component(world, at, CheatStats)
         link = gather_fields(world, at, ((Player, "clock_offset_ms"), (Player, "rtt_ms")))
-        last_target, _ = gather(world, actors.ids, CheatStats, "last_target", at=at)
-        lost_ms = self._lost_ms(world, last_target, 1000.0 * ctx.dt_s)
+        (t, pos, trows), = at.groups if len(at.groups) == 1 else ((-1, 0, None),)
+        in_place = pos is None and world.tables[t].has(CheatStats)
+        if in_place:
+            table = world.tables[t]
+            stats = table.block(CheatStats, "shots")[0].T  # (capacity, fields): the table's own rows
+            last_target = table.column(CheatStats, "last_target")
+            srow, scored = trows, np.ones(actors.n, np.bool_)
+        else:
+            stats = gather_fields(world, at, _STAT_FIELDS)
+            last_target, scored = gather(world, actors.ids, CheatStats, "last_target", at=at)
+            srow = np.arange(actors.n, dtype=np.int64)
+        lost_ms = self._lost_ms(world, last_target[srow], 1000.0 * ctx.dt_s)
         mine = np.maximum(inv, 0)
         rows = np.where((inv >= 0) & scored[mine], inv, -1)
         t_ms = batch.client_time_ms - link[mine, 0]
@@ -495,7 +524,6 @@ class AnomalyScore(System):
             dist = np.hypot(tgt[:, 0] - batch.x[shots], tgt[:, 1] - batch.y[shots])
             difficulty[shots] = shot_difficulty(dist, self.range_m, np.hypot(tgt[:, 2], tgt[:, 3]), self.speed_ref)
         looted = (batch.kind == ActionKind.LOOT) & (batch.status == 0) & (effects.effect > 0)
-        rare = effects.looted_rare
         heal = (batch.kind == ActionKind.CAST) & (batch.value == SPELL_HEAL)
         # A foe that died before the attack landed was the client's foe all the same.
         engaged = (batch.status == 0) | (batch.status == Refusal.TARGET_DEAD)
@@ -503,16 +531,13 @@ class AnomalyScore(System):
         foe = np.where(attacks, batch.target, 0)
         in_reach = self._in_reach(world, ctx, batch, foe, np.isfinite(lost_ms)[mine] & (inv >= 0))
         order = owner_order(rows, t_ms, actors.n)
-        _score(order, rows, batch.kind, batch.status, t_ms, (batch.value >= 0.5).astype(np.float64), difficulty,
-               batch.excess_ms, batch.speed_ratio, rtt, np.asarray(looted, np.bool_), rare, _REFUSAL_CLASS, foe,
+        _score(order, rows, srow, batch.kind, batch.status, t_ms, (batch.value >= 0.5).astype(np.float64),
+               difficulty, batch.excess_ms, batch.speed_ratio, rtt, looted, effects.looted_rare, _REFUSAL_CLASS, foe,
                in_reach, self.interval, lost_ms, last_target, stats, self.th)
-        flags, score = _flags(stats, self.th, self.rare_p)
-        known = stats[:, _FLAG_TICK] >= 0
-        stats[:, _FLAG_TICK] = np.where(~known & (flags != 0), ctx.tick, stats[:, _FLAG_TICK])
-        stats[:, _FLAGS] = stats[:, _FLAGS].astype(np.int64) | flags  # a flag, once raised, stays
-        stats[:, _SCORE] = score
-        scatter_fields(world, at.subset(scored), _STAT_FIELDS, stats[scored])
-        scatter(world, actors.ids[scored], CheatStats, "last_target", last_target[scored], at=at.subset(scored))
+        _raise_flags(stats, srow[scored], self.th, self.rare_p, float(ctx.tick))
+        if not in_place:
+            scatter_fields(world, at.subset(scored), _STAT_FIELDS, stats[scored])
+            scatter(world, actors.ids[scored], CheatStats, "last_target", last_target[scored], at=at.subset(scored))
 
     def _in_reach(self, world, ctx, batch, foe, lost) -> np.ndarray:
         """(n,) bool: attacks on a foe so near now that it was in reach all the window before,
@@ -533,8 +558,9 @@ class AnomalyScore(System):
     @staticmethod
     def _lost_ms(world, foes: np.ndarray, tick_ms: float) -> np.ndarray:
         """(p,) float64: the end of the tick each foe died in, NaN for one alive or gone."""
-        dead, there = gather(world, foes, Health, "dead")
-        died, _ = gather(world, foes, Health, "died_tick")
+        at = locate(world, foes)
+        dead, there = gather(world, foes, Health, "dead", at=at)
+        died, _ = gather(world, foes, Health, "died_tick", at=at)
         return np.where(there & (dead != 0), (died + 1.0) * tick_ms, np.nan)
 
 

@@ -3,7 +3,7 @@ counted, and nothing in the game state changed."""
 
 import pytest
 
-from systems.components import CheatStats, Health, Link, Player, Position
+from systems.components import CheatStats, Health, Link, Player, Position, Static
 from tests.conftest import WORLDS
 from worlds import Simulation
 
@@ -104,3 +104,22 @@ def test_a_newer_action_dated_before_an_older_one_is_forged():
     r = run(sim, rec(sim, west, 1, "move", t - 20), rec(sim, west, 2, "move", t - 220, recv_time_ms=t - 190))
     assert r.refused == {"forged_timestamp": 1} and r.applied == 1
     assert sim.world.get(west, Player)["last_seq"] == 1
+
+
+def test_evidence_is_the_same_whether_the_actors_share_a_table_or_not():
+    """The anomaly score works in place on the table's CheatStats block when every actor of the
+    tick lives in one table, on gathered copies otherwise: the evidence comes out the same."""
+    seen = []
+    for split in (False, True):
+        sim, west, east, south = world()
+        if split:  # east now lives in a table of its own
+            sim.world.add_component(east, Static)
+            sim.world.apply_commands()
+        skip(sim, 10)
+        t = sim.tick * 50.0
+        r = run(sim, rec(sim, west, 1, "move", t - 20, x=49.0, y=50.0), rec(sim, west, 2, "ranged", t - 10, target=south),
+                rec(sim, east, 1, "move", t - 20, x=5.0, y=5.0))
+        assert r.refused == {"blocked": 1, "teleport": 1} and r.applied == 1
+        seen.append({p: sim.world.get(p, CheatStats) for p in (west, east)})
+    assert seen[0] == seen[1]
+    assert seen[0][west]["r_move"] == 1 and seen[0][west]["shots"] == 1 and seen[0][east]["r_move"] == 1

@@ -57,8 +57,8 @@ def cheat_summary(sim) -> dict:
     """The ``cheat`` section of the run summary."""
     truth: GroundTruth = sim.truth
     ids = sim.player_ids
-    flags, _ = gather(sim.world, ids, CheatStats, "flags")
-    flag_tick, _ = gather(sim.world, ids, CheatStats, "flag_tick")
+    flags = gather(sim.world, ids, CheatStats, "flags")[0].astype(np.int64)
+    flag_tick = gather(sim.world, ids, CheatStats, "flag_tick")[0].astype(np.int64)
     kind = truth.kind if truth.kind is not None else np.zeros(ids.size, np.int64)
     honest = kind == 0
     flagged = flags != 0
