@@ -112,13 +112,15 @@ def shot_difficulty(dist_m: np.ndarray, range_m: float, target_speed_mps: np.nda
 
 
 @njit(**JIT)
-def _log_binom_tail(k, n, p):
-    """log P(X >= k) for X ~ Binomial(n, p), for tests that ask only whether it is tiny.
+def _log_binom_tail(k, n, p, stop=np.inf):
+    """log P(X >= k) for X ~ Binomial(n, p), for tests that ask only whether it is below
+    ``stop``.
 
     At or below the mean it answers 0 (log 1): an overestimate, never a false alarm. Above it
     the terms fall from the first, so they are summed from k until they stop mattering, each
     from the last by the ratio of binomial coefficients: the cost does not grow with n, and a
-    player's statistics grow all game long.
+    player's statistics grow all game long. The sum also stops once it reaches e^stop: the
+    answer is then some value at least ``stop`` (the tail is not tiny; how big, nobody asks).
     """
     if k <= 0.0 or k <= n * p:
         return 0.0
@@ -128,12 +130,15 @@ def _log_binom_tail(k, n, p):
     n = int(n)
     first = (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
              + k * math.log(p) + (n - k) * math.log1p(-p))
+    if first >= stop:
+        return first
+    enough = math.exp(min(stop - first, 700.0))  # the sum of term ratios at which the tail reaches e^stop
     odds = math.log(p) - math.log1p(-p)
     rel = 0.0  # log of term j over the first
     total = 1.0
     for j in range(k, n):
         rel += math.log((n - j) / (j + 1.0)) + odds
-        if rel < -40.0:
+        if rel < -40.0 or total >= enough:
             break
         total += math.exp(rel)
     return first + math.log(total)
@@ -406,16 +411,16 @@ def _row_flags(s, th, rare_p):
     # repeats is a tail test of its own, valid from a few intervals on.
     raised = int(s[_FLAGS])  # flags stay raised: their tail tests need not run again
     if (f & 128) == 0 and (raised & 128) == 0 and n >= MIN_REPEAT_INTERVALS and \
-            _log_binom_tail(s[_REPEATS], n - 1.0, REPEAT_P) < math.log(th[11]):
+            _log_binom_tail(s[_REPEATS], n - 1.0, REPEAT_P, math.log(th[11])) < math.log(th[11]):
         f |= 128
     n = s[_EXCESS_N]
     if n >= th[8] and s[_EXCESS_SUM] / n > th[9]:
         f |= 256
     if (raised & 512) == 0 and s[_LOOTS] >= th[10] and \
-            _log_binom_tail(s[_RARES], s[_LOOTS], rare_p) < math.log(th[11]):
+            _log_binom_tail(s[_RARES], s[_LOOTS], rare_p, math.log(th[11])) < math.log(th[11]):
         f |= 512
     if (raised & 1024) == 0 and s[_ACQ_N] > 0.0 and \
-            _log_binom_tail(s[_ACQ_FAST], s[_ACQ_N], th[16]) < math.log(th[17]):
+            _log_binom_tail(s[_ACQ_FAST], s[_ACQ_N], th[16], math.log(th[17])) < math.log(th[17]):
         f |= 1024
     # Aim and acquisition are independent evidence: their factors multiply.
     if (raised & 1056) != 1056 and s[_SHOTS] > 0.0 and s[_ACQ_N] > 0.0 and \
@@ -511,8 +516,13 @@ class AnomalyScore(System):
             stats = gather_fields(world, at, _STAT_FIELDS)
             last_target, scored = gather(world, actors.ids, CheatStats, "last_target", at=at)
             srow = np.arange(actors.n, dtype=np.int64)
-        lost_ms = self._lost_ms(world, last_target[srow], 1000.0 * ctx.dt_s)
         mine = np.maximum(inv, 0)
+        heal = (batch.kind == ActionKind.CAST) & (batch.value == SPELL_HEAL)
+        # A foe that died before the attack landed was the client's foe all the same.
+        engaged = (batch.status == 0) | (batch.status == Refusal.TARGET_DEAD)
+        attacks = engaged & (batch.kind >= ActionKind.MELEE) & (batch.kind <= ActionKind.CAST) & ~heal
+        foe = np.where(attacks, batch.target, 0)
+        lost_ms = self._lost_ms(world, last_target[srow], 1000.0 * ctx.dt_s)
         rows = np.where((inv >= 0) & scored[mine], inv, -1)
         t_ms = batch.client_time_ms - link[mine, 0]
         rtt = link[mine, 1]
@@ -524,11 +534,6 @@ class AnomalyScore(System):
             dist = np.hypot(tgt[:, 0] - batch.x[shots], tgt[:, 1] - batch.y[shots])
             difficulty[shots] = shot_difficulty(dist, self.range_m, np.hypot(tgt[:, 2], tgt[:, 3]), self.speed_ref)
         looted = (batch.kind == ActionKind.LOOT) & (batch.status == 0) & (effects.effect > 0)
-        heal = (batch.kind == ActionKind.CAST) & (batch.value == SPELL_HEAL)
-        # A foe that died before the attack landed was the client's foe all the same.
-        engaged = (batch.status == 0) | (batch.status == Refusal.TARGET_DEAD)
-        attacks = engaged & (batch.kind >= ActionKind.MELEE) & (batch.kind <= ActionKind.CAST) & ~heal
-        foe = np.where(attacks, batch.target, 0)
         in_reach = self._in_reach(world, ctx, batch, foe, np.isfinite(lost_ms)[mine] & (inv >= 0))
         order = owner_order(rows, t_ms, actors.n)
         _score(order, rows, srow, batch.kind, batch.status, t_ms, (batch.value >= 0.5).astype(np.float64),

@@ -195,3 +195,14 @@ def test_aim_test_spares_humans_at_its_rate_and_catches_a_difficulty_blind_aim()
     hit = (rng.uniform(size=(aimbots, n)) < 0.6 * (0.85 + 0.15 * b)).astype(np.float64)
     flags, score = _flags(fold_shots(b.T.ravel(), hit.T.ravel(), aimbots), TH, c.rare_drop_p)
     assert (flags & FLAG_AIM != 0).mean() >= 0.95
+
+
+@pytest.mark.kernel
+def test_binomial_tail_stops_early_only_when_the_answer_is_no():
+    for k, n, p in ((5, 40, 0.02), (30, 200, 0.1), (400, 2000, 0.15), (9, 10, 0.31)):
+        exact = _log_binom_tail(k, n, p)
+        for stop in (np.log(1e-6), np.log(1e-4), -1.0):
+            got = _log_binom_tail(k, n, p, stop)
+            assert (got < stop) == (exact < stop)
+            if exact < stop:
+                assert got == pytest.approx(exact, rel=1e-9)
