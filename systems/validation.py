@@ -43,16 +43,25 @@ from systems.columns import (Distinct, SlotMarks, gather, gather_fields, has_com
 from systems.components import Health, Link, Loot, Player, Position
 from systems.obstacles import inside_any, obstacle_arrays, segment_blocked
 
-# Running record of an actor, read from and written back to Player (in this column order).
-RUNNING = ("last_seq", "last_move_ms", "last_x", "last_y", "last_melee_ms", "last_ranged_ms", "last_cast_ms",
-           "tokens", "tokens_ms", "last_recv_ms", "gap_ms", "gap_end_ms")
-_LINK_FIELDS = ("last_recv_ms", "gap_ms", "gap_end_ms")  # these three live in Link, the rest in Player
-_SEQ, _MOVE, _X, _Y, _MELEE, _RANGED, _CAST, _TOKENS, _TOKENS_MS, _RECV, _GAP, _GAP_END = range(len(RUNNING))
-# Fixed facts about an actor for this tick.
-FIXED = ("rtt_ms", "clock_offset_ms", "speed_mps", "life_start_ms", "jitter_ms")
-_RTT, _OFFSET, _SPEED, _LIFE, _JITTER, _DEAD, _CONNECTED = range(7)
-_FIXED_FIELDS = tuple((Player, f) for f in FIXED) + ((Health, "dead"), (Player, "connected"))
-_RUNNING_FIELDS = tuple((Link if f in _LINK_FIELDS else Player, f) for f in RUNNING)
+
+
+def _same_dtype_fields(component, dtype) -> tuple[str, ...]:
+    """A component's fields of one dtype, in the order of the table block that holds them."""
+    return tuple(f for f in component.fields if component.dtype[f] == np.dtype(dtype))
+
+
+# An actor's record is read and written where it lives: the float64 and int64 blocks of Player
+# and the float64 block of Link, each seen as (rows, fields), plus Health.dead and
+# Player.connected; the kernel indexes them by these positions.
+_PLAYER_F8 = _same_dtype_fields(Player, np.float64)
+_PLAYER_I8 = _same_dtype_fields(Player, np.int64)
+_LINK_F8 = _same_dtype_fields(Link, np.float64)
+(_MOVE, _X, _Y, _RTT, _JITTER, _OFFSET, _SPEED, _LIFE, _MELEE, _RANGED, _CAST, _TOKENS, _TOKENS_MS) = (
+    _PLAYER_F8.index(f) for f in ("last_move_ms", "last_x", "last_y", "rtt_ms", "jitter_ms", "clock_offset_ms",
+                                  "speed_mps", "life_start_ms", "last_melee_ms", "last_ranged_ms", "last_cast_ms",
+                                  "tokens", "tokens_ms"))
+_SEQ, _SEQ_WINDOW = (_PLAYER_I8.index(f) for f in ("last_seq", "seq_window"))
+_RECV, _GAP, _GAP_END = (_LINK_F8.index(f) for f in ("last_recv_ms", "gap_ms", "gap_end_ms"))
 # Rules, in one array for the kernel.
 LIMITS = ("future_tolerance_ms", "stale_limit_ms", "rewind_window_ms", "speed_tolerance", "min_x", "min_y", "max_x",
           "max_y", "max_speed_mps", "teleport_m", "stall_gap_ms", "melee_interval_ms", "ranged_interval_ms",
@@ -101,8 +110,9 @@ def _judge_target(kind, ts, t, x, y, reach_m, rtt_ms, limits, occluders, heal):
 @njit(inline="always", **JIT)
 def _judge_position(x, y, t_ms, run, a, speed_mps, limits, walls):
     """(refusal code or 0, speed ratio) for the position claim (x, y) at client time t_ms,
-    against actor a's running record ``run[a]`` ((u, 12) float64, read). The ratio is the distance over
-    what top speed allows in the time (1.0 = exactly top speed; NaN when not judged)."""
+    against the actor's record ``run[a]`` (Player's float64 block, read). The ratio is the
+    distance over what top speed allows in the time (1.0 = exactly top speed; NaN when not
+    judged)."""
     if not (limits[_X0] <= x <= limits[_X1] and limits[_Y0] <= y <= limits[_Y1]):
         return 7, np.nan  # OUT_OF_BOUNDS
     if inside_any(walls, x, y):
@@ -133,14 +143,16 @@ def _judge_rate(kind, t_ms, run, a, limits):
 
 
 @njit(inline="always", **JIT)
-def _accept(kind, s, t_ms, recv, x, y, run, a, window, limits):
-    """Move the running record on for an accepted action; returns the new anti-replay window."""
-    if s > run[a, _SEQ]:
-        shift = np.int64(s - run[a, _SEQ])
-        window = (window << shift) | 1 if shift < 64 else np.int64(1)
-        run[a, _SEQ] = s
+def _accept(kind, s, t_ms, x, y, run, seqs, a, limits):
+    """Move the actor's record on for an accepted action: ``run[a]`` (Player's float64 block)
+    and ``seqs[a]`` (its int64 block: last sequence number and anti-replay window)."""
+    last = seqs[a, _SEQ]
+    if s > last:
+        shift = np.int64(s - last)
+        seqs[a, _SEQ_WINDOW] = (seqs[a, _SEQ_WINDOW] << shift) | 1 if shift < 64 else np.int64(1)
+        seqs[a, _SEQ] = s
     else:
-        window |= np.int64(1) << np.int64(run[a, _SEQ] - s)
+        seqs[a, _SEQ_WINDOW] |= np.int64(1) << np.int64(last - s)
     if t_ms >= run[a, _MOVE]:  # a late packet does not move the actor back
         run[a, _MOVE] = t_ms
         run[a, _X] = x
@@ -154,26 +166,27 @@ def _accept(kind, s, t_ms, recv, x, y, run, a, window, limits):
     tokens = min(limits[_BURST], run[a, _TOKENS] + max(t_ms - run[a, _TOKENS_MS], 0.0) * limits[_RATE] / 1000.0)
     run[a, _TOKENS] = tokens - 1.0
     run[a, _TOKENS_MS] = max(run[a, _TOKENS_MS], t_ms)
-    return window
 
 
 @njit(**JIT)
-def _validate(order, inverse, is_player, actor, target, seq, client_ms, kind, x, y, recv_ms, value, t_row, targeted, fixed,
-              running, window, target_state, reach_m, limits, walls, occluders, status, event_ms, excess_ms,
-              speed_ratio):
+def _validate(order, inverse, arow, is_player, actor, target, seq, client_ms, kind, x, y, recv_ms, value, t_row,
+              targeted, run, seqs, link, dead, connected, target_state, reach_m, limits, walls, occluders, status,
+              event_ms, excess_ms, speed_ratio):
     """Check actions one actor at a time, in sequence-number order.
 
     order: (n,) int64 action indices in the order to judge them: each actor's in sequence-number
     order (``owner_order``);
-    inverse: (n,) int64 the actor (row of ``fixed``, ``running``, ``window``) of each, -1 none.
+    inverse: (n,) int64 the actor of each, -1 none; arow: (u,) int64 each actor's row in the
+    record arrays below.
     actor, target, seq: (n,) int64; client_ms, x, y, recv_ms, value: (n,) float64; kind: (n,)
     int8, read. t_row: (n,) int64 row of each action's target in ``target_state`` (-1 none).
     targeted: (8,) bool by kind, read.
     is_player: (u,) bool per actor, read.
-    fixed: (u, 7) float64 per actor (``_FIXED_FIELDS``), read: rtt_ms, clock_offset_ms,
-        speed_mps, life_start_ms, jitter_ms (measured), dead, connected (1.0 / 0.0).
-    running: (u, 12) float64, read and written: each actor's record (``RUNNING``).
-    window: (u,) int64, read and written likewise: the anti-replay bitmap.
+    run: (rows, len(_PLAYER_F8)) float64, seqs: (rows, len(_PLAYER_I8)) int64 and link:
+    (rows, len(_LINK_F8)) float64 (Player's and Link's blocks, or gathered copies in the same
+    layout), read and written: measured link figures (read), and the record accepted actions
+    move on (position, weapon clocks, rate bucket, sequence window) and arrivals (Link).
+    dead, connected: (rows,) uint8, read.
     target_state: (t, 5) float64, read (see ``_judge_target``). reach_m: (8,) by kind.
     limits: (len(LIMITS),) float64. walls, occluders: (k, 4) float64 rectangles; all read.
     status: (n,) int16, read and written (only 0 entries are judged).
@@ -187,52 +200,52 @@ def _validate(order, inverse, is_player, actor, target, seq, client_ms, kind, x,
         a = inverse[i]
         if a < 0:
             continue
-        win = window[a]
+        r = arow[a]
         excess_ms[i] = np.nan
         if status[i] == 0 and not is_player[a]:
             status[i] = 2  # UNKNOWN_ACTOR: not a player
-        elif status[i] == 0 and fixed[a, _CONNECTED] == 0.0:
+        elif status[i] == 0 and connected[r] == 0:
             status[i] = 16  # DISCONNECTED
         elif status[i] == 0 and targeted[kind[i]] and target[i] == actor[i]:
             status[i] = 13  # BAD_TARGET: an actor targeting itself is never an interaction
         if status[i] != 0:
             continue
-        rtt = fixed[a, _RTT]
+        rtt = run[r, _RTT]
         s = seq[i]
-        t_ms = client_ms[i] - fixed[a, _OFFSET]  # the client's time on our clock
+        t_ms = client_ms[i] - run[r, _OFFSET]  # the client's time on our clock
         kd = int(kind[i])
         recv = recv_ms[i]
         heal = kd == 4 and value[i] == 1.0
         excess = recv - t_ms - 0.5 * rtt
-        gap = running[a, _GAP]
-        gap_end = running[a, _GAP_END]
-        if recv - running[a, _RECV] > limits[_STALL]:  # the link was silent: this burst follows a stall
-            gap = min(recv - running[a, _RECV], limits[_STALE])
+        gap = link[r, _GAP]
+        gap_end = link[r, _GAP_END]
+        if recv - link[r, _RECV] > limits[_STALL]:  # the link was silent: this burst follows a stall
+            gap = min(recv - link[r, _RECV], limits[_STALE])
             gap_end = recv
         # What the stall queued arrives at once when it ends: credit for that burst only, and
         # only for actions made during the silence, not before it began (gap_end - gap).
-        link_err = 4.0 * fixed[a, _JITTER] + limits[_SLACK]
+        link_err = 4.0 * run[r, _JITTER] + limits[_SLACK]
         made_in_gap = t_ms >= gap_end - gap - 0.5 * rtt - link_err
         # and only for what arrives with the burst (within the link's error of its first
         # packet): a packet made during a stall does not trail in long after the others.
         credit = gap if recv - gap_end <= link_err and made_in_gap else 0.0
-        if fixed[a, _DEAD] != 0.0 or t_ms < fixed[a, _LIFE]:
+        last_seq = seqs[r, _SEQ]
+        if dead[r] != 0 or t_ms < run[r, _LIFE]:
             status[i] = 3  # ACTOR_DEAD (or the action belongs to a life that ended)
         elif t_ms > recv + limits[_FUTURE]:
             status[i] = 5  # FUTURE_TIMESTAMP
         elif excess > limits[_STALE]:
             status[i] = 6  # STALE_TIMESTAMP
-        elif not _seq_fresh(np.int64(running[a, _SEQ]), win, s):
+        elif not _seq_fresh(last_seq, seqs[r, _SEQ_WINDOW], s):
             status[i] = 4  # REPLAYED_SEQ: seen before, or older than the window
         elif excess > link_err + credit:
             status[i] = 22  # FORGED_TIMESTAMP: earlier than the measured link can explain
-        elif s > running[a, _SEQ] and t_ms < running[a, _TOKENS_MS] - link_err:
+        elif s > last_seq and t_ms < run[r, _TOKENS_MS] - link_err:
             status[i] = 22  # FORGED_TIMESTAMP: a newer action dated before an older one
         else:
-            status[i], speed_ratio[i] = _judge_position(x[i], y[i], t_ms, running, a, fixed[a, _SPEED], limits,
-                                                             walls)
+            status[i], speed_ratio[i] = _judge_position(x[i], y[i], t_ms, run, r, run[r, _SPEED], limits, walls)
             if status[i] == 0:
-                status[i] = _judge_rate(kd, t_ms, running, a, limits)
+                status[i] = _judge_rate(kd, t_ms, run, r, limits)
             if status[i] == 0 and kd != 1 and kd != 7:
                 tr = t_row[i]
                 if tr < 0:
@@ -241,15 +254,14 @@ def _validate(order, inverse, is_player, actor, target, seq, client_ms, kind, x,
                     status[i] = _judge_target(kd, target_state, tr, x[i], y[i], reach_m[kd], rtt, limits, occluders,
                                               heal)
         if status[i] == 0:
-            win = _accept(kd, s, t_ms, recv, x[i], y[i], running, a, win, limits)
+            _accept(kd, s, t_ms, x[i], y[i], run, seqs, r, limits)
             event_ms[i] = max(t_ms, recv - 0.5 * rtt - limits[_WINDOW])
         if credit <= 0.0 and status[i] != 3:
             excess_ms[i] = excess
         # Every packet that arrived tells about the link, valid or not.
-        running[a, _RECV] = max(running[a, _RECV], recv)
-        running[a, _GAP] = gap
-        running[a, _GAP_END] = gap_end
-        window[a] = win
+        link[r, _RECV] = max(link[r, _RECV], recv)
+        link[r, _GAP] = gap
+        link[r, _GAP_END] = gap_end
 
 
 class ActionValidation(System):
@@ -280,14 +292,21 @@ class ActionValidation(System):
         batch: ActionBatch = world.resources[ActionBatch]
         if batch.n == 0:
             return
-        # Each actor's facts and record are read once, however many actions it sent.
+        # Each actor's record is read and written where it lives when all of them live in one
+        # table (the usual case); else through gathered copies in the same layout.
         actors = Distinct(world, batch.actor, self._marks)
         batch.refuse(actors.inverse < 0, Refusal.UNKNOWN_ACTOR)
         at = actors.at
-        fixed = gather_fields(world, at, _FIXED_FIELDS)
-        is_player = has_component(world, at, Player)
-        running = gather_fields(world, at, _RUNNING_FIELDS)
-        window, _ = gather(world, actors.ids, Player, "seq_window", at=at)
+        (t, pos, trows), = at.groups if len(at.groups) == 1 else ((-1, 0, None),)
+        table = world.tables[t] if pos is None else None
+        if table is not None and all(table.has(c) for c in (Player, Link, Health)):
+            record = self._blocks(table)
+            arow, is_player = trows, np.ones(actors.n, np.bool_)
+        else:
+            record = None
+            is_player = has_component(world, at, Player)
+            arow = np.arange(actors.n, dtype=np.int64)
+            gathered = self._gather(world, actors.ids, at)
 
         # Each target's state, read once: what it is, and whether this tick's actions hit it.
         targets = Distinct(world, batch.target, self._marks)
@@ -304,12 +323,38 @@ class ActionValidation(System):
         tstate[:, 4] = kinds + hit * 8.0
 
         order = owner_order(actors.inverse, batch.seq, actors.n)
-        _validate(order, actors.inverse, is_player, batch.actor, batch.target, batch.seq, batch.client_time_ms, batch.kind, batch.x,
-                  batch.y, batch.recv_time_ms, batch.value, targets.inverse, self.targeted, fixed, running, window,
-                  tstate, self.reach, self.limits, self.walls, self.occluders, batch.status, batch.event_ms,
-                  batch.excess_ms, batch.speed_ratio)
+        _validate(order, actors.inverse, arow, is_player, batch.actor, batch.target, batch.seq, batch.client_time_ms,
+                  batch.kind, batch.x, batch.y, batch.recv_time_ms, batch.value, targets.inverse, self.targeted,
+                  *(record or gathered), tstate, self.reach, self.limits, self.walls, self.occluders, batch.status,
+                  batch.event_ms, batch.excess_ms, batch.speed_ratio)
+        if record is None:  # write each player's final record back
+            self._scatter(world, actors.ids[is_player], at.subset(is_player), [g[is_player] for g in gathered])
 
-        # Write back each player's final record.
-        kat = at.subset(is_player)
-        scatter_fields(world, kat, _RUNNING_FIELDS, running[is_player])
-        scatter(world, actors.ids[is_player], Player, "seq_window", window[is_player], at=kat)
+    @staticmethod
+    def _blocks(table) -> tuple[np.ndarray, ...]:
+        """A table's actor record in place: (run, seqs, link, dead, connected) as ``_validate``
+        reads them ((rows, fields) views of the blocks, whole columns)."""
+        return (table.block(Player, _PLAYER_F8[0])[0].T, table.block(Player, _PLAYER_I8[0])[0].T,
+                table.block(Link, _LINK_F8[0])[0].T, table.column(Health, "dead"), table.column(Player, "connected"))
+
+    @staticmethod
+    def _gather(world, ids, at) -> list[np.ndarray]:
+        """The actors' records (``ids``, located at ``at``) as ``_blocks`` lays them out (zeros
+        where a component is missing: such an actor is refused before they are read)."""
+        run = np.asfortranarray(gather_fields(world, at, tuple((Player, f) for f in _PLAYER_F8)))
+        seqs = np.zeros((ids.shape[0], len(_PLAYER_I8)), np.int64, order="F")
+        for k, f in enumerate(_PLAYER_I8):
+            seqs[:, k] = gather(world, ids, Player, f, at=at)[0]
+        link = np.asfortranarray(gather_fields(world, at, tuple((Link, f) for f in _LINK_F8)))
+        dead = gather(world, ids, Health, "dead", at=at)[0]
+        connected = gather(world, ids, Player, "connected", at=at)[0]
+        return [run, seqs, link, dead, connected]
+
+    @staticmethod
+    def _scatter(world, ids, at, gathered) -> None:
+        """Write the records ``_gather`` read (and ``_validate`` moved on) back."""
+        run, seqs, link = gathered[:3]
+        scatter_fields(world, at, tuple((Player, f) for f in _PLAYER_F8), run)
+        for k, f in enumerate(_PLAYER_I8):
+            scatter(world, ids, Player, f, seqs[:, k], at=at)
+        scatter_fields(world, at, tuple((Link, f) for f in _LINK_F8), link)
