@@ -226,10 +226,11 @@ class ActionGenerator:
         # The first attack on the next foe: at once with a weapon ready by then, or (a while) as
         # soon as a foe is within its reach; with none ready, it is one of the client's
         # ordinary actions.
-        weapon, any_ready = self._acquire_weapon(index, foe)
-        self.acquire_at[~any_ready] = -1e18
-        acquire = alive & ~bots & (self.acquire_at > tick * tick_ms - ANSWER_PATIENCE_MS)
-        acquire &= (self.acquire_at < (tick + 1) * tick_ms) & (weapon != 0)
+        pending = np.flatnonzero(alive & ~bots & (self.acquire_at > tick * tick_ms - ANSWER_PATIENCE_MS))
+        weapon = np.zeros(n, np.int8)
+        weapon[pending], any_ready = self._acquire_weapon(index, pending, foe[pending])
+        self.acquire_at[pending[~any_ready]] = -1e18
+        acquire = (weapon != 0) & (self.acquire_at < (tick + 1) * tick_ms)
         on_time = acquire & (self.acquire_at >= tick * tick_ms)
         frac = np.where(on_time, (self.acquire_at - tick * tick_ms) / tick_ms, frac)
         answer |= acquire
@@ -269,10 +270,12 @@ class ActionGenerator:
         attacks = [ActionKind.MELEE, ActionKind.RANGED, ActionKind.CAST]
         kind[(answer | beat)[who] & ~np.isin(kind, attacks)] = ActionKind.RANGED
         kind[acquire[who]] = weapon[who[acquire[who]]]
-        if index is not None:  # an answer goes to the gun when the foe is beyond the sword
-            fi = index.index_of(np.maximum(foe[who], 0))
-            far = np.hypot(index.x[fi] - ex[who], index.y[fi] - ey[who]) > 0.8 * self.defn.rules.melee_reach_m
-            kind[answer[who] & (kind == ActionKind.MELEE) & far] = ActionKind.RANGED
+        swords = np.flatnonzero(answer[who] & (kind == ActionKind.MELEE))
+        if index is not None and swords.size:  # an answer goes to the gun when the foe is beyond the sword
+            w = who[swords]
+            fi = index.index_of(np.maximum(foe[w], 0))
+            far = np.hypot(index.x[fi] - ex[w], index.y[fi] - ey[w]) > 0.8 * self.defn.rules.melee_reach_m
+            kind[swords[far]] = ActionKind.RANGED
         kind[heartbeat[who]] = ActionKind.MOVE
         target = np.zeros(who.size, np.int64)
         value = np.zeros(who.size)
@@ -325,29 +328,31 @@ class ActionGenerator:
         died_end = (died + 1.0) * tick_ms
         lost = there & (dead != 0) & (died_end >= self.engaged_ms[e])
         lost &= self.bot_interval[e] <= 0  # a bot keeps its beat: its program picks the next foe at once
+        self.engaged[e[lost | ~there]] = 0
+        e, died_end = e[lost], died_end[lost]
         draw = np.clip(self.rng.normal(tick, self.ids[e], S_REACT, 1), -2.5, 2.5)
         react = self.react_mean[e] + self.react_sd[e] * draw
-        acquire = died_end + 0.5 * self.rtt_ms[e] + np.maximum(react, 60.0)
-        self.hold_ms[e[lost]] = acquire[lost]
-        self.acquire_at[e[lost]] = acquire[lost]
-        self.engaged[e[lost | ~there]] = 0
+        self.hold_ms[e] = self.acquire_at[e] = died_end + 0.5 * self.rtt_ms[e] + np.maximum(react, 60.0)
 
-    def _acquire_weapon(self, index: SpatialIndex | None, foe: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """For a first attack on a new foe (``foe``: (n,) id, -1 none), per client: the weapon
-        (an ActionKind, 0 none) ready by ``acquire_at`` whose reach holds the foe, the gun
-        first; and whether any weapon is ready by then."""
-        n = foe.shape[0]
+    def _acquire_weapon(self, index: SpatialIndex | None, who: np.ndarray,
+                        foe: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For the first attack of clients ``who`` on a new foe (``foe``: their foes' ids, -1
+        none): the weapon (an ActionKind, 0 none) ready by ``acquire_at`` whose reach holds
+        the foe, the gun first; and whether any weapon is ready by then."""
+        n = who.shape[0]
         weapon = np.zeros(n, np.int8)
         any_ready = np.zeros(n, np.bool_)
         dist = np.full(n, np.inf)
-        if index is not None:
+        if index is not None and n:
             fi = index.index_of(np.maximum(foe, 0))
-            dist = np.where((foe >= 0) & (fi >= 0), np.hypot(index.x[fi] - self.x, index.y[fi] - self.y), np.inf)
+            near = np.hypot(index.x[fi] - self.x[who], index.y[fi] - self.y[who])
+            dist = np.where((foe >= 0) & (fi >= 0), near, np.inf)
         r = self.defn.rules
         # 0.9 of the reach: still within the 0.95 a first attack is made from after the step.
         for kd, reach in ((ActionKind.MELEE, r.melee_reach_m), (ActionKind.CAST, r.cast_range_m),
                           (ActionKind.RANGED, r.ranged_range_m)):
-            ready = self.last_fired[kd] + self.interval_ms[kd] / self.fire_factor * 1.02 <= self.acquire_at
+            clock = self.last_fired[kd][who] + self.interval_ms[kd] / self.fire_factor[who] * 1.02
+            ready = clock <= self.acquire_at[who]
             any_ready |= ready
             weapon = np.where(ready & (dist <= 0.9 * reach), np.int8(kd), weapon)
         return weapon, any_ready
