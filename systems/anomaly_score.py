@@ -240,8 +240,8 @@ def aim_log_bf(hits, shots, ll_human, log_prior):
 
 
 @njit(**JIT)
-def _score(order, rows, srow, kind, status, t_ms, hit, difficulty, excess, speed_ratio, rtt, looted, rare, refusal_class,
-           foe, in_reach, interval_ms, lost_ms, last_target, stats, th):
+def _score(order, rows, srow, kind, status, t_ms, hit, difficulty, excess, speed_ratio, rtt, looted, rare,
+           refusal_class, foe, in_reach, interval_ms, lost_ms, last_target, stats, th):
     """Fold one tick's actions into the per-player statistics, in each actor's sequence order.
 
     order: (n,) int64 action indices sorted by actor then client time, read. rows: (n,) int64
@@ -255,7 +255,8 @@ def _score(order, rows, srow, kind, status, t_ms, hit, difficulty, excess, speed
     attack; all read. interval_ms: (8,) float64 weapon interval by kind, read.
     lost_ms: (p,) float64 end of the tick the actor's last foe died in (NaN if it lives), read
     and written. last_target: (rows,) int64, read and written. stats: (rows, len(_STAT_FIELDS))
-    float64 (CheatStats' float64 block, or a gathered copy of its rows), read and written. th: from ``thresholds``, read.
+    float64 (CheatStats' float64 block, or a gathered copy of its rows), read and written.
+    th: from ``thresholds``, read.
     """
     log_prior = _skill_log_prior(th[12], th[13], th[14])
     for k in range(order.shape[0]):

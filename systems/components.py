@@ -85,7 +85,8 @@ CheatStats = Component(
         # died meanwhile).
         ("acq_n", "f8"), ("acq_fast", "f8"), ("acq_quick", "f8"),
         ("last_melee_ms", "f8"), ("last_ranged_ms", "f8"), ("last_cast_ms", "f8"),
-        ("int_n", "f8"), ("int_sum", "f8"), ("int_sq", "f8"), ("last_t_ms", "f8"), ("prev_int", "f8"), ("repeats", "f8"),
+        ("int_n", "f8"), ("int_sum", "f8"), ("int_sq", "f8"), ("last_t_ms", "f8"), ("prev_int", "f8"),
+        ("repeats", "f8"),
         ("excess_n", "f8"), ("excess_sum", "f8"),
         ("loots", "f8"), ("rares", "f8"),
         ("r_move", "f8"), ("r_timing", "f8"), ("r_rate", "f8"), ("r_economy", "f8"),

@@ -117,8 +117,8 @@ def test_evidence_is_the_same_whether_the_actors_share_a_table_or_not():
             sim.world.apply_commands()
         skip(sim, 10)
         t = sim.tick * 50.0
-        r = run(sim, rec(sim, west, 1, "move", t - 20, x=49.0, y=50.0), rec(sim, west, 2, "ranged", t - 10, target=south),
-                rec(sim, east, 1, "move", t - 20, x=5.0, y=5.0))
+        r = run(sim, rec(sim, west, 1, "move", t - 20, x=49.0, y=50.0),
+                rec(sim, west, 2, "ranged", t - 10, target=south), rec(sim, east, 1, "move", t - 20, x=5.0, y=5.0))
         assert r.refused == {"blocked": 1, "teleport": 1} and r.applied == 1
         seen.append({p: sim.world.get(p, CheatStats) for p in (west, east)})
     assert seen[0] == seen[1]
