@@ -506,10 +506,10 @@ class AnomalyScore(System):
         actors = Distinct(world, batch.actor, self._marks)
         at, inv = actors.at, actors.inverse
         link = gather_fields(world, at, ((Player, "clock_offset_ms"), (Player, "rtt_ms")))
-        (t, pos, trows), = at.groups if len(at.groups) == 1 else ((-1, 0, None),)
-        in_place = pos is None and world.tables[t].has(CheatStats)
+        sole = at.sole_table()
+        in_place = sole is not None and world.tables[sole[0]].has(CheatStats)
         if in_place:
-            table = world.tables[t]
+            table, trows = world.tables[sole[0]], sole[1]
             stats = table.block(CheatStats, "shots")[0].T  # (capacity, fields): the table's own rows
             last_target = table.column(CheatStats, "last_target")
             srow, scored = trows, np.ones(actors.n, np.bool_)

@@ -48,6 +48,13 @@ class Located:
     def subset(self, index: np.ndarray) -> Located:
         return Located(self.table[index], self.row[index])
 
+    def sole_table(self) -> tuple[int, np.ndarray] | None:
+        """(table index, rows) when every entity of the list lives in one table, else None:
+        then a kernel can work on that table's blocks in place."""
+        if len(self.groups) == 1 and self.groups[0][1] is None:
+            return self.groups[0][0], self.groups[0][2]
+        return None
+
 
 def locate(world: World, ids: np.ndarray) -> Located:
     """Where each entity lives, for several ``gather`` / ``scatter`` calls on one list of ids."""

@@ -297,11 +297,10 @@ class ActionValidation(System):
         actors = Distinct(world, batch.actor, self._marks)
         batch.refuse(actors.inverse < 0, Refusal.UNKNOWN_ACTOR)
         at = actors.at
-        (t, pos, trows), = at.groups if len(at.groups) == 1 else ((-1, 0, None),)
-        table = world.tables[t] if pos is None else None
-        if table is not None and all(table.has(c) for c in (Player, Link, Health)):
-            record = self._blocks(table)
-            arow, is_player = trows, np.ones(actors.n, np.bool_)
+        sole = at.sole_table()
+        if sole is not None and all(world.tables[sole[0]].has(c) for c in (Player, Link, Health)):
+            record = self._blocks(world.tables[sole[0]])
+            arow, is_player = sole[1], np.ones(actors.n, np.bool_)
         else:
             record = None
             is_player = has_component(world, at, Player)

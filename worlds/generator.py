@@ -42,7 +42,7 @@ _KINDS = np.array([ActionKind.MOVE, ActionKind.MELEE, ActionKind.RANGED, ActionK
 (S_ACT, S_KIND, S_OFFSET, S_JITTER, S_TURN, S_HEADING, S_STALL, S_HOTSPOT, S_GOLD, S_NET, S_SKILL, S_REACT, S_BEAT,
  S_HIT) = range(200, 214)
 CLIENT_PACE = 0.95  # honest clients move a little under their top speed
-ANSWER_PATIENCE_MS = 2000.0  # how long a client keeps an answer in mind when it cannot shoot yet
+ANSWER_PATIENCE_MS = 2000.0  # how long a client that lost its foe waits for the next one to come in reach
 
 
 def client_network(defn, player_ids: np.ndarray, population: np.ndarray, rng: Rng) -> dict[str, np.ndarray]:
@@ -69,9 +69,10 @@ class ActionGenerator:
     Honest clients respect the rules (top speed, weapon intervals, walls and sight lines) and
     have a human's spread: skill (hit chance times the difficulty of the shot), reaction time
     (to being hurt, and to the death of the foe they fight: only after it do they attack the
-    next one, with a weapon ready by then), irregular timing. Cheaters (the world file's ``[[cheaters]]``) are clients
-    of the same populations with one thing changed; ``truth`` holds, per generated action,
-    whether it was physically impossible, which is what prevention is measured against.
+    next one, with a weapon ready by then), irregular timing. Cheaters (the world file's
+    ``[[cheaters]]``) are clients of the same populations with one thing changed; ``truth``
+    holds, per generated action, whether it was physically impossible, which is what
+    prevention is measured against.
     """
 
     def __init__(self, defn, world, player_ids, population, network: dict, rng: Rng, dt_s: float) -> None:
