@@ -31,6 +31,15 @@ KIND_NAMES = {k.name.lower(): int(k) for k in ActionKind}
 TARGETED = (ActionKind.MELEE, ActionKind.RANGED, ActionKind.CAST, ActionKind.LOOT, ActionKind.TRADE)
 
 
+def by_kind(**per_kind: float) -> np.ndarray:
+    """(8,) float64 indexed by ActionKind, for kernels: ``by_kind(melee=3.0, ranged=40.0)``;
+    0 for the kinds not given."""
+    out = np.zeros(8, np.float64)
+    for name, value in per_kind.items():
+        out[ActionKind[name.upper()]] = value
+    return out
+
+
 class Refusal(IntEnum):
     """Why an action did not take effect. 0 means it is (still) accepted."""
 

@@ -46,7 +46,7 @@ from numba import njit
 from ecs import Phase, System
 from ecs.config import JIT
 from systems.action_order import ActionOrderIndex
-from systems.actions import SPELL_HEAL, ActionBatch, ActionKind, Refusal
+from systems.actions import SPELL_HEAL, ActionBatch, ActionKind, Refusal, by_kind
 from systems.apply_actions import ActionEffects
 from systems.columns import (Distinct, SlotMarks, gather, gather_fields, locate, owner_order, scatter,
                              scatter_fields)
@@ -470,13 +470,8 @@ class AnomalyScore(System):
         self.range_m = defn.rules.ranged_range_m
         self.speed_ref = defn.rules.player_speed_mps
         r = defn.rules
-        self.reach = np.zeros(8, np.float64)
-        self.reach[[ActionKind.MELEE, ActionKind.RANGED, ActionKind.CAST]] = (r.melee_reach_m, r.ranged_range_m,
-                                                                              r.cast_range_m)
-        self.interval = np.zeros(8, np.float64)
-        self.interval[[ActionKind.MELEE, ActionKind.RANGED, ActionKind.CAST]] = (r.melee_interval_ms,
-                                                                                 r.ranged_interval_ms,
-                                                                                 r.cast_cooldown_ms)
+        self.reach = by_kind(melee=r.melee_reach_m, ranged=r.ranged_range_m, cast=r.cast_range_m)
+        self.interval = by_kind(melee=r.melee_interval_ms, ranged=r.ranged_interval_ms, cast=r.cast_cooldown_ms)
         self.speed_slack = 1.0 + r.speed_tolerance
         self._marks = SlotMarks()
 

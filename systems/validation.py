@@ -37,7 +37,7 @@ from numba import njit
 
 from ecs import Phase, System
 from ecs.config import JIT
-from systems.actions import SPELL_HEAL, TARGETED, ActionBatch, ActionKind, Refusal
+from systems.actions import SPELL_HEAL, TARGETED, ActionBatch, ActionKind, Refusal, by_kind
 from systems.columns import (Distinct, SlotMarks, gather, gather_fields, has_component, owner_order, scatter,
                              scatter_fields)
 from systems.components import Health, Link, Loot, Player, Position
@@ -277,12 +277,8 @@ class ActionValidation(System):
         values = dict(r.model_dump(), rewind_window_ms=defn.world.rewind_window_ms, min_x=x0, min_y=y0, max_x=x1,
                       max_y=y1, max_speed_mps=max_speed_mps)
         self.limits = np.array([values[k] for k in LIMITS], np.float64)
-        self.reach = np.zeros(8, np.float64)
-        self.reach[ActionKind.MELEE] = r.melee_reach_m
-        self.reach[ActionKind.RANGED] = r.ranged_range_m
-        self.reach[ActionKind.CAST] = r.cast_range_m
-        self.reach[ActionKind.LOOT] = r.loot_reach_m
-        self.reach[ActionKind.TRADE] = r.trade_reach_m
+        self.reach = by_kind(melee=r.melee_reach_m, ranged=r.ranged_range_m, cast=r.cast_range_m,
+                             loot=r.loot_reach_m, trade=r.trade_reach_m)
         self.walls, self.occluders = obstacle_arrays(defn)
         self.targeted = np.zeros(8, np.bool_)
         self._marks = SlotMarks()

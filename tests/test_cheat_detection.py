@@ -20,13 +20,18 @@ MOVEMENT_OR_TIMING = {"too_fast", "teleport", "blocked", "out_of_bounds", "futur
                       "forged_timestamp", "replayed_seq", "rate_limit", "cooldown", "malformed"}
 
 
+def played(world: str, seed: int, seconds: int) -> Simulation:
+    """A scenario world played for ``seconds`` game seconds by its simulated clients."""
+    sim = Simulation.from_file(WORLDS / world, seed=seed, hash_every=0)
+    for _ in range(round(seconds * sim.defn.world.tick_rate_hz)):
+        sim.step()
+    return sim
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2])
 def test_impossible_refused_honest_untouched_and_refusal_backed_kinds_caught(seed):
-    sim = Simulation.from_file(WORLDS / "cheat_small.toml", seed=seed, hash_every=0)
-    for _ in range(600):  # 30 game seconds
-        sim.step()
-    c = cheat_summary(sim)
+    c = cheat_summary(played("cheat_small.toml", seed, 30))
     assert c["cheaters"] == 20 and c["impossible_actions"] > 1000
     assert c["impossible_refused_share"] == 1.0  # every impossible action refused before effect
     assert not MOVEMENT_OR_TIMING & set(c["honest_refused"])  # bad links, stalls and all
@@ -45,9 +50,7 @@ def test_impossible_refused_honest_untouched_and_refusal_backed_kinds_caught(see
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2])
 def test_aimbots_caught_within_a_minute_and_honest_shooters_spared(seed):
-    sim = Simulation.from_file(WORLDS / "aimbot_small.toml", seed=seed, hash_every=0)
-    for _ in range(1200):  # 60 game seconds
-        sim.step()
+    sim = played("aimbot_small.toml", seed, 60)
     c = cheat_summary(sim)
     k = c["kinds"]["aimbot"]
     assert k["cheaters"] == 10 and k["recall"] >= 0.9 and k["precision"] == 1.0 and c["false_positives"] == 0, k
@@ -62,9 +65,7 @@ def test_switching_to_the_next_foe_takes_a_human_its_reaction_time_and_an_aimbot
     """Simulated clients turn on their next foe only once they have seen the last one die and
     reacted; the server times those switches. Honest players' are rarely under 150 ms (a
     human's 260 +- 60), aimbots' nearly always (120 +- 25)."""
-    sim = Simulation.from_file(WORLDS / "aimbot_small.toml", seed=3, hash_every=0)
-    for _ in range(400):  # 20 game seconds
-        sim.step()
+    sim = played("aimbot_small.toml", 3, 20)
     ids, kind = sim.player_ids, sim.truth.kind
     n, fast = (np.array([sim.world.get(int(p), CheatStats)[f] for p in ids]) for f in ("acq_n", "acq_fast"))
     honest, aimbots = kind == 0, kind == KIND_CODE["aimbot"]
