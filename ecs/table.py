@@ -57,10 +57,14 @@ class Table:
                 self._block_fields[bkey] = (comp, fields + (f,))
         self._blocks: dict[tuple[str, str], np.ndarray] = {}
         self._cols: dict[tuple[str, str], np.ndarray] = {}
+        # Whatever callers derive from the blocks' layout (which blocks hold a list of fields),
+        # kept here so it is derived once; emptied when the blocks are reallocated.
+        self.plans: dict[object, object] = {}
         self._allocate(capacity)
 
     def _allocate(self, capacity: int) -> None:
         """(Re)allocate every block at ``capacity``, keeping the live rows, defaults elsewhere."""
+        self.plans = {}
         for bkey, (c, fields) in self._block_fields.items():
             if c.row_major:  # (fields, capacity) as a view of a (capacity, fields) array
                 block = np.empty((capacity, len(fields)), c.dtype[fields[0]]).T

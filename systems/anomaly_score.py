@@ -46,10 +46,10 @@ from numba import njit
 from ecs import Phase, System
 from ecs.config import JIT
 from systems.action_order import ActionOrderIndex
-from systems.actions import SPELL_HEAL, ActionBatch, ActionKind, Refusal, by_kind
+from systems.actions import SPELL_HEAL, ActionBatch, by_kind
 from systems.apply_actions import ActionEffects
-from systems.columns import (Distinct, SlotMarks, gather, gather_fields, locate, owner_order, scatter,
-                             scatter_fields)
+from systems.columns import (Distinct, SlotMarks, block_fields, gather, gather_fields, owner_order, read_rows,
+                             scatter, scatter_fields, sole_table)
 from systems.components import CheatStats, Health, Npc, Player, Position, Velocity
 from systems.npc_combat import NpcHits
 from systems.spatial_index import SpatialIndex
@@ -70,6 +70,10 @@ ACQUIRE_SLIP = 0.05
 ACQUIRE_WINDOW_MS = 500.0  # a first attack on a new foe later than this after the last died is no reaction
 ACQUIRE_READY_MS = 100.0  # the weapon must be ready this soon after the death was seen
 MIN_REPEAT_INTERVALS = 10  # the repeat test's tail needs no more: 9 of 9 repeats is ~4e-8 for a human
+# What changed of a player's statistics in a tick: the tests whose evidence did not change are
+# not run again (a tail test whose count of extremes stayed put only grows less significant).
+_TOUCHED, _AIM_CHANGED, _REPEATS_CHANGED, _LOOT_CHANGED, _ACQ_CHANGED = 1, 2, 4, 8, 16
+_ALL_CHANGED = 31
 # Skill levels of the aim test: here, not beside CheatStats, because numba's cache would not
 # see a change made in another file (the asserts below hold the two together).
 AIM_GRID = 9
@@ -102,13 +106,28 @@ for _code in (9, 10, 11, 13, 14, 15, 19):  # the target was wrong; the client st
     _REFUSAL_CLASS[_code] = 5
 
 
+@njit(inline="always", **JIT)
+def _shot_chance(dist_m, range_m, target_speed_mps, speed_ref_mps):
+    """Base chance that a perfectly skilled human hits a shot: lower far away and on fast targets."""
+    d = min(max(dist_m / range_m, 0.0), 1.0)
+    v = min(max(target_speed_mps / speed_ref_mps, 0.0), 1.0)
+    return (1.0 - 0.8 * d) * (1.0 - 0.5 * v)
+
+
+@njit(**JIT)
+def _shot_chances(dist_m, range_m, target_speed_mps, speed_ref_mps):
+    out = np.empty(dist_m.shape[0])
+    for i in range(dist_m.shape[0]):
+        out[i] = _shot_chance(dist_m[i], range_m, target_speed_mps[i], speed_ref_mps)
+    return out
+
+
 def shot_difficulty(dist_m: np.ndarray, range_m: float, target_speed_mps: np.ndarray,
                     speed_ref_mps: float) -> np.ndarray:
     """Base chance that a perfectly skilled human hits, per shot: lower far away and on fast
     targets. (n,) float64 arrays in and out."""
-    d = np.clip(dist_m / range_m, 0.0, 1.0)
-    v = np.clip(target_speed_mps / speed_ref_mps, 0.0, 1.0)
-    return (1.0 - 0.8 * d) * (1.0 - 0.5 * v)
+    return _shot_chances(np.asarray(dist_m, np.float64).reshape(-1), float(range_m),
+                         np.asarray(target_speed_mps, np.float64).reshape(-1), float(speed_ref_mps))
 
 
 @njit(**JIT)
@@ -241,7 +260,7 @@ def aim_log_bf(hits, shots, ll_human, log_prior):
 
 @njit(**JIT)
 def _score(order, rows, srow, kind, status, t_ms, hit, difficulty, excess, speed_ratio, rtt, looted, rare,
-           refusal_class, foe, in_reach, interval_ms, lost_ms, last_target, stats, th):
+           refusal_class, foe, in_reach, interval_ms, lost_ms, last_target, stats, th, dirty):
     """Fold one tick's actions into the per-player statistics, in each actor's sequence order.
 
     order: (n,) int64 action indices sorted by actor then client time, read. rows: (n,) int64
@@ -256,111 +275,126 @@ def _score(order, rows, srow, kind, status, t_ms, hit, difficulty, excess, speed
     lost_ms: (p,) float64 end of the tick the actor's last foe died in (NaN if it lives), read
     and written. last_target: (rows,) int64, read and written. stats: (rows, len(_STAT_FIELDS))
     float64 (CheatStats' float64 block, or a gathered copy of its rows), read and written.
-    th: from ``thresholds``, read.
+    th: from ``thresholds``, read. dirty: (rows,) int64, 0 on entry for every row of ``stats``,
+    written: what changed of each row (``_TOUCHED``, ``_AIM_CHANGED``, ...), for ``_judge``.
+
+    Returns the rows of ``stats`` touched, in order of first touch.
     """
-    log_prior = _skill_log_prior(th[12], th[13], th[14])
+    touched = np.empty(order.shape[0], np.int64)
+    m = 0
     for k in range(order.shape[0]):
         i = order[k]
         r = rows[i]
         if r < 0:
             continue
         sr = srow[r]
-        s = stats[sr]
+        if dirty[sr] == 0:
+            touched[m] = sr
+            m += 1
+        dirty[sr] |= _TOUCHED
         if status[i] != 0:
             c = refusal_class[status[i]]
             if c == 1:
-                s[_R_MOVE] += 1.0
+                stats[sr, _R_MOVE] += 1.0
             elif c == 2:
-                s[_R_TIMING] += 1.0
+                stats[sr, _R_TIMING] += 1.0
             elif c == 3:
-                s[_R_RATE] += 1.0
+                stats[sr, _R_RATE] += 1.0
             elif c == 4:
-                s[_R_ECONOMY] += 1.0
+                stats[sr, _R_ECONOMY] += 1.0
         if not np.isnan(speed_ratio[i]):
-            s[_SPEED_CUSUM] = max(0.0, s[_SPEED_CUSUM] + speed_ratio[i] - SPEED_CUSUM_K)
+            stats[sr, _SPEED_CUSUM] = max(0.0, stats[sr, _SPEED_CUSUM] + speed_ratio[i] - SPEED_CUSUM_K)
         t = t_ms[i]
         kd = kind[i]
         # The rhythm of deliberate actions (moves are the client's heartbeat), refused or not
         # when only the target was wrong: a bot firing at nothing still keeps its beat.
         if kd != 1 and (status[i] == 0 or refusal_class[status[i]] == 5):
-            if s[_LAST_T_MS] > -1e17:
-                dt = t - s[_LAST_T_MS]
+            if stats[sr, _LAST_T_MS] > -1e17:
+                dt = t - stats[sr, _LAST_T_MS]
                 if 0.0 < dt < 5000.0:  # pauses are not rhythm
-                    s[_INT_N] += 1.0
-                    s[_INT_SUM] += dt
-                    s[_INT_SQ] += dt * dt
+                    stats[sr, _INT_N] += 1.0
+                    stats[sr, _INT_SUM] += dt
+                    stats[sr, _INT_SQ] += dt * dt
                     # The same interval as the last one (within 5 %), or two or three times it,
                     # or a half or a third (beats skipped): rare for people, a bot's clock.
-                    prev = s[_PREV_INT]
+                    prev = stats[sr, _PREV_INT]
                     if prev > 0.0:
                         for mult in (1.0, 2.0, 0.5, 3.0, 1.0 / 3.0):
                             if abs(dt - mult * prev) <= 0.05 * mult * prev:
-                                s[_REPEATS] += 1.0
+                                stats[sr, _REPEATS] += 1.0
+                                dirty[sr] |= _REPEATS_CHANGED
                                 break
-                    s[_PREV_INT] = dt
-            s[_LAST_T_MS] = max(t, s[_LAST_T_MS])
+                    if stats[sr, _INT_N] == MIN_REPEAT_INTERVALS:  # the repeat test may run from now on
+                        dirty[sr] |= _REPEATS_CHANGED
+                    stats[sr, _PREV_INT] = dt
+            stats[sr, _LAST_T_MS] = max(t, stats[sr, _LAST_T_MS])
         if foe[i] != 0:
             # The first attack on another foe after the last one died (after our last attack on
             # it): a reaction, timed from when the client saw the death, if the weapon was ready
             # (or nearly) and the new foe in reach by then (else the shot would time the
             # weapon or the approach, not the eyes).
             clock = _LAST_MELEE + kd - 2
-            last = max(s[_LAST_MELEE], s[_LAST_RANGED], s[_LAST_CAST])
+            last = max(stats[sr, _LAST_MELEE], stats[sr, _LAST_RANGED], stats[sr, _LAST_CAST])
             if foe[i] != last_target[sr] and lost_ms[r] >= last:
                 seen = lost_ms[r] + 0.5 * rtt[i]
                 reaction = t - seen
-                ready = s[clock] + interval_ms[kd] <= seen + ACQUIRE_READY_MS
+                ready = stats[sr, clock] + interval_ms[kd] <= seen + ACQUIRE_READY_MS
                 if in_reach[i] and ready and 0.0 < reaction < ACQUIRE_WINDOW_MS:
-                    s[_ACQ_N] += 1.0
+                    stats[sr, _ACQ_N] += 1.0
+                    dirty[sr] |= _ACQ_CHANGED
                     if reaction < th[15]:
-                        s[_ACQ_FAST] += 1.0
+                        stats[sr, _ACQ_FAST] += 1.0
                     elif reaction < th[18]:
-                        s[_ACQ_QUICK] += 1.0
+                        stats[sr, _ACQ_QUICK] += 1.0
             if foe[i] != last_target[sr]:
                 lost_ms[r] = np.nan
                 last_target[sr] = foe[i]
-            s[clock] = max(s[clock], t)
+            stats[sr, clock] = max(stats[sr, clock], t)
         if status[i] != 0:
             continue
         if not np.isnan(excess[i]):
-            s[_EXCESS_N] += 1.0
-            s[_EXCESS_SUM] += excess[i]
+            stats[sr, _EXCESS_N] += 1.0
+            stats[sr, _EXCESS_SUM] += excess[i]
         if kd == 2 or kd == 3 or kd == 4:
-            if s[_HURT_MS] > -1e17:
+            if stats[sr, _HURT_MS] > -1e17:
                 # An attack sent before the client could see the hit is no answer to it.
-                reaction = t - s[_HURT_MS] - 0.5 * rtt[i]
+                reaction = t - stats[sr, _HURT_MS] - 0.5 * rtt[i]
                 if reaction > 0.0:
                     if reaction < 2000.0:
-                        s[_REACT_N] += 1.0
-                        s[_REACT_SUM] += reaction
-                        s[_REACT_SQ] += reaction * reaction
-                    s[_HURT_MS] = -1e18
+                        stats[sr, _REACT_N] += 1.0
+                        stats[sr, _REACT_SUM] += reaction
+                        stats[sr, _REACT_SQ] += reaction * reaction
+                    stats[sr, _HURT_MS] = -1e18
         if kd == 3 and not np.isnan(difficulty[i]):
             b = min(max(difficulty[i], 1e-3), 1.0)
-            s[_SHOTS] += 1.0
-            s[_HITS] += hit[i]
+            stats[sr, _SHOTS] += 1.0
+            stats[sr, _HITS] += hit[i]
             for g in range(AIM_GRID):  # a human of skill s lands it with chance s x b
                 p = _aim_skill(g, th[14]) * b
-                s[_AIM_LL + g] += math.log(p) if hit[i] > 0.5 else math.log1p(-p)
-            # The score is the aim evidence; kept here, where it changes, not re-derived per tick.
-            s[_SCORE] = aim_log_bf(s[_HITS], s[_SHOTS], s[_AIM_LL:_AIM_LL + AIM_GRID], log_prior)
+                stats[sr, _AIM_LL + g] += math.log(p) if hit[i] > 0.5 else math.log1p(-p)
+            dirty[sr] |= _AIM_CHANGED
         if looted[i]:
-            s[_LOOTS] += 1.0
-            s[_RARES] += 1.0 if rare[i] else 0.0
+            stats[sr, _LOOTS] += 1.0
+            stats[sr, _RARES] += 1.0 if rare[i] else 0.0
+            dirty[sr] |= _LOOT_CHANGED
+    return touched[:m]
 
 
 @njit(**JIT)
-def _log_mixture(counts, log_w, log_p, levels):
-    """log sum_j exp(log_w[j] + sum_b counts[b] log_p[b * levels + j]): the likelihood of bin
-    counts under a mixture of ``levels`` multinomials (log_p: bin-major, as ``thresholds``)."""
+def _log_mixture(c0, c1, c2, th, w_at, p_at, levels):
+    """log sum_j exp(w_j + c0 log_p[j] + c1 log_p[levels + j] + c2 log_p[2 levels + j]): the
+    likelihood of bin counts (c0, c1, c2) under a mixture of ``levels`` multinomials whose log
+    chances are ``th[p_at:]`` (bin-major, as ``thresholds``) and log weights ``th[w_at:]``
+    (equal weights when ``w_at`` < 0)."""
     top = -np.inf
     for j in range(levels):
-        top = max(top, log_w[j] + counts[0] * log_p[j] + counts[1] * log_p[levels + j]
-                  + counts[2] * log_p[2 * levels + j])
+        w = th[w_at + j] if w_at >= 0 else -math.log(levels)
+        top = max(top, w + c0 * th[p_at + j] + c1 * th[p_at + levels + j] + c2 * th[p_at + 2 * levels + j])
     total = 0.0
     for j in range(levels):
-        total += math.exp(log_w[j] + counts[0] * log_p[j] + counts[1] * log_p[levels + j]
-                          + counts[2] * log_p[2 * levels + j] - top)
+        w = th[w_at + j] if w_at >= 0 else -math.log(levels)
+        total += math.exp(w + c0 * th[p_at + j] + c1 * th[p_at + levels + j] + c2 * th[p_at + 2 * levels + j]
+                          - top)
     return top + math.log(total)
 
 
@@ -370,91 +404,150 @@ def acquire_log_bf(fast, quick, n, th):
     ``quick`` fell in the first two bins, of the cheat model over the honest prior (see
     ``acquisition_model``). Like the aim factor, a martingale for honest players, and
     independent of it: the two multiply into one test of both."""
-    counts = np.array([fast, quick, n - fast - quick])
     h = _TH_SCALARS
     c = h + ACQUIRE_HUMAN * 4
-    return (_log_mixture(counts, np.full(ACQUIRE_GRID, -math.log(ACQUIRE_GRID)), th[c:c + 3 * ACQUIRE_GRID],
-                         ACQUIRE_GRID)
-            - _log_mixture(counts, th[h:h + ACQUIRE_HUMAN], th[h + ACQUIRE_HUMAN:c], ACQUIRE_HUMAN))
+    slow = n - fast - quick
+    return (_log_mixture(fast, quick, slow, th, -1, c, ACQUIRE_GRID)
+            - _log_mixture(fast, quick, slow, th, h, h + ACQUIRE_HUMAN, ACQUIRE_HUMAN))
 
 
-@njit(inline="always", **JIT)
-def _row_flags(s, th, rare_p):
-    """The flag bits a player's statistics ``s`` (one row of CheatStats' float64 block) call
-    for now; th: from ``thresholds``. Tests of flags already raised are not run again."""
-    f = 0
-    if s[_R_MOVE] >= th[0]:
-        f |= 1
-    if s[_R_TIMING] >= th[0]:
-        f |= 2
-    if s[_R_RATE] >= th[0]:
-        f |= 4
-    if s[_R_ECONOMY] >= th[0]:
-        f |= 8
-    if s[_SPEED_CUSUM] > SPEED_CUSUM_H:
-        f |= 16
-    log_bf = s[_SCORE]  # set by ``_score`` at each judged shot
-    if s[_SHOTS] >= th[1] and log_bf >= th[2]:
-        f |= 32
-    n = s[_REACT_N]
-    if n >= th[3]:
-        mean = s[_REACT_SUM] / n
-        sd = math.sqrt(max(s[_REACT_SQ] / n - mean * mean, 0.0))
-        if mean < th[4] and sd < th[5]:
-            f |= 64
-    n = s[_INT_N]
-    if n >= th[6]:  # the spread needs samples
-        mean = s[_INT_SUM] / n
-        sd = math.sqrt(max(s[_INT_SQ] / n - mean * mean, 0.0))
-        if mean > 0.0 and sd / mean < th[7]:
+@njit(**JIT)
+def _judge(stats, rows, dirty, th, rare_p, tick):
+    """Re-judge the rows ``rows`` of ``stats`` in place: the aim score where the aim evidence
+    changed, then new flags join the raised ones (a flag stays), with the tick of the first.
+    Tests already passed are not run again, nor tail tests whose evidence did not change
+    (``dirty``, cleared here).
+
+    stats: (rows, f) float64, read and written; rows: (k,) int64; dirty: (rows,) int64, read
+    and written; th: from ``thresholds``.
+    """
+    log_prior = _skill_log_prior(th[12], th[13], th[14])
+    log_luck = math.log(th[11])
+    log_acquire = math.log(th[17])
+    for k in range(rows.shape[0]):
+        r = rows[k]
+        d = dirty[r]
+        dirty[r] = 0
+        if d & _AIM_CHANGED:
+            stats[r, _SCORE] = aim_log_bf(stats[r, _HITS], stats[r, _SHOTS], stats[r, _AIM_LL:_AIM_LL + AIM_GRID],
+                                          log_prior)
+        raised = int(stats[r, _FLAGS])
+        f = 0
+        if stats[r, _R_MOVE] >= th[0]:
+            f |= 1
+        if stats[r, _R_TIMING] >= th[0]:
+            f |= 2
+        if stats[r, _R_RATE] >= th[0]:
+            f |= 4
+        if stats[r, _R_ECONOMY] >= th[0]:
+            f |= 8
+        if stats[r, _SPEED_CUSUM] > SPEED_CUSUM_H:
+            f |= 16
+        log_bf = stats[r, _SCORE]
+        if stats[r, _SHOTS] >= th[1] and log_bf >= th[2]:
+            f |= 32
+        n = stats[r, _REACT_N]
+        if n >= th[3]:
+            mean = stats[r, _REACT_SUM] / n
+            sd = math.sqrt(max(stats[r, _REACT_SQ] / n - mean * mean, 0.0))
+            if mean < th[4] and sd < th[5]:
+                f |= 64
+        n = stats[r, _INT_N]
+        if n >= th[6]:  # the spread needs samples
+            mean = stats[r, _INT_SUM] / n
+            sd = math.sqrt(max(stats[r, _INT_SQ] / n - mean * mean, 0.0))
+            if mean > 0.0 and sd / mean < th[7]:
+                f |= 128
+        # For independent human intervals a repeat has a chance of about REPEAT_P: the count of
+        # repeats is a tail test of its own, valid from a few intervals on.
+        if (d & _REPEATS_CHANGED) and ((f | raised) & 128) == 0 and n >= MIN_REPEAT_INTERVALS and \
+                _log_binom_tail(stats[r, _REPEATS], n - 1.0, REPEAT_P, log_luck) < log_luck:
             f |= 128
-    # For independent human intervals a repeat has a chance of about REPEAT_P: the count of
-    # repeats is a tail test of its own, valid from a few intervals on.
-    raised = int(s[_FLAGS])  # flags stay raised: their tail tests need not run again
-    if (f & 128) == 0 and (raised & 128) == 0 and n >= MIN_REPEAT_INTERVALS and \
-            _log_binom_tail(s[_REPEATS], n - 1.0, REPEAT_P, math.log(th[11])) < math.log(th[11]):
-        f |= 128
-    n = s[_EXCESS_N]
-    if n >= th[8] and s[_EXCESS_SUM] / n > th[9]:
-        f |= 256
-    if (raised & 512) == 0 and s[_LOOTS] >= th[10] and \
-            _log_binom_tail(s[_RARES], s[_LOOTS], rare_p, math.log(th[11])) < math.log(th[11]):
-        f |= 512
-    if (raised & 1024) == 0 and s[_ACQ_N] > 0.0 and \
-            _log_binom_tail(s[_ACQ_FAST], s[_ACQ_N], th[16], math.log(th[17])) < math.log(th[17]):
-        f |= 1024
-    # Aim and acquisition are independent evidence: their factors multiply.
-    if (raised & 1056) != 1056 and s[_SHOTS] > 0.0 and s[_ACQ_N] > 0.0 and \
-            log_bf + acquire_log_bf(s[_ACQ_FAST], s[_ACQ_QUICK], s[_ACQ_N], th) >= th[2]:
-        f |= 1056
-    return f
-
-
-
-
-@njit(**JIT)
-def _flags(stats, th, rare_p):
-    """Flag bits and the aim score (log Bayes factor) for each row of ``stats`` (p, f), read."""
-    p = stats.shape[0]
-    flags = np.zeros(p, np.int64)
-    score = np.zeros(p, np.float64)
-    for r in range(p):
-        flags[r] = _row_flags(stats[r], th, rare_p)
-        score[r] = stats[r, _SCORE]
-    return flags, score
-
-
-@njit(**JIT)
-def _raise_flags(stats, srows, th, rare_p, tick):
-    """Re-judge the rows ``srows`` of ``stats`` in place: new flags join the raised ones (a flag
-    stays), and the tick of the first is kept. stats: (rows, f) float64, read and written."""
-    for k in range(srows.shape[0]):
-        s = stats[srows[k]]
-        f = _row_flags(s, th, rare_p)
+        n = stats[r, _EXCESS_N]
+        if n >= th[8] and stats[r, _EXCESS_SUM] / n > th[9]:
+            f |= 256
+        if (d & _LOOT_CHANGED) and (raised & 512) == 0 and stats[r, _LOOTS] >= th[10] and \
+                _log_binom_tail(stats[r, _RARES], stats[r, _LOOTS], rare_p, log_luck) < log_luck:
+            f |= 512
+        if (d & _ACQ_CHANGED) and (raised & 1024) == 0 and stats[r, _ACQ_N] > 0.0 and \
+                _log_binom_tail(stats[r, _ACQ_FAST], stats[r, _ACQ_N], th[16], log_acquire) < log_acquire:
+            f |= 1024
+        # Aim and acquisition are independent evidence: their factors multiply.
+        if (d & (_AIM_CHANGED | _ACQ_CHANGED)) and (raised & 1056) != 1056 and stats[r, _SHOTS] > 0.0 and \
+                stats[r, _ACQ_N] > 0.0 and \
+                log_bf + acquire_log_bf(stats[r, _ACQ_FAST], stats[r, _ACQ_QUICK], stats[r, _ACQ_N], th) >= th[2]:
+            f |= 1056
         if f != 0:
-            if s[_FLAG_TICK] < 0.0:
-                s[_FLAG_TICK] = tick
-            s[_FLAGS] = float(int(s[_FLAGS]) | f)
+            if stats[r, _FLAG_TICK] < 0.0:
+                stats[r, _FLAG_TICK] = tick
+            stats[r, _FLAGS] = float(raised | f)
+
+
+def _flags(stats: np.ndarray, th: np.ndarray, rare_p: float) -> tuple[np.ndarray, np.ndarray]:
+    """(flag bits (p,) int64, aim score (p,) float64) that rows of statistics ``stats`` (p, f)
+    call for, all tests run (``stats`` is not changed)."""
+    judged = np.array(stats, np.float64)
+    judged[:, _FLAGS] = 0.0
+    p = judged.shape[0]
+    _judge(judged, np.arange(p, dtype=np.int64), np.full(p, _ALL_CHANGED, np.int64), th, rare_p, 0.0)
+    return judged[:, _FLAGS].astype(np.int64), judged[:, _SCORE].copy()
+
+
+# What the score reads of each action's target, and of each actor's last foe, into kernel arrays.
+_FOE_FIELDS = ((Position, "x"), (Position, "y"), (Velocity, "vx"), (Velocity, "vy"), (Player, "speed_mps"),
+               (Npc, "speed_mps"))
+_LAST_FOE_FIELDS = ((Health, "dead"), (Health, "died_tick"))
+_PLAYER_F8 = block_fields(Player, np.float64)
+_OFFSET, _RTT, _SPEED = (_PLAYER_F8.index(f) for f in ("clock_offset_ms", "rtt_ms", "speed_mps"))
+
+
+@njit(**JIT)
+def _evidence(owner, kind, status, value, x, y, client_ms, target, effect, run, foe_state, last_state, tick_ms,
+              reach_m, speed_slack, range_m, speed_ref, t_ms, rtt, hit, difficulty, foe, in_reach, looted, hurt,
+              lost_ms):
+    """What ``_score`` folds, per action, from the batch and the state of the entities it names.
+
+    owner: (n,) int64 actor's row in ``run`` and ``lost_ms`` (-1: not scored); kind, status,
+    value, x, y, client_ms, target: the batch's columns; effect: (n,) ActionEffects.effect;
+    run: (rows, len(_PLAYER_F8)) the actors' Player float64 block; foe_state: (n, 6) the
+    target's ``_FOE_FIELDS``; last_state: (n, 2) the actor's last foe's ``_LAST_FOE_FIELDS``
+    (zeros where gone); reach_m: (8,) by kind; all read.
+    Written, per action: t_ms (client time on the server clock), rtt, hit (1.0 a claimed hit),
+    difficulty (the shot's base chance, NaN unless an accepted ranged shot), foe (the target of
+    an attack accepted or refused only because the target had died, else 0), in_reach (that
+    foe so near that it was in reach all the ``ACQUIRE_WINDOW_MS`` before, however both moved),
+    looted (a loot that took something), hurt (an accepted attack that did harm); per actor
+    row: lost_ms (the end of the tick its last foe died in; NaN, as on entry, if it lives).
+    """
+    window_ms = ACQUIRE_WINDOW_MS + tick_ms
+    for i in range(owner.shape[0]):
+        r = owner[i]
+        kd = kind[i]
+        ok = status[i] == 0
+        attack = 2 <= kd <= 4 and not (kd == 4 and value[i] == SPELL_HEAL)
+        engaged = attack and (ok or status[i] == 10)  # a foe that died before the attack landed is a foe
+        hit[i] = 1.0 if value[i] >= 0.5 else 0.0
+        foe[i] = target[i] if engaged else 0
+        looted[i] = kd == 5 and ok and effect[i] > 0.0
+        hurt[i] = attack and ok and effect[i] > 0.0
+        difficulty[i] = np.nan
+        in_reach[i] = False
+        if r < 0:
+            t_ms[i] = client_ms[i]
+            rtt[i] = 0.0
+            continue
+        t_ms[i] = client_ms[i] - run[r, _OFFSET]
+        rtt[i] = run[r, _RTT]
+        if last_state[i, 0] != 0.0:
+            lost_ms[r] = (last_state[i, 1] + 1.0) * tick_ms
+        if engaged or (kd == 3 and ok):
+            dist = math.hypot(foe_state[i, 0] - x[i], foe_state[i, 1] - y[i])
+            if kd == 3 and ok:
+                speed = math.hypot(foe_state[i, 2], foe_state[i, 3])
+                difficulty[i] = _shot_chance(dist, range_m, speed, speed_ref)
+            if engaged:  # a foe is a player or an NPC: one of the two speeds is 0
+                closing = (run[r, _SPEED] + foe_state[i, 4] + foe_state[i, 5]) * speed_slack / 1000.0
+                in_reach[i] = dist <= reach_m[kd] - closing * window_ms
 
 
 class AnomalyScore(System):
@@ -474,95 +567,72 @@ class AnomalyScore(System):
         self.interval = by_kind(melee=r.melee_interval_ms, ranged=r.ranged_interval_ms, cast=r.cast_cooldown_ms)
         self.speed_slack = 1.0 + r.speed_tolerance
         self._marks = SlotMarks()
+        self._dirty = np.zeros(0, np.int64)  # per stats row, 0 between ticks (see ``_score``)
+        self._identity = np.zeros(0, np.int64)
 
     def run(self, world, ctx) -> None:
         batch: ActionBatch = world.resources[ActionBatch]
         effects: ActionEffects | None = world.resources.get(ActionEffects)
-        if batch.n and effects is not None:
-            self._fold(world, ctx, batch, effects)
-        self._note_hurt(world, ctx, batch, effects)  # after: this tick's hits are answered later
-
-    def _note_hurt(self, world, ctx, batch, effects) -> None:
-        """Players hurt this tick see it at the tick's end (plus half their round trip)."""
         if effects is None:
             return
-        heal = (batch.kind == ActionKind.CAST) & (batch.value == SPELL_HEAL)
-        hurt = (batch.status == 0) & (batch.kind >= ActionKind.MELEE) & (batch.kind <= ActionKind.CAST) & ~heal
-        hurt &= effects.effect > 0
+        victims = self._fold(world, ctx, batch, effects) if batch.n else np.empty(0, np.int64)
         bites = world.resources.get(NpcHits)
-        victims = np.concatenate([batch.target[hurt], bites.victims if bites is not None else []]).astype(np.int64)
-        if victims.size:  # (a victim hit twice is written twice, the same value)
+        if bites is not None and bites.victims.size:
+            victims = np.concatenate([victims, bites.victims.astype(np.int64)])
+        # After the fold: this tick's hits are answered later. Players hurt this tick see it at
+        # the tick's end (plus half their round trip). A victim hit twice is written twice, alike.
+        if victims.size:
             scatter(world, victims, CheatStats, "hurt_ms", np.full(victims.shape[0], ctx.time_ms + 1000.0 * ctx.dt_s))
 
-    def _fold(self, world, ctx, batch, effects) -> None:
+    def _fold(self, world, ctx, batch, effects) -> np.ndarray:
         """Fold the tick's actions into their actors' statistics and re-judge only those actors
-        (nobody else's evidence changed). When every actor lives in one table (the usual case),
-        the kernels work on the table's CheatStats block in place."""
-        actors = Distinct(world, batch.actor, self._marks)
-        at, inv = actors.at, actors.inverse
-        link = gather_fields(world, at, ((Player, "clock_offset_ms"), (Player, "rtt_ms")))
-        sole = at.sole_table()
-        in_place = sole is not None and world.tables[sole[0]].has(CheatStats)
-        if in_place:
-            table, trows = world.tables[sole[0]], sole[1]
+        (nobody else's evidence changed); return the ids of those the tick's attacks hurt. When
+        every actor lives in one table (the usual case), the kernels work on the table's
+        CheatStats and Player blocks in place, indexed by row."""
+        a_table, a_row = world.locate_many(batch.actor)
+        sole = int(sole_table(a_table))
+        actors = None
+        if sole >= 0 and world.tables[sole].has(CheatStats) and world.tables[sole].has(Player):
+            table = world.tables[sole]
             stats = table.block(CheatStats, "shots")[0].T  # (capacity, fields): the table's own rows
             last_target = table.column(CheatStats, "last_target")
-            srow, scored = trows, np.ones(actors.n, np.bool_)
-        else:
+            run = table.block(Player, _PLAYER_F8[0])[0].T
+            owner = np.where(a_table >= 0, a_row, -1)
+        else:  # gathered copies in the same layouts
+            actors = Distinct(world, batch.actor, self._marks)
+            at = actors.at
             stats = gather_fields(world, at, _STAT_FIELDS)
             last_target, scored = gather(world, actors.ids, CheatStats, "last_target", at=at)
-            srow = np.arange(actors.n, dtype=np.int64)
-        mine = np.maximum(inv, 0)
-        heal = (batch.kind == ActionKind.CAST) & (batch.value == SPELL_HEAL)
-        # A foe that died before the attack landed was the client's foe all the same.
-        engaged = (batch.status == 0) | (batch.status == Refusal.TARGET_DEAD)
-        attacks = engaged & (batch.kind >= ActionKind.MELEE) & (batch.kind <= ActionKind.CAST) & ~heal
-        foe = np.where(attacks, batch.target, 0)
-        lost_ms = self._lost_ms(world, last_target[srow], 1000.0 * ctx.dt_s)
-        rows = np.where((inv >= 0) & scored[mine], inv, -1)
-        t_ms = batch.client_time_ms - link[mine, 0]
-        rtt = link[mine, 1]
-        difficulty = np.full(batch.n, np.nan)
-        shots = np.flatnonzero((batch.kind == ActionKind.RANGED) & (batch.status == 0))
-        if shots.size:
-            tgt = gather_fields(world, locate(world, batch.target[shots]),
-                                ((Position, "x"), (Position, "y"), (Velocity, "vx"), (Velocity, "vy")))
-            dist = np.hypot(tgt[:, 0] - batch.x[shots], tgt[:, 1] - batch.y[shots])
-            difficulty[shots] = shot_difficulty(dist, self.range_m, np.hypot(tgt[:, 2], tgt[:, 3]), self.speed_ref)
-        looted = (batch.kind == ActionKind.LOOT) & (batch.status == 0) & (effects.effect > 0)
-        in_reach = self._in_reach(world, ctx, batch, foe, np.isfinite(lost_ms)[mine] & (inv >= 0))
-        order = owner_order(rows, t_ms, actors.n)
-        _score(order, rows, srow, batch.kind, batch.status, t_ms, (batch.value >= 0.5).astype(np.float64),
-               difficulty, batch.excess_ms, batch.speed_ratio, rtt, looted, effects.looted_rare, _REFUSAL_CLASS, foe,
-               in_reach, self.interval, lost_ms, last_target, stats, self.th)
-        _raise_flags(stats, srow[scored], self.th, self.rare_p, float(ctx.tick))
-        if not in_place:
-            scatter_fields(world, at.subset(scored), _STAT_FIELDS, stats[scored])
-            scatter(world, actors.ids[scored], CheatStats, "last_target", last_target[scored], at=at.subset(scored))
+            run = gather_fields(world, at, tuple((Player, f) for f in _PLAYER_F8))
+            owner = np.where(actors.inverse >= 0, np.where(scored, np.arange(actors.n), -1)[actors.inverse], -1)
+        rows = stats.shape[0]
+        if self._dirty.shape[0] < rows:
+            self._dirty = np.zeros(rows, np.int64)
+            self._identity = np.arange(rows, dtype=np.int64)
 
-    def _in_reach(self, world, ctx, batch, foe, lost) -> np.ndarray:
-        """(n,) bool: attacks on a foe so near now that it was in reach all the window before,
-        however the two moved at their top speeds (judged only where the actor's last foe
-        died: ``lost``). The test looks at where the foe is, not at when the attack came, so
-        it cannot favour fast reactions over slow ones."""
-        out = np.zeros(batch.n, np.bool_)
-        ask = np.flatnonzero(lost & (foe != 0))
-        if ask.size:
-            them = gather_fields(world, locate(world, foe[ask]),
-                                 ((Position, "x"), (Position, "y"), (Player, "speed_mps"), (Npc, "speed_mps")))
-            me = gather_fields(world, locate(world, batch.actor[ask]), ((Player, "speed_mps"),))
-            dist = np.hypot(them[:, 0] - batch.x[ask], them[:, 1] - batch.y[ask])
-            closing = (me[:, 0] + them[:, 2] + them[:, 3]) * self.speed_slack / 1000.0  # a foe is one or the other
-            out[ask] = dist <= self.reach[batch.kind[ask]] - closing * (ACQUIRE_WINDOW_MS + 1000.0 * ctx.dt_s)
-        return out
-
-    @staticmethod
-    def _lost_ms(world, foes: np.ndarray, tick_ms: float) -> np.ndarray:
-        """(p,) float64: the end of the tick each foe died in, NaN for one alive or gone."""
-        at = locate(world, foes)
-        dead, there = gather(world, foes, Health, "dead", at=at)
-        died, _ = gather(world, foes, Health, "died_tick", at=at)
-        return np.where(there & (dead != 0), (died + 1.0) * tick_ms, np.nan)
+        n = batch.n
+        t_table, t_row = world.locate_many(batch.target)
+        foe_state = np.zeros((n, len(_FOE_FIELDS)))
+        read_rows(world, t_table, t_row, _FOE_FIELDS, foe_state)
+        last_state = np.zeros((n, len(_LAST_FOE_FIELDS)))
+        read_rows(world, *world.locate_many(last_target[np.maximum(owner, 0)]), _LAST_FOE_FIELDS, last_state)
+        t_ms, rtt, hit, difficulty = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
+        foe = np.empty(n, np.int64)
+        in_reach, looted, hurt = np.empty(n, np.bool_), np.empty(n, np.bool_), np.empty(n, np.bool_)
+        lost_ms = np.full(rows, np.nan)
+        _evidence(owner, batch.kind, batch.status, batch.value, batch.x, batch.y, batch.client_time_ms, batch.target,
+                  effects.effect, run, foe_state, last_state, 1000.0 * ctx.dt_s, self.reach, self.speed_slack,
+                  self.range_m, self.speed_ref, t_ms, rtt, hit, difficulty, foe, in_reach, looted, hurt, lost_ms)
+        order = owner_order(owner, t_ms, rows)
+        touched = _score(order, owner, self._identity, batch.kind, batch.status, t_ms, hit, difficulty,
+                         batch.excess_ms, batch.speed_ratio, rtt, looted, effects.looted_rare, _REFUSAL_CLASS, foe,
+                         in_reach, self.interval, lost_ms, last_target, stats, self.th, self._dirty)
+        _judge(stats, touched, self._dirty, self.th, self.rare_p, float(ctx.tick))
+        if actors is not None:
+            at = actors.at.subset(scored)
+            scatter_fields(world, at, _STAT_FIELDS, stats[scored])
+            scatter(world, actors.ids[scored], CheatStats, "last_target", last_target[scored], at=at)
+        return batch.target[hurt]
 
 
 def flag_names(flags: int) -> list[str]:

@@ -236,7 +236,15 @@ def _by_block(table, fields):
     """([(float64 block, rows in it, positions in ``fields``)], [(position, other column)])
     for the fields this table holds: one kernel call moves all the fields of a float64 block;
     the few integer fields go one by one (a kernel per dtype would cost compile time for
-    nothing)."""
+    nothing). Columns are whole (the table's capacity). Derived once per layout of the table."""
+    key = ("by_block", tuple(fields))
+    found = table.plans.get(key)
+    if found is None:
+        found = table.plans[key] = _plan_blocks(table, fields)
+    return found
+
+
+def _plan_blocks(table, fields):
     plan: dict[int, tuple[np.ndarray, list[int], list[int]]] = {}
     others = []
     for j, (component, field) in enumerate(fields):
@@ -247,7 +255,7 @@ def _by_block(table, fields):
                 entry[1].append(k)
                 entry[2].append(j)
             else:
-                others.append((j, table.column(component, field)))
+                others.append((j, block[k]))
     return [(block, np.array(src, np.int64), np.array(dst, np.int64)) for block, src, dst in plan.values()], others
 
 
@@ -275,6 +283,61 @@ def scatter_fields(world: World, at: Located, fields: Sequence[tuple[Component, 
             _put_block(block, src, rows, np.arange(n) if pos is None else pos, dst, values)
         for j, col in others:
             col[rows] = values[:, j] if pos is None else values[pos, j]
+
+
+def block_fields(component: Component, dtype) -> tuple[str, ...]:
+    """A component's fields of one dtype, in the order of the table block that holds them."""
+    return tuple(f for f in component.fields if component.dtype[f] == np.dtype(dtype))
+
+
+@njit(**JIT)
+def sole_table(table):
+    """The table every located entity of a list lives in (``table``: (n,) from ``locate_many``,
+    -1 where not located), -1 when none is located, -2 when they span several: then kernels
+    can work on that table's blocks in place, indexed by row."""
+    sole = -1
+    for i in range(table.shape[0]):
+        t = table[i]
+        if t >= 0:
+            if sole == -1:
+                sole = t
+            elif t != sole:
+                return -2
+    return sole
+
+
+@njit(**JIT)
+def _take_where(block, src, dst, table, row, t, out):
+    """out[i, dst[j]] = block[src[j], row[i]] for every i with table[i] == t."""
+    for i in range(table.shape[0]):
+        if table[i] == t:
+            r = row[i]
+            for j in range(src.shape[0]):
+                out[i, dst[j]] = block[src[j], r]
+
+
+@njit(**JIT)
+def _take_column_where(col, table, row, t, out, j):
+    """out[i, j] = col[row[i]] for every i with table[i] == t (a column of any dtype)."""
+    for i in range(table.shape[0]):
+        if table[i] == t:
+            out[i, j] = col[row[i]]
+
+
+def read_rows(world: World, table: np.ndarray, row: np.ndarray, fields: Sequence[tuple[Component, str]],
+              out: np.ndarray) -> None:
+    """Fill ``out`` (n, len(fields)) float64 with the fields of the entities at (table[i], row[i])
+    (``locate_many``), leaving entries as they are where an entity is not located or lacks
+    the component. No grouping: one kernel pass over the list per table and block, so a long
+    list spread over a few tables costs a few calls, however it interleaves."""
+    for t, held in enumerate(world.tables):
+        if held.n == 0:
+            continue
+        blocks, others = _by_block(held, fields)
+        for block, src, dst in blocks:
+            _take_where(block, src, dst, table, row, t, out)
+        for j, col in others:
+            _take_column_where(col, table, row, t, out, j)
 
 
 def has_component(world: World, at: Located, component: Component) -> np.ndarray:

@@ -37,32 +37,29 @@ from numba import njit
 
 from ecs import Phase, System
 from ecs.config import JIT
-from systems.actions import SPELL_HEAL, TARGETED, ActionBatch, ActionKind, Refusal, by_kind
-from systems.columns import (Distinct, SlotMarks, gather, gather_fields, has_component, owner_order, scatter,
-                             scatter_fields)
+from systems.actions import SPELL_HEAL, TARGETED, ActionBatch, by_kind
+from systems.columns import (Distinct, SlotMarks, block_fields, gather, gather_fields, has_component, owner_order,
+                             read_rows, scatter, scatter_fields, sole_table)
 from systems.components import Health, Link, Loot, Player, Position
 from systems.obstacles import inside_any, obstacle_arrays, segment_blocked
 
 
 
-def _same_dtype_fields(component, dtype) -> tuple[str, ...]:
-    """A component's fields of one dtype, in the order of the table block that holds them."""
-    return tuple(f for f in component.fields if component.dtype[f] == np.dtype(dtype))
-
-
 # An actor's record is read and written where it lives: the float64 and int64 blocks of Player
 # and the float64 block of Link, each seen as (rows, fields), plus Health.dead and
 # Player.connected; the kernel indexes them by these positions.
-_PLAYER_F8 = _same_dtype_fields(Player, np.float64)
-_PLAYER_I8 = _same_dtype_fields(Player, np.int64)
-_LINK_F8 = _same_dtype_fields(Link, np.float64)
+_PLAYER_F8 = block_fields(Player, np.float64)
+_PLAYER_I8 = block_fields(Player, np.int64)
+_LINK_F8 = block_fields(Link, np.float64)
 (_MOVE, _X, _Y, _RTT, _JITTER, _OFFSET, _SPEED, _LIFE, _MELEE, _RANGED, _CAST, _TOKENS, _TOKENS_MS) = (
     _PLAYER_F8.index(f) for f in ("last_move_ms", "last_x", "last_y", "rtt_ms", "jitter_ms", "clock_offset_ms",
                                   "speed_mps", "life_start_ms", "last_melee_ms", "last_ranged_ms", "last_cast_ms",
                                   "tokens", "tokens_ms"))
 _SEQ, _SEQ_WINDOW = (_PLAYER_I8.index(f) for f in ("last_seq", "seq_window"))
 _RECV, _GAP, _GAP_END = (_LINK_F8.index(f) for f in ("last_recv_ms", "gap_ms", "gap_end_ms"))
-# Rules, in one array for the kernel.
+# What validation reads of each target, into ``t_state``.
+_TARGET_FIELDS = ((Health, "dead"), (Position, "x"), (Position, "y"), (Loot, "container"))
+# Rules, in one tuple for the kernel.
 LIMITS = ("future_tolerance_ms", "stale_limit_ms", "rewind_window_ms", "speed_tolerance", "min_x", "min_y", "max_x",
           "max_y", "max_speed_mps", "teleport_m", "stall_gap_ms", "melee_interval_ms", "ranged_interval_ms",
           "cast_cooldown_ms", "max_actions_per_s", "action_burst", "timing_slack_ms")
@@ -70,7 +67,8 @@ LIMITS = ("future_tolerance_ms", "stale_limit_ms", "rewind_window_ms", "speed_to
  _RATE, _BURST, _SLACK) = range(len(LIMITS))
 
 
-# The per-action checks are inlined into the kernel: a call passing arrays costs more than a check.
+# The per-action checks are inlined into the kernel and take scalars (the limits as a tuple): an
+# array handed to a helper costs a reference-count pair per action, more than the checks.
 @njit(inline="always", **JIT)
 def _seq_fresh(last_seq, window, s):
     """True when sequence number ``s`` was never accepted: above ``last_seq``, or within the
@@ -82,44 +80,35 @@ def _seq_fresh(last_seq, window, s):
 
 
 @njit(inline="always", **JIT)
-def _judge_target(kind, ts, t, x, y, reach_m, rtt_ms, limits, occluders, heal):
-    """Refusal code (0 if none) for a targeted action from (x, y) on row ``t`` of ``ts``, the
-    (t, 5) float64 ``target_state`` (has Health, dead, x, y, flags: 1 player, 2 has loot, 4 a
-    chest, 8 hit by an action of this tick, so it may die before the loot takes effect).
-    Rows are indexed, not sliced: a view per action would cost more than the checks."""
-    flags = int(ts[t, 4])
-    if ts[t, 0] == 0.0:
+def _judge_target(kind, what, dead, tx, ty, x, y, reach_m, rtt_ms, limits):
+    """Refusal code (0 if none) for a targeted action from (x, y) on a target at (tx, ty);
+    ``what``: bits 1 player, 2 has loot, 4 a chest, 8 hit by an action of this tick (so it
+    may die before the loot takes effect), 16 has Health. Sight is judged by the caller."""
+    if (what & 16) == 0:
         return 9  # UNKNOWN_TARGET
-    if kind == 5 and (flags & 2) == 0:
+    if kind == 5 and (what & 2) == 0:
         return 13  # BAD_TARGET: nothing to loot
-    if kind == 5 and ts[t, 1] == 0.0 and (flags & 12) == 0:
+    if kind == 5 and dead == 0.0 and (what & 12) == 0:
         return 15  # TARGET_NOT_DEAD: alive, not a chest, and nobody is hitting it this tick
-    if kind != 5 and ts[t, 1] != 0.0:
+    if kind != 5 and dead != 0.0:
         return 10  # TARGET_DEAD
-    if kind == 6 and (flags & 1) == 0:
+    if kind == 6 and (what & 1) == 0:
         return 13  # BAD_TARGET: trade with a non-player
     # Lag allowance: the target may have moved while the action travelled.
     allow = reach_m * (1.0 + limits[_TOL]) + limits[_MAXSPEED] * (rtt_ms + limits[_WINDOW]) / 1000.0
-    if np.sqrt((ts[t, 2] - x) ** 2 + (ts[t, 3] - y) ** 2) > allow:
+    if np.sqrt((tx - x) ** 2 + (ty - y) ** 2) > allow:
         return 11  # OUT_OF_REACH
-    if (kind == 3 or (kind == 4 and not heal)) and segment_blocked(occluders, x, y, ts[t, 2], ts[t, 3]):
-        return 19  # NOT_VISIBLE
     return 0
 
 
 @njit(inline="always", **JIT)
-def _judge_position(x, y, t_ms, run, a, speed_mps, limits, walls):
-    """(refusal code or 0, speed ratio) for the position claim (x, y) at client time t_ms,
-    against the actor's record ``run[a]`` (Player's float64 block, read). The ratio is the
-    distance over what top speed allows in the time (1.0 = exactly top speed; NaN when not
-    judged)."""
-    if not (limits[_X0] <= x <= limits[_X1] and limits[_Y0] <= y <= limits[_Y1]):
-        return 7, np.nan  # OUT_OF_BOUNDS
-    if inside_any(walls, x, y):
-        return 18, np.nan  # BLOCKED
+def _judge_speed(x, y, t_ms, last_ms, last_x, last_y, speed_mps, limits):
+    """(refusal code or 0, speed ratio) for the position claim (x, y) at client time t_ms
+    against the last accepted one (last_x, last_y at last_ms). The ratio is the distance over
+    what top speed allows in the time (1.0 = exactly top speed)."""
     # Either way round: a late packet is checked against a newer claim.
-    dt_s = abs(t_ms - run[a, _MOVE]) / 1000.0
-    dist = np.sqrt((x - run[a, _X]) ** 2 + (y - run[a, _Y]) ** 2)
+    dt_s = abs(t_ms - last_ms) / 1000.0
+    dist = np.sqrt((x - last_x) ** 2 + (y - last_y) ** 2)
     ratio = dist / (speed_mps * dt_s) if dt_s > 0.0 and dist > 0.0 else 0.0
     allowed = speed_mps * (1.0 + limits[_TOL]) * dt_s + 1e-6
     if dist > allowed:
@@ -128,83 +117,74 @@ def _judge_position(x, y, t_ms, run, a, speed_mps, limits, walls):
 
 
 @njit(inline="always", **JIT)
-def _judge_rate(kind, t_ms, run, a, limits):
+def _tokens(t_ms, tokens, tokens_ms, limits):
+    """The action-rate bucket refilled up to client time t_ms."""
+    return min(limits[_BURST], tokens + max(t_ms - tokens_ms, 0.0) * limits[_RATE] / 1000.0)
+
+
+@njit(inline="always", **JIT)
+def _judge_rate(kind, t_ms, last_melee, last_ranged, last_cast, tokens, tokens_ms, limits):
     """Refusal code (0 if none) for the weapon intervals and the action-rate bucket."""
-    if kind == 2 and abs(t_ms - run[a, _MELEE]) < limits[_MELEE_IV]:
+    if kind == 2 and abs(t_ms - last_melee) < limits[_MELEE_IV]:
         return 20  # COOLDOWN
-    if kind == 3 and abs(t_ms - run[a, _RANGED]) < limits[_RANGED_IV]:
+    if kind == 3 and abs(t_ms - last_ranged) < limits[_RANGED_IV]:
         return 20
-    if kind == 4 and abs(t_ms - run[a, _CAST]) < limits[_CAST_IV]:
+    if kind == 4 and abs(t_ms - last_cast) < limits[_CAST_IV]:
         return 20
-    tokens = min(limits[_BURST], run[a, _TOKENS] + max(t_ms - run[a, _TOKENS_MS], 0.0) * limits[_RATE] / 1000.0)
-    if tokens < 1.0:
+    if _tokens(t_ms, tokens, tokens_ms, limits) < 1.0:
         return 21  # RATE_LIMIT
     return 0
 
 
 @njit(inline="always", **JIT)
-def _accept(kind, s, t_ms, x, y, run, seqs, a, limits):
-    """Move the actor's record on for an accepted action: ``run[a]`` (Player's float64 block)
-    and ``seqs[a]`` (its int64 block: last sequence number and anti-replay window)."""
-    last = seqs[a, _SEQ]
-    if s > last:
-        shift = np.int64(s - last)
-        seqs[a, _SEQ_WINDOW] = (seqs[a, _SEQ_WINDOW] << shift) | 1 if shift < 64 else np.int64(1)
-        seqs[a, _SEQ] = s
-    else:
-        seqs[a, _SEQ_WINDOW] |= np.int64(1) << np.int64(last - s)
-    if t_ms >= run[a, _MOVE]:  # a late packet does not move the actor back
-        run[a, _MOVE] = t_ms
-        run[a, _X] = x
-        run[a, _Y] = y
-    if kind == 2:
-        run[a, _MELEE] = max(run[a, _MELEE], t_ms)
-    elif kind == 3:
-        run[a, _RANGED] = max(run[a, _RANGED], t_ms)
-    elif kind == 4:
-        run[a, _CAST] = max(run[a, _CAST], t_ms)
-    tokens = min(limits[_BURST], run[a, _TOKENS] + max(t_ms - run[a, _TOKENS_MS], 0.0) * limits[_RATE] / 1000.0)
-    run[a, _TOKENS] = tokens - 1.0
-    run[a, _TOKENS_MS] = max(run[a, _TOKENS_MS], t_ms)
+def _hits(kind, value):
+    """Whether an action of this kind and value hurts its target (melee, ranged, a bolt)."""
+    return 2 <= kind <= 4 and not (kind == 4 and value == SPELL_HEAL)
 
 
 @njit(**JIT)
-def _validate(order, inverse, arow, is_player, actor, target, seq, client_ms, kind, x, y, recv_ms, value, t_row,
-              targeted, run, seqs, link, dead, connected, target_state, reach_m, limits, walls, occluders, status,
+def _validate(order, owner, actor, target, seq, client_ms, kind, x, y, recv_ms, value, targeted, run, seqs, link, dead,
+              connected, t_table, t_row, t_state, t_what, slot_base, marks, reach_m, limits, walls, occluders, status,
               event_ms, excess_ms, speed_ratio):
     """Check actions one actor at a time, in sequence-number order.
 
     order: (n,) int64 action indices in the order to judge them: each actor's in sequence-number
-    order (``owner_order``);
-    inverse: (n,) int64 the actor of each, -1 none; arow: (u,) int64 each actor's row in the
-    record arrays below.
+    order (``owner_order``); owner: (n,) int64 the row of each action's actor in the record
+    arrays below, -1 when it is not a live player here (``unknown_actor``).
     actor, target, seq: (n,) int64; client_ms, x, y, recv_ms, value: (n,) float64; kind: (n,)
-    int8, read. t_row: (n,) int64 row of each action's target in ``target_state`` (-1 none).
-    targeted: (8,) bool by kind, read.
-    is_player: (u,) bool per actor, read.
+    int8, read. targeted: (8,) bool by kind, read.
     run: (rows, len(_PLAYER_F8)) float64, seqs: (rows, len(_PLAYER_I8)) int64 and link:
     (rows, len(_LINK_F8)) float64 (Player's and Link's blocks, or gathered copies in the same
     layout), read and written: measured link figures (read), and the record accepted actions
     move on (position, weapon clocks, rate bucket, sequence window) and arrivals (Link).
     dead, connected: (rows,) uint8, read.
-    target_state: (t, 5) float64, read (see ``_judge_target``). reach_m: (8,) by kind.
-    limits: (len(LIMITS),) float64. walls, occluders: (k, 4) float64 rectangles; all read.
+    t_table, t_row: (n,) where each action's target lives (``locate_many``, -1 none); t_state:
+    (n, 4) float64 its dead, x, y, Loot.container; t_what: (tables,) int64 per table bits 1
+    Player, 2 Loot, 16 Health; slot_base: (tables,) int64 each table's first row in ``marks``
+    (int64 scratch, -1 everywhere on entry and on return); all read.
+    reach_m: (8,) by kind. limits: tuple in ``LIMITS`` order. walls, occluders: (k, 4) float64
+    rectangles; all read.
     status: (n,) int16, read and written (only 0 entries are judged).
     event_ms: (n,) float64, written: estimated true event time, clamped to the rewind window.
     excess_ms: (n,) float64, written: how much later than its one-way delay explains the
         action arrived, outside stalls (NaN during a stall); evidence for the anomaly score.
-    speed_ratio: (n,) float64, written where the position was judged (see ``_judge_position``).
+    speed_ratio: (n,) float64, written where the position was judged (see ``_judge_speed``).
     """
-    for k in range(order.shape[0]):
+    n = order.shape[0]
+    # The targets this tick's attacks hit: a corpse-to-be may be looted in the same tick.
+    for i in range(n):
+        if t_table[i] >= 0 and owner[i] >= 0 and status[i] == 0 and _hits(kind[i], value[i]):
+            marks[slot_base[t_table[i]] + t_row[i]] = 1
+    for k in range(n):
         i = order[k]
-        a = inverse[i]
-        if a < 0:
-            continue
-        r = arow[a]
+        a = owner[i]
         excess_ms[i] = np.nan
-        if status[i] == 0 and not is_player[a]:
-            status[i] = 2  # UNKNOWN_ACTOR: not a player
-        elif status[i] == 0 and connected[r] == 0:
+        if a < 0:
+            if status[i] == 0:
+                status[i] = 2  # UNKNOWN_ACTOR: not a live player here
+            continue
+        r = a
+        if status[i] == 0 and connected[r] == 0:
             status[i] = 16  # DISCONNECTED
         elif status[i] == 0 and targeted[kind[i]] and target[i] == actor[i]:
             status[i] = 13  # BAD_TARGET: an actor targeting itself is never an interaction
@@ -215,7 +195,7 @@ def _validate(order, inverse, arow, is_player, actor, target, seq, client_ms, ki
         t_ms = client_ms[i] - run[r, _OFFSET]  # the client's time on our clock
         kd = int(kind[i])
         recv = recv_ms[i]
-        heal = kd == 4 and value[i] == 1.0
+        heal = kd == 4 and value[i] == SPELL_HEAL
         excess = recv - t_ms - 0.5 * rtt
         gap = link[r, _GAP]
         gap_end = link[r, _GAP_END]
@@ -230,38 +210,69 @@ def _validate(order, inverse, arow, is_player, actor, target, seq, client_ms, ki
         # packet): a packet made during a stall does not trail in long after the others.
         credit = gap if recv - gap_end <= link_err and made_in_gap else 0.0
         last_seq = seqs[r, _SEQ]
+        code = 0
         if dead[r] != 0 or t_ms < run[r, _LIFE]:
-            status[i] = 3  # ACTOR_DEAD (or the action belongs to a life that ended)
+            code = 3  # ACTOR_DEAD (or the action belongs to a life that ended)
         elif t_ms > recv + limits[_FUTURE]:
-            status[i] = 5  # FUTURE_TIMESTAMP
+            code = 5  # FUTURE_TIMESTAMP
         elif excess > limits[_STALE]:
-            status[i] = 6  # STALE_TIMESTAMP
+            code = 6  # STALE_TIMESTAMP
         elif not _seq_fresh(last_seq, seqs[r, _SEQ_WINDOW], s):
-            status[i] = 4  # REPLAYED_SEQ: seen before, or older than the window
+            code = 4  # REPLAYED_SEQ: seen before, or older than the window
         elif excess > link_err + credit:
-            status[i] = 22  # FORGED_TIMESTAMP: earlier than the measured link can explain
+            code = 22  # FORGED_TIMESTAMP: earlier than the measured link can explain
         elif s > last_seq and t_ms < run[r, _TOKENS_MS] - link_err:
-            status[i] = 22  # FORGED_TIMESTAMP: a newer action dated before an older one
+            code = 22  # FORGED_TIMESTAMP: a newer action dated before an older one
+        elif not (limits[_X0] <= x[i] <= limits[_X1] and limits[_Y0] <= y[i] <= limits[_Y1]):
+            code = 7  # OUT_OF_BOUNDS
+        elif walls.shape[0] > 0 and inside_any(walls, x[i], y[i]):
+            code = 18  # BLOCKED
         else:
-            status[i], speed_ratio[i] = _judge_position(x[i], y[i], t_ms, run, r, run[r, _SPEED], limits, walls)
-            if status[i] == 0:
-                status[i] = _judge_rate(kd, t_ms, run, r, limits)
-            if status[i] == 0 and kd != 1 and kd != 7:
-                tr = t_row[i]
-                if tr < 0:
-                    status[i] = 9  # UNKNOWN_TARGET
+            code, speed_ratio[i] = _judge_speed(x[i], y[i], t_ms, run[r, _MOVE], run[r, _X], run[r, _Y],
+                                                run[r, _SPEED], limits)
+            if code == 0:
+                code = _judge_rate(kd, t_ms, run[r, _MELEE], run[r, _RANGED], run[r, _CAST], run[r, _TOKENS],
+                                   run[r, _TOKENS_MS], limits)
+            if code == 0 and kd != 1 and kd != 7:
+                tt = t_table[i]
+                if tt < 0:
+                    code = 9  # UNKNOWN_TARGET
                 else:
-                    status[i] = _judge_target(kd, target_state, tr, x[i], y[i], reach_m[kd], rtt, limits, occluders,
-                                              heal)
-        if status[i] == 0:
-            _accept(kd, s, t_ms, x[i], y[i], run, seqs, r, limits)
+                    what = t_what[tt] | (4 if t_state[i, 3] != 0.0 else 0) | (
+                        8 if marks[slot_base[tt] + t_row[i]] >= 0 else 0)
+                    code = _judge_target(kd, what, t_state[i, 0], t_state[i, 1], t_state[i, 2], x[i], y[i],
+                                         reach_m[kd], rtt, limits)
+                    if code == 0 and (kd == 3 or (kd == 4 and not heal)) and occluders.shape[0] > 0 and \
+                            segment_blocked(occluders, x[i], y[i], t_state[i, 1], t_state[i, 2]):
+                        code = 19  # NOT_VISIBLE
+        status[i] = code
+        if code == 0:
+            # Accepted: the actor's record moves on (sequence window, position, weapon clock, bucket).
+            if s > last_seq:
+                shift = np.int64(s - last_seq)
+                seqs[r, _SEQ_WINDOW] = (seqs[r, _SEQ_WINDOW] << shift) | 1 if shift < 64 else np.int64(1)
+                seqs[r, _SEQ] = s
+            else:
+                seqs[r, _SEQ_WINDOW] |= np.int64(1) << np.int64(last_seq - s)
+            if t_ms >= run[r, _MOVE]:  # a late packet does not move the actor back
+                run[r, _MOVE] = t_ms
+                run[r, _X] = x[i]
+                run[r, _Y] = y[i]
+            if 2 <= kd <= 4:
+                clock = _MELEE if kd == 2 else (_RANGED if kd == 3 else _CAST)
+                run[r, clock] = max(run[r, clock], t_ms)
+            run[r, _TOKENS] = _tokens(t_ms, run[r, _TOKENS], run[r, _TOKENS_MS], limits) - 1.0
+            run[r, _TOKENS_MS] = max(run[r, _TOKENS_MS], t_ms)
             event_ms[i] = max(t_ms, recv - 0.5 * rtt - limits[_WINDOW])
-        if credit <= 0.0 and status[i] != 3:
+        if credit <= 0.0 and code != 3:
             excess_ms[i] = excess
         # Every packet that arrived tells about the link, valid or not.
         link[r, _RECV] = max(link[r, _RECV], recv)
         link[r, _GAP] = gap
         link[r, _GAP_END] = gap_end
+    for i in range(n):
+        if t_table[i] >= 0:
+            marks[slot_base[t_table[i]] + t_row[i]] = -1
 
 
 class ActionValidation(System):
@@ -276,7 +287,7 @@ class ActionValidation(System):
         x0, y0, x1, y1 = defn.bounds
         values = dict(r.model_dump(), rewind_window_ms=defn.world.rewind_window_ms, min_x=x0, min_y=y0, max_x=x1,
                       max_y=y1, max_speed_mps=max_speed_mps)
-        self.limits = np.array([values[k] for k in LIMITS], np.float64)
+        self.limits = tuple(float(values[k]) for k in LIMITS)
         self.reach = by_kind(melee=r.melee_reach_m, ranged=r.ranged_range_m, cast=r.cast_range_m,
                              loot=r.loot_reach_m, trade=r.trade_reach_m)
         self.walls, self.occluders = obstacle_arrays(defn)
@@ -289,41 +300,39 @@ class ActionValidation(System):
         if batch.n == 0:
             return
         # Each actor's record is read and written where it lives when all of them live in one
-        # table (the usual case); else through gathered copies in the same layout.
-        actors = Distinct(world, batch.actor, self._marks)
-        batch.refuse(actors.inverse < 0, Refusal.UNKNOWN_ACTOR)
-        at = actors.at
-        sole = at.sole_table()
-        if sole is not None and all(world.tables[sole[0]].has(c) for c in (Player, Link, Health)):
-            record = self._blocks(world.tables[sole[0]])
-            arow, is_player = sole[1], np.ones(actors.n, np.bool_)
+        # table (the usual case): indexed by row. Else through gathered copies in the same layout.
+        a_table, a_row = world.locate_many(batch.actor)
+        sole = int(sole_table(a_table))
+        if sole >= 0 and all(world.tables[sole].has(c) for c in (Player, Link, Health)):
+            record = self._blocks(world.tables[sole])
+            owner = np.where(a_table >= 0, a_row, -1)
+            rows = world.tables[sole].capacity
+            actors = None
         else:
-            record = None
-            is_player = has_component(world, at, Player)
-            arow = np.arange(actors.n, dtype=np.int64)
-            gathered = self._gather(world, actors.ids, at)
+            actors = Distinct(world, batch.actor, self._marks)
+            is_player = has_component(world, actors.at, Player)
+            owner = np.where(actors.inverse >= 0, np.where(is_player, np.arange(actors.n), -1)[actors.inverse], -1)
+            record = self._gather(world, actors.ids, actors.at)
+            rows = actors.n
 
-        # Each target's state, read once: what it is, and whether this tick's actions hit it.
-        targets = Distinct(world, batch.target, self._marks)
-        tat = targets.at
-        tstate = np.zeros((targets.n, 5), np.float64)
-        tstate[:, 1:4] = gather_fields(world, tat, ((Health, "dead"), (Position, "x"), (Position, "y")))
-        tstate[:, 0] = has_component(world, tat, Health)
-        chest, has_loot = gather(world, targets.ids, Loot, "container", at=tat)
-        kinds = has_component(world, tat, Player) * 1.0 + has_loot * 2.0 + (chest != 0) * 4.0
-        heals = (batch.kind == ActionKind.CAST) & (batch.value == SPELL_HEAL)
-        hits = (batch.status == 0) & (batch.kind >= ActionKind.MELEE) & (batch.kind <= ActionKind.CAST) & ~heals
-        hit = np.zeros(targets.n, np.bool_)
-        hit[targets.inverse[hits & (targets.inverse >= 0)]] = True
-        tstate[:, 4] = kinds + hit * 8.0
+        # Each target's state, read where it lives: what it is, where, and whether it is dead.
+        t_table, t_row = world.locate_many(batch.target)
+        t_state = np.zeros((batch.n, 4), np.float64)
+        read_rows(world, t_table, t_row, _TARGET_FIELDS, t_state)
+        tables = world.tables
+        t_what = np.array([(1 if t.has(Player) else 0) | (2 if t.has(Loot) else 0) | (16 if t.has(Health) else 0)
+                           for t in tables], np.int64)
+        slot_base = np.zeros(len(tables), np.int64)
+        np.cumsum([t.n for t in tables[:-1]], out=slot_base[1:])
+        marks = self._marks.clear_for(int(slot_base[-1]) + tables[-1].n)
 
-        order = owner_order(actors.inverse, batch.seq, actors.n)
-        _validate(order, actors.inverse, arow, is_player, batch.actor, batch.target, batch.seq, batch.client_time_ms,
-                  batch.kind, batch.x, batch.y, batch.recv_time_ms, batch.value, targets.inverse, self.targeted,
-                  *(record or gathered), tstate, self.reach, self.limits, self.walls, self.occluders, batch.status,
+        order = owner_order(owner, batch.seq, rows)
+        _validate(order, owner, batch.actor, batch.target, batch.seq, batch.client_time_ms, batch.kind, batch.x,
+                  batch.y, batch.recv_time_ms, batch.value, self.targeted, *record, t_table, t_row, t_state, t_what,
+                  slot_base, marks, self.reach, self.limits, self.walls, self.occluders, batch.status,
                   batch.event_ms, batch.excess_ms, batch.speed_ratio)
-        if record is None:  # write each player's final record back
-            self._scatter(world, actors.ids[is_player], at.subset(is_player), [g[is_player] for g in gathered])
+        if actors is not None:  # write each player's final record back
+            self._scatter(world, actors.ids[is_player], actors.at.subset(is_player), [g[is_player] for g in record])
 
     @staticmethod
     def _blocks(table) -> tuple[np.ndarray, ...]:

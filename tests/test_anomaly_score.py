@@ -49,7 +49,7 @@ def fold_shots(b, hit, players=1, stats=None):
     _score(np.argsort(rows, kind="stable"), rows, np.arange(players), np.full(n, 3, np.int8), np.zeros(n, np.int16),
            np.arange(n) * 600.0, np.asarray(hit, np.float64), b, nan, nan, np.full(n, 100.0),
            np.zeros(n, np.bool_), np.zeros(n, np.bool_), _REFUSAL_CLASS, np.zeros(n, np.int64), np.zeros(n, np.bool_),
-           INTERVAL, np.full(players, np.nan), np.zeros(players, np.int64), stats, TH)
+           INTERVAL, np.full(players, np.nan), np.zeros(players, np.int64), stats, TH, np.zeros(players, np.int64))
     return stats
 
 
@@ -62,7 +62,7 @@ def acquire(t_ms, foe=7, kind=3, in_reach=True, last_target=5, lost_ms=1000.0, l
     _score(one, one, one, np.full(1, kind, np.int8), np.zeros(1, np.int16), np.full(1, float(t_ms)), np.zeros(1),
            np.full(1, np.nan), np.full(1, np.nan), np.full(1, np.nan), np.full(1, 100.0), np.zeros(1, np.bool_),
            np.zeros(1, np.bool_), _REFUSAL_CLASS, np.full(1, foe, np.int64), np.full(1, in_reach), INTERVAL,
-           np.full(1, lost_ms), np.full(1, last_target, np.int64), stats, TH)
+           np.full(1, lost_ms), np.full(1, last_target, np.int64), stats, TH, np.zeros(1, np.int64))
     return stats[0, F["acq_n"]], stats[0, F["acq_fast"]] + 0.5 * stats[0, F["acq_quick"]]
 
 
