@@ -47,15 +47,20 @@ def id_shard(entity: int) -> int:
     return (int(entity) >> (INDEX_BITS + GEN_BITS)) & MAX_SHARD
 
 
+# Columns of the registry's (capacity, 4) slot array: one slot is 32 bytes, so resolving an id
+# touches one cache line, not one per column.
+_ID, _GEN, _TABLE, _ROW = range(4)
+
+
 @njit(**JIT)
-def _locate_local(ids, slot_id, slot_table, slot_row, shard, out_table, out_row, out_foreign):
+def _locate_local(ids, slots, shard, out_table, out_row, out_foreign):
     """Resolve ids minted by this shard to (table, row); mark the others for the slow path.
 
-    ids: (n,) int64, read. slot_id/slot_table/slot_row: (cap,) registry columns, read.
+    ids: (n,) int64, read. slots: (cap, 4) int64 registry slots, read.
     out_table: (n,) int32, out_row: (n,) int64, written (-1 where unknown or dead).
     out_foreign: (n,) bool, written: True where the id carries another shard's prefix.
     """
-    cap = slot_id.shape[0]
+    cap = slots.shape[0]
     for i in range(ids.shape[0]):
         e = ids[i]
         out_table[i] = -1
@@ -67,16 +72,16 @@ def _locate_local(ids, slot_id, slot_table, slot_row, shard, out_table, out_row,
             out_foreign[i] = True
             continue
         s = e & 0xFFFFFFFF
-        if s < cap and slot_id[s] == e:
-            out_table[i] = slot_table[s]
-            out_row[i] = slot_row[s]
+        if s < cap and slots[s, _ID] == e:
+            out_table[i] = slots[s, _TABLE]
+            out_row[i] = slots[s, _ROW]
 
 
 class EntityRegistry:
     """Allocates ids and maps each live id to its (table, row).
 
     Free slots are reused first-in first-out, so a slot rests as long as possible before its
-    next generation is issued. ``slot_table == -2`` marks an id that is reserved (spawned
+    next generation is issued. A slot's table column at -2 marks an id that is reserved (spawned
     through a command buffer) but not yet materialised in a table.
     """
 
@@ -86,10 +91,10 @@ class EntityRegistry:
         if not 0 <= shard <= MAX_SHARD:
             raise ValueError(f"shard prefix must be in 0..{MAX_SHARD}, got {shard}")
         self.shard = shard
-        self.slot_id = np.zeros(capacity, np.int64)  # id living in the slot, 0 when free
-        self.slot_gen = np.zeros(capacity, np.int64)  # generation of the slot's next/current id
-        self.slot_table = np.full(capacity, -1, np.int32)
-        self.slot_row = np.full(capacity, -1, np.int64)
+        # Per slot: the id living in it (0 when free), the generation of its next/current id,
+        # and where the entity lives (table, row; -1 none).
+        self.slots = np.zeros((capacity, 4), np.int64)
+        self.slots[:, _TABLE:] = -1
         self._used = 0  # slots ever handed out; those above are untouched
         self._free: deque[int] = deque()
         self._foreign: dict[int, int] = {}  # adopted id -> local slot
@@ -98,15 +103,13 @@ class EntityRegistry:
 
     # -- allocation -------------------------------------------------------------------------
     def _grow(self, need: int) -> None:
-        cap = self.slot_id.shape[0]
+        cap = self.slots.shape[0]
         if need <= cap:
             return
-        new = max(need, 2 * cap)
-        for name, fill in (("slot_id", 0), ("slot_gen", 0), ("slot_table", -1), ("slot_row", -1)):
-            old = getattr(self, name)
-            arr = np.full(new, fill, old.dtype)
-            arr[:cap] = old
-            setattr(self, name, arr)
+        new = np.zeros((max(need, 2 * cap), 4), np.int64)
+        new[:, _TABLE:] = -1
+        new[:cap] = self.slots
+        self.slots = new
 
     def _take_slots(self, n: int) -> np.ndarray:
         reuse = min(n, len(self._free))
@@ -119,17 +122,17 @@ class EntityRegistry:
                 raise RuntimeError("entity slot space exhausted")
             self._grow(self._used + fresh)
             slots[reuse:] = np.arange(self._used, self._used + fresh)
-            self.slot_gen[self._used : self._used + fresh] = 1
+            self.slots[self._used : self._used + fresh, _GEN] = 1
             self._used += fresh
         return slots
 
     def allocate(self, n: int) -> np.ndarray:
         """Mint ``n`` new ids of this shard; they are reserved until ``place`` is called."""
         slots = self._take_slots(n)
-        ids = (np.int64(self.shard) << np.int64(48)) | (self.slot_gen[slots] << np.int64(32)) | slots
-        self.slot_id[slots] = ids
-        self.slot_table[slots] = self.RESERVED
-        self.slot_row[slots] = -1
+        ids = (np.int64(self.shard) << np.int64(48)) | (self.slots[slots, _GEN] << np.int64(32)) | slots
+        self.slots[slots, _ID] = ids
+        self.slots[slots, _TABLE] = self.RESERVED
+        self.slots[slots, _ROW] = -1
         self.alive += n
         return ids
 
@@ -154,9 +157,9 @@ class EntityRegistry:
             else:
                 s = int(self._take_slots(1)[0])
                 self._foreign[e] = s
-            self.slot_id[s] = e
-            self.slot_table[s] = self.RESERVED
-            self.slot_row[s] = -1
+            self.slots[s, _ID] = e
+            self.slots[s, _TABLE] = self.RESERVED
+            self.slots[s, _ROW] = -1
         self.alive += len(ids)
 
     def release(self, entity: int) -> None:
@@ -165,8 +168,8 @@ class EntityRegistry:
         if self._foreign.pop(int(entity), None) is not None:
             self._free.append(s)
             return
-        gen = self.slot_gen[s] + 1
-        self.slot_gen[s] = gen
+        gen = self.slots[s, _GEN] + 1
+        self.slots[s, _GEN] = gen
         if gen <= MAX_GENERATION:
             self._free.append(s)
         # else: the slot is retired; its generation would wrap and alias an old handle.
@@ -186,9 +189,9 @@ class EntityRegistry:
         s = self.slot_of(entity)
         if s < 0:
             raise KeyError(f"entity {int(entity):#x} is not alive")
-        self.slot_id[s] = 0
-        self.slot_table[s] = -1
-        self.slot_row[s] = -1
+        self.slots[s, _ID] = 0
+        self.slots[s, _TABLE] = -1
+        self.slots[s, _ROW] = -1
         self.alive -= 1
         return s
 
@@ -200,7 +203,7 @@ class EntityRegistry:
         if id_shard(e) != self.shard:
             return self._foreign.get(e, -1)
         s = id_index(e)
-        if s < self.slot_id.shape[0] and self.slot_id[s] == e:
+        if s < self.slots.shape[0] and self.slots[s, _ID] == e:
             return s
         return -1
 
@@ -209,23 +212,23 @@ class EntityRegistry:
 
     def place(self, entity: int, table: int, row: int) -> None:
         s = self.slot_of(entity)
-        self.slot_table[s] = table
-        self.slot_row[s] = row
+        self.slots[s, _TABLE] = table
+        self.slots[s, _ROW] = row
 
     def place_many(self, ids: np.ndarray, table: int, rows: np.ndarray) -> None:
         if self._foreign:
             slots = np.array([self.slot_of(e) for e in ids.tolist()], np.int64)
         else:
             slots = ids & np.int64(_INDEX_MASK)
-        self.slot_table[slots] = table
-        self.slot_row[slots] = rows
+        self.slots[slots, _TABLE] = table
+        self.slots[slots, _ROW] = rows
 
     def locate(self, entity: int) -> tuple[int, int]:
         """(table, row) of a live entity, or (-1, -1)."""
         s = self.slot_of(entity)
         if s < 0:
             return -1, -1
-        return int(self.slot_table[s]), int(self.slot_row[s])
+        return int(self.slots[s, _TABLE]), int(self.slots[s, _ROW])
 
     def locate_many(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Vectorised ``locate``: (table (n,) int32, row (n,) int64), -1 where not alive here."""
@@ -234,7 +237,7 @@ class EntityRegistry:
         table = np.empty(n, np.int32)
         row = np.empty(n, np.int64)
         foreign = np.empty(n, np.bool_)
-        _locate_local(ids, self.slot_id, self.slot_table, self.slot_row, self.shard, table, row, foreign)
+        _locate_local(ids, self.slots, self.shard, table, row, foreign)
         if self._foreign and foreign.any():
             for i in np.flatnonzero(foreign).tolist():
                 t, r = self.locate(int(ids[i]))

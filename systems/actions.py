@@ -11,6 +11,9 @@ from enum import IntEnum
 
 import numpy as np
 
+from systems.columns import read_rows
+from systems.components import Health, Loot, Position
+
 
 class ActionKind(IntEnum):
     MOVE = 1
@@ -89,10 +92,31 @@ ACTION_FIELDS = (
 CLIENT_FIELDS = tuple(name for name, _ in ACTION_FIELDS[:8])
 
 
+# Each action's target as validation (tick step 2) sees it: the tick-start state the later steps
+# judge the action against too (``ActionBatch.targets_seen``, (n, 4) float64; zeros where the
+# target is gone or lacks the component, and the container read for loot actions only).
+TARGET_SEEN = ((Health, "dead"), (Position, "x"), (Position, "y"))
+SEEN_DEAD, SEEN_X, SEEN_Y, SEEN_CONTAINER = range(4)
+
+
+def read_targets(world, batch: ActionBatch) -> np.ndarray:
+    """Each action's target's dead, x, y and (for loot) Loot.container, now. Fields are read only
+    where some action needs them: the reads are cache misses, one a field and target."""
+    table, row = batch.where(world, "target")
+    out = np.zeros((batch.n, 4), np.float64)
+    read_rows(world, table, row, TARGET_SEEN, out)
+    loots = batch.kind == ActionKind.LOOT
+    if loots.any():
+        container = np.zeros((batch.n, 1), np.float64)
+        read_rows(world, np.where(loots, table, -1), row, ((Loot, "container"),), container)
+        out[:, SEEN_CONTAINER] = container[:, 0]
+    return out
+
+
 class ActionBatch:
     """Columns of ``n`` actions; ``ActionBatch.empty()`` for none. Arrays are (n,)."""
 
-    __slots__ = tuple(name for name, _ in ACTION_FIELDS) + ("n",)
+    __slots__ = tuple(name for name, _ in ACTION_FIELDS) + ("n", "_where", "targets_seen")
 
     def __init__(self, **columns: np.ndarray) -> None:
         n = None
@@ -112,6 +136,8 @@ class ActionBatch:
                 raise ValueError(f"column {name!r} has shape {col.shape}, expected ({n},)")
             setattr(self, name, col)
         self.n = n or 0
+        self._where: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
+        self.targets_seen: np.ndarray | None = None  # set by validation (see ``read_targets``)
 
     @classmethod
     def empty(cls) -> ActionBatch:
@@ -128,6 +154,16 @@ class ActionBatch:
 
     def take(self, index: np.ndarray) -> ActionBatch:
         return ActionBatch(**{name: getattr(self, name)[index] for name, _ in ACTION_FIELDS})
+
+    def where(self, world, column: str) -> tuple[np.ndarray, np.ndarray]:
+        """(table (n,) int32, row (n,) int64): where the entity each action names in ``column``
+        ("actor" or "target") lives, -1 where it is not alive (``World.locate_many``). Found
+        once for all the steps of a tick that ask: the batch's ids never change, and the
+        answer holds until a row leaves a table (``World.removals``)."""
+        found = self._where.get(column)
+        if found is None or found[0] != world.removals:
+            found = self._where[column] = (world.removals, *world.locate_many(getattr(self, column)))
+        return found[1], found[2]
 
     def refuse(self, mask: np.ndarray, reason: Refusal) -> None:
         """Refuse the still-accepted actions under ``mask`` with ``reason``."""

@@ -46,7 +46,7 @@ from numba import njit
 from ecs import Phase, System
 from ecs.config import JIT
 from systems.action_order import ActionOrderIndex
-from systems.actions import SPELL_HEAL, ActionBatch, by_kind
+from systems.actions import SEEN_X, SEEN_Y, SPELL_HEAL, ActionBatch, by_kind, read_targets
 from systems.apply_actions import ActionEffects
 from systems.columns import (Distinct, SlotMarks, block_fields, gather, gather_fields, owner_order, read_rows,
                              scatter, scatter_fields, sole_table)
@@ -88,9 +88,9 @@ assert all(CheatStats.dtype[f] == np.float64 for _, f in _STAT_FIELDS)
 _SHOTS, _HITS, _AIM_LL = 0, 1, 2  # aim_ll0 .. aim_ll{AIM_GRID - 1} follow hits
 (_REACT_N, _REACT_SUM, _REACT_SQ, _HURT_MS, _ACQ_N, _ACQ_FAST, _ACQ_QUICK, _LAST_MELEE, _LAST_RANGED, _LAST_CAST,
  _INT_N, _INT_SUM, _INT_SQ, _LAST_T_MS, _PREV_INT, _REPEATS, _EXCESS_N, _EXCESS_SUM, _LOOTS, _RARES, _R_MOVE,
- _R_TIMING, _R_RATE, _R_ECONOMY, _SPEED_CUSUM, _FLAGS, _FLAG_TICK, _SCORE, _LAST_TARGET) = range(_AIM_LL + AIM_GRID,
+ _R_TIMING, _R_RATE, _R_ECONOMY, _SPEED_CUSUM, _FLAGS, _FLAG_TICK, _LAST_TARGET) = range(_AIM_LL + AIM_GRID,
                                                                                               len(_FIELDS))
-assert _FIELDS[_SPEED_CUSUM] == "speed_cusum" and _FIELDS[_SCORE] == "score" and _FIELDS[_HURT_MS] == "hurt_ms"
+assert _FIELDS[_SPEED_CUSUM] == "speed_cusum" and _FIELDS[_FLAG_TICK] == "flag_tick" and _FIELDS[_HURT_MS] == "hurt_ms"
 assert [f for f in _FIELDS if f.startswith("aim_ll")] == [f"aim_ll{k}" for k in range(AIM_GRID)]
 assert _FIELDS[_AIM_LL] == "aim_ll0" and _FIELDS[_REACT_N] == "react_n" and _FIELDS[_LAST_TARGET] == "last_target"
 # Refusal code -> class: 1 movement, 2 timing, 3 rate, 4 economy, 5 target (no evidence by itself).
@@ -282,6 +282,9 @@ def _score(order, rows, srow, kind, status, t_ms, hit, difficulty, excess, speed
     """
     touched = np.empty(order.shape[0], np.int64)
     m = 0
+    log_skill = np.empty(AIM_GRID)
+    for g in range(AIM_GRID):
+        log_skill[g] = math.log(_aim_skill(g, th[14]))
     for k in range(order.shape[0]):
         i = order[k]
         r = rows[i]
@@ -369,9 +372,13 @@ def _score(order, rows, srow, kind, status, t_ms, hit, difficulty, excess, speed
             b = min(max(difficulty[i], 1e-3), 1.0)
             stats[sr, _SHOTS] += 1.0
             stats[sr, _HITS] += hit[i]
-            for g in range(AIM_GRID):  # a human of skill s lands it with chance s x b
-                p = _aim_skill(g, th[14]) * b
-                stats[sr, _AIM_LL + g] += math.log(p) if hit[i] > 0.5 else math.log1p(-p)
+            if hit[i] > 0.5:  # a human of skill s lands it with chance s x b: log s + log b
+                log_b = math.log(b)
+                for g in range(AIM_GRID):
+                    stats[sr, _AIM_LL + g] += log_skill[g] + log_b
+            else:
+                for g in range(AIM_GRID):
+                    stats[sr, _AIM_LL + g] += math.log1p(-_aim_skill(g, th[14]) * b)
             dirty[sr] |= _AIM_CHANGED
         if looted[i]:
             stats[sr, _LOOTS] += 1.0
@@ -413,10 +420,10 @@ def acquire_log_bf(fast, quick, n, th):
 
 @njit(**JIT)
 def _judge(stats, rows, dirty, th, rare_p, tick):
-    """Re-judge the rows ``rows`` of ``stats`` in place: the aim score where the aim evidence
-    changed, then new flags join the raised ones (a flag stays), with the tick of the first.
-    Tests already passed are not run again, nor tail tests whose evidence did not change
-    (``dirty``, cleared here).
+    """Re-judge the rows ``rows`` of ``stats`` in place: new flags join the raised ones (a flag
+    stays), with the tick of the first. Tests already passed are not run again, nor those
+    whose evidence did not change (``dirty``, cleared here). The aim factor is computed only
+    where a bound of it (no exponentials) says it might cross the threshold.
 
     stats: (rows, f) float64, read and written; rows: (k,) int64; dirty: (rows,) int64, read
     and written; th: from ``thresholds``.
@@ -428,9 +435,6 @@ def _judge(stats, rows, dirty, th, rare_p, tick):
         r = rows[k]
         d = dirty[r]
         dirty[r] = 0
-        if d & _AIM_CHANGED:
-            stats[r, _SCORE] = aim_log_bf(stats[r, _HITS], stats[r, _SHOTS], stats[r, _AIM_LL:_AIM_LL + AIM_GRID],
-                                          log_prior)
         raised = int(stats[r, _FLAGS])
         f = 0
         if stats[r, _R_MOVE] >= th[0]:
@@ -443,9 +447,25 @@ def _judge(stats, rows, dirty, th, rare_p, tick):
             f |= 8
         if stats[r, _SPEED_CUSUM] > SPEED_CUSUM_H:
             f |= 16
-        log_bf = stats[r, _SCORE]
-        if stats[r, _SHOTS] >= th[1] and log_bf >= th[2]:
-            f |= 32
+        shots = stats[r, _SHOTS]
+        aim_open = (d & (_AIM_CHANGED | _ACQ_CHANGED)) != 0 and (raised & 1056) != 1056 and shots > 0.0
+        bound = np.inf
+        if aim_open:
+            # log(mean of the blind likelihoods) <= their largest; log(sum over skills) >= its
+            # largest term: so their difference bounds the aim factor from above.
+            hits = stats[r, _HITS]
+            top_b = -np.inf
+            for j in range(_LOG_BLIND_HIT.shape[0]):
+                top_b = max(top_b, hits * _LOG_BLIND_HIT[j] + (shots - hits) * _LOG_BLIND_MISS[j])
+            top_h = -np.inf
+            for g in range(AIM_GRID):
+                top_h = max(top_h, stats[r, _AIM_LL + g] + log_prior[g])
+            bound = top_b - top_h
+        log_bf = np.nan  # computed when needed
+        if (d & _AIM_CHANGED) and (raised & 32) == 0 and shots >= th[1] and bound >= th[2]:
+            log_bf = aim_log_bf(stats[r, _HITS], shots, stats[r, _AIM_LL:_AIM_LL + AIM_GRID], log_prior)
+            if log_bf >= th[2]:
+                f |= 32
         n = stats[r, _REACT_N]
         if n >= th[3]:
             mean = stats[r, _REACT_SUM] / n
@@ -473,53 +493,62 @@ def _judge(stats, rows, dirty, th, rare_p, tick):
                 _log_binom_tail(stats[r, _ACQ_FAST], stats[r, _ACQ_N], th[16], log_acquire) < log_acquire:
             f |= 1024
         # Aim and acquisition are independent evidence: their factors multiply.
-        if (d & (_AIM_CHANGED | _ACQ_CHANGED)) and (raised & 1056) != 1056 and stats[r, _SHOTS] > 0.0 and \
-                stats[r, _ACQ_N] > 0.0 and \
-                log_bf + acquire_log_bf(stats[r, _ACQ_FAST], stats[r, _ACQ_QUICK], stats[r, _ACQ_N], th) >= th[2]:
-            f |= 1056
+        if aim_open and stats[r, _ACQ_N] > 0.0:
+            joint = acquire_log_bf(stats[r, _ACQ_FAST], stats[r, _ACQ_QUICK], stats[r, _ACQ_N], th)
+            if bound + joint >= th[2]:
+                if np.isnan(log_bf):
+                    log_bf = aim_log_bf(stats[r, _HITS], shots, stats[r, _AIM_LL:_AIM_LL + AIM_GRID], log_prior)
+                if log_bf + joint >= th[2]:
+                    f |= 1056
         if f != 0:
             if stats[r, _FLAG_TICK] < 0.0:
                 stats[r, _FLAG_TICK] = tick
             stats[r, _FLAGS] = float(raised | f)
 
 
+@njit(**JIT)
+def _aim_scores(stats, th):
+    """(p,) the aim factor (log) of each row of ``stats``."""
+    log_prior = _skill_log_prior(th[12], th[13], th[14])
+    out = np.empty(stats.shape[0])
+    for r in range(stats.shape[0]):
+        out[r] = aim_log_bf(stats[r, _HITS], stats[r, _SHOTS], stats[r, _AIM_LL:_AIM_LL + AIM_GRID], log_prior)
+    return out
+
+
 def _flags(stats: np.ndarray, th: np.ndarray, rare_p: float) -> tuple[np.ndarray, np.ndarray]:
-    """(flag bits (p,) int64, aim score (p,) float64) that rows of statistics ``stats`` (p, f)
-    call for, all tests run (``stats`` is not changed)."""
+    """(flag bits (p,) int64, aim factor (p,) float64, log) that rows of statistics ``stats``
+    (p, f) call for, all tests run (``stats`` is not changed)."""
     judged = np.array(stats, np.float64)
     judged[:, _FLAGS] = 0.0
     p = judged.shape[0]
     _judge(judged, np.arange(p, dtype=np.int64), np.full(p, _ALL_CHANGED, np.int64), th, rare_p, 0.0)
-    return judged[:, _FLAGS].astype(np.int64), judged[:, _SCORE].copy()
+    return judged[:, _FLAGS].astype(np.int64), _aim_scores(judged, th)
 
 
-# What the score reads of each action's target, and of each actor's last foe, into kernel arrays.
-_FOE_FIELDS = ((Position, "x"), (Position, "y"), (Velocity, "vx"), (Velocity, "vy"), (Player, "speed_mps"),
-               (Npc, "speed_mps"))
+# What the score reads of each actor's last foe, now (it may have died this tick), and of how
+# the targets move.
 _LAST_FOE_FIELDS = ((Health, "dead"), (Health, "died_tick"))
+_MOTION_FIELDS = ((Velocity, "vx"), (Velocity, "vy"), (Player, "speed_mps"), (Npc, "speed_mps"))
 _PLAYER_F8 = block_fields(Player, np.float64)
 _OFFSET, _RTT, _SPEED = (_PLAYER_F8.index(f) for f in ("clock_offset_ms", "rtt_ms", "speed_mps"))
 
 
 @njit(**JIT)
-def _evidence(owner, kind, status, value, x, y, client_ms, target, effect, run, foe_state, last_state, tick_ms,
-              reach_m, speed_slack, range_m, speed_ref, t_ms, rtt, hit, difficulty, foe, in_reach, looted, hurt,
-              lost_ms):
-    """What ``_score`` folds, per action, from the batch and the state of the entities it names.
+def _evidence(owner, kind, status, value, client_ms, target, effect, run, last_target, t_ms, rtt, hit, foe, looted,
+              hurt, need):
+    """What ``_score`` folds, per action, from the batch and the actors' records.
 
-    owner: (n,) int64 actor's row in ``run`` and ``lost_ms`` (-1: not scored); kind, status,
-    value, x, y, client_ms, target: the batch's columns; effect: (n,) ActionEffects.effect;
-    run: (rows, len(_PLAYER_F8)) the actors' Player float64 block; foe_state: (n, 6) the
-    target's ``_FOE_FIELDS``; last_state: (n, 2) the actor's last foe's ``_LAST_FOE_FIELDS``
-    (zeros where gone); reach_m: (8,) by kind; all read.
+    owner: (n,) int64 actor's row in ``run`` and ``last_target`` (-1: not scored); kind,
+    status, value, client_ms, target: the batch's columns; effect: (n,) ActionEffects.effect;
+    run: (rows, len(_PLAYER_F8)) the actors' Player float64 block; all read.
     Written, per action: t_ms (client time on the server clock), rtt, hit (1.0 a claimed hit),
-    difficulty (the shot's base chance, NaN unless an accepted ranged shot), foe (the target of
-    an attack accepted or refused only because the target had died, else 0), in_reach (that
-    foe so near that it was in reach all the ``ACQUIRE_WINDOW_MS`` before, however both moved),
-    looted (a loot that took something), hurt (an accepted attack that did harm); per actor
-    row: lost_ms (the end of the tick its last foe died in; NaN, as on entry, if it lives).
+    foe (the target of an attack accepted or refused only because the target had died, else
+    0), looted (a loot that took something), hurt (an accepted attack that did harm), need
+    (what is to be read for it: 1 the target's velocity, for an accepted ranged shot; 4 the
+    state of the actor's last foe, for an attack on another: a target acquisition if that one
+    died; 2, set later, the target's top speed, for such an acquisition).
     """
-    window_ms = ACQUIRE_WINDOW_MS + tick_ms
     for i in range(owner.shape[0]):
         r = owner[i]
         kd = kind[i]
@@ -530,24 +559,41 @@ def _evidence(owner, kind, status, value, x, y, client_ms, target, effect, run, 
         foe[i] = target[i] if engaged else 0
         looted[i] = kd == 5 and ok and effect[i] > 0.0
         hurt[i] = attack and ok and effect[i] > 0.0
-        difficulty[i] = np.nan
-        in_reach[i] = False
+        need[i] = 0
         if r < 0:
             t_ms[i] = client_ms[i]
             rtt[i] = 0.0
             continue
         t_ms[i] = client_ms[i] - run[r, _OFFSET]
         rtt[i] = run[r, _RTT]
-        if last_state[i, 0] != 0.0:
-            lost_ms[r] = (last_state[i, 1] + 1.0) * tick_ms
-        if engaged or (kd == 3 and ok):
-            dist = math.hypot(foe_state[i, 0] - x[i], foe_state[i, 1] - y[i])
-            if kd == 3 and ok:
-                speed = math.hypot(foe_state[i, 2], foe_state[i, 3])
-                difficulty[i] = _shot_chance(dist, range_m, speed, speed_ref)
-            if engaged:  # a foe is a player or an NPC: one of the two speeds is 0
-                closing = (run[r, _SPEED] + foe_state[i, 4] + foe_state[i, 5]) * speed_slack / 1000.0
-                in_reach[i] = dist <= reach_m[kd] - closing * window_ms
+        if kd == 3 and ok:
+            need[i] |= 1
+        if engaged and target[i] != last_target[r]:
+            need[i] |= 4
+
+
+@njit(**JIT)
+def _geometry(owner, kind, x, y, need, seen, motion, run, window_ms, reach_m, speed_slack, range_m, speed_ref,
+              difficulty, in_reach):
+    """Shot difficulty and acquisition reach, per action, where ``_evidence`` said they are needed.
+
+    seen: (n, 4) the target as validation saw it (``ActionBatch.targets_seen``); motion: (n, 4)
+    its vx, vy (read where need & 1) and Player.speed_mps, Npc.speed_mps (where need & 2; a foe
+    is one or the other); reach_m: (8,) by kind; the rest as ``_evidence``; all read.
+    Written: difficulty (the shot's base chance, NaN unless an accepted ranged shot), in_reach
+    (the foe so near that it was in reach all the ``window_ms`` before, however both moved).
+    """
+    for i in range(owner.shape[0]):
+        difficulty[i] = np.nan
+        in_reach[i] = False
+        if need[i] == 0:
+            continue
+        dist = math.hypot(seen[i, SEEN_X] - x[i], seen[i, SEEN_Y] - y[i])
+        if need[i] & 1:
+            difficulty[i] = _shot_chance(dist, range_m, math.hypot(motion[i, 0], motion[i, 1]), speed_ref)
+        if need[i] & 2:
+            closing = (run[owner[i], _SPEED] + motion[i, 2] + motion[i, 3]) * speed_slack / 1000.0
+            in_reach[i] = dist <= reach_m[kind[i]] - closing * window_ms
 
 
 class AnomalyScore(System):
@@ -575,21 +621,24 @@ class AnomalyScore(System):
         effects: ActionEffects | None = world.resources.get(ActionEffects)
         if effects is None:
             return
-        victims = self._fold(world, ctx, batch, effects) if batch.n else np.empty(0, np.int64)
+        # After the fold, this tick's hits: they are answered later. Players hurt this tick see
+        # it at the tick's end (plus half their round trip). A victim hit twice is written twice.
+        table, row = self._fold(world, ctx, batch, effects) if batch.n else (np.empty(0, np.int32), np.empty(0, np.int64))
         bites = world.resources.get(NpcHits)
         if bites is not None and bites.victims.size:
-            victims = np.concatenate([victims, bites.victims.astype(np.int64)])
-        # After the fold: this tick's hits are answered later. Players hurt this tick see it at
-        # the tick's end (plus half their round trip). A victim hit twice is written twice, alike.
-        if victims.size:
-            scatter(world, victims, CheatStats, "hurt_ms", np.full(victims.shape[0], ctx.time_ms + 1000.0 * ctx.dt_s))
+            bitten = world.locate_many(bites.victims)
+            table, row = np.concatenate([table, bitten[0]]), np.concatenate([row, bitten[1]]).astype(np.int64)
+        seen_ms = ctx.time_ms + 1000.0 * ctx.dt_s
+        for t, held in enumerate(world.tables):
+            if held.n and held.has(CheatStats):
+                held.column(CheatStats, "hurt_ms")[row[table == t]] = seen_ms
 
-    def _fold(self, world, ctx, batch, effects) -> np.ndarray:
+    def _fold(self, world, ctx, batch, effects) -> tuple[np.ndarray, np.ndarray]:
         """Fold the tick's actions into their actors' statistics and re-judge only those actors
-        (nobody else's evidence changed); return the ids of those the tick's attacks hurt. When
-        every actor lives in one table (the usual case), the kernels work on the table's
-        CheatStats and Player blocks in place, indexed by row."""
-        a_table, a_row = world.locate_many(batch.actor)
+        (nobody else's evidence changed); return where those the tick's attacks hurt live
+        (table, row). When every actor lives in one table (the usual case), the kernels work
+        on the table's CheatStats and Player blocks in place, indexed by row."""
+        a_table, a_row = batch.where(world, "actor")
         sole = int(sole_table(a_table))
         actors = None
         if sole >= 0 and world.tables[sole].has(CheatStats) and world.tables[sole].has(Player):
@@ -611,18 +660,30 @@ class AnomalyScore(System):
             self._identity = np.arange(rows, dtype=np.int64)
 
         n = batch.n
-        t_table, t_row = world.locate_many(batch.target)
-        foe_state = np.zeros((n, len(_FOE_FIELDS)))
-        read_rows(world, t_table, t_row, _FOE_FIELDS, foe_state)
-        last_state = np.zeros((n, len(_LAST_FOE_FIELDS)))
-        read_rows(world, *world.locate_many(last_target[np.maximum(owner, 0)]), _LAST_FOE_FIELDS, last_state)
-        t_ms, rtt, hit, difficulty = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
-        foe = np.empty(n, np.int64)
-        in_reach, looted, hurt = np.empty(n, np.bool_), np.empty(n, np.bool_), np.empty(n, np.bool_)
+        t_table, t_row = batch.where(world, "target")
+        t_ms, rtt, hit = np.empty(n), np.empty(n), np.empty(n)
+        foe, need = np.empty(n, np.int64), np.empty(n, np.int64)
+        looted, hurt = np.empty(n, np.bool_), np.empty(n, np.bool_)
+        _evidence(owner, batch.kind, batch.status, batch.value, batch.client_time_ms, batch.target, effects.effect, run,
+                  last_target, t_ms, rtt, hit, foe, looted, hurt, need)
+        # Where an actor turns on another foe: did its last one die, and when (the end of that tick)?
+        switch = (need & 4) != 0
+        last_foe = np.zeros((n, len(_LAST_FOE_FIELDS)))
+        read_rows(world, *world.locate_many(np.where(switch, last_target[owner], 0)), _LAST_FOE_FIELDS, last_foe)
+        lost = switch & (last_foe[:, 0] != 0)
         lost_ms = np.full(rows, np.nan)
-        _evidence(owner, batch.kind, batch.status, batch.value, batch.x, batch.y, batch.client_time_ms, batch.target,
-                  effects.effect, run, foe_state, last_state, 1000.0 * ctx.dt_s, self.reach, self.speed_slack,
-                  self.range_m, self.speed_ref, t_ms, rtt, hit, difficulty, foe, in_reach, looted, hurt, lost_ms)
+        lost_ms[owner[lost]] = (last_foe[lost, 1] + 1.0) * (1000.0 * ctx.dt_s)
+        need[lost] |= 2
+        # The target as validation saw it (the tick-start state other entities are judged by),
+        # and how it moves, read only for the actions that need it.
+        seen = batch.targets_seen if batch.targets_seen is not None else read_targets(world, batch)
+        motion = np.zeros((n, len(_MOTION_FIELDS)))
+        read_rows(world, np.where(need & 1 != 0, t_table, -1), t_row, _MOTION_FIELDS[:2], motion)
+        if lost.any():
+            read_rows(world, np.where(lost, t_table, -1), t_row, _MOTION_FIELDS, motion)
+        difficulty, in_reach = np.empty(n), np.empty(n, np.bool_)
+        _geometry(owner, batch.kind, batch.x, batch.y, need, seen, motion, run, ACQUIRE_WINDOW_MS + 1000.0 * ctx.dt_s,
+                  self.reach, self.speed_slack, self.range_m, self.speed_ref, difficulty, in_reach)
         order = owner_order(owner, t_ms, rows)
         touched = _score(order, owner, self._identity, batch.kind, batch.status, t_ms, hit, difficulty,
                          batch.excess_ms, batch.speed_ratio, rtt, looted, effects.looted_rare, _REFUSAL_CLASS, foe,
@@ -632,7 +693,7 @@ class AnomalyScore(System):
             at = actors.at.subset(scored)
             scatter_fields(world, at, _STAT_FIELDS, stats[scored])
             scatter(world, actors.ids[scored], CheatStats, "last_target", last_target[scored], at=at)
-        return batch.target[hurt]
+        return t_table[hurt], t_row[hurt]
 
 
 def flag_names(flags: int) -> list[str]:

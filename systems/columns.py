@@ -133,22 +133,29 @@ def _distinct(slot, rank):
 
 @njit(**JIT)
 def _scrambled(inverse, key, n_owners):
-    """(n,) bool: the items of owners whose items did not come in ``key`` order."""
+    """(n,) int64 positions of the items of owners whose items did not come in ``key`` order
+    (ascending)."""
     n = inverse.shape[0]
     last = np.empty(n_owners, key.dtype)
     seen = np.zeros(n_owners, np.bool_)
     scrambled = np.zeros(n_owners, np.bool_)
+    any_scrambled = False
     for i in range(n):
         a = inverse[i]
         if a >= 0:
             if seen[a] and key[i] < last[a]:
                 scrambled[a] = True
+                any_scrambled = True
             seen[a] = True
             last[a] = key[i]
-    out = np.zeros(n, np.bool_)
-    for i in range(n):
-        out[i] = inverse[i] >= 0 and scrambled[inverse[i]]
-    return out
+    out = np.empty(n if any_scrambled else 0, np.int64)
+    m = 0
+    if any_scrambled:
+        for i in range(n):
+            if inverse[i] >= 0 and scrambled[inverse[i]]:
+                out[m] = i
+                m += 1
+    return out[:m]
 
 
 def owner_order(inverse: np.ndarray, key: np.ndarray, n_owners: int) -> np.ndarray:
@@ -160,7 +167,7 @@ def owner_order(inverse: np.ndarray, key: np.ndarray, n_owners: int) -> np.ndarr
     inverse: (n,) int64 owner of each item (-1 none), key: (n,) int or float.
     """
     proc = np.arange(inverse.shape[0])
-    mine = np.flatnonzero(_scrambled(inverse, key, n_owners))
+    mine = _scrambled(inverse, key, n_owners)
     if mine.size:
         owner = inverse[mine]
         places = mine[np.argsort(owner, kind="stable")]  # each owner's positions, ascending

@@ -91,7 +91,7 @@ CheatStats = Component(
         ("loots", "f8"), ("rares", "f8"),
         ("r_move", "f8"), ("r_timing", "f8"), ("r_rate", "f8"), ("r_economy", "f8"),
         ("speed_cusum", "f8"),
-        ("flags", "f8"), ("flag_tick", "f8"), ("score", "f8"),  # flag bits and tick: float64, one block
+        ("flags", "f8"), ("flag_tick", "f8"),  # flag bits and tick: float64, one block
         ("last_target", "i8"),  # the foe of the last attack (an id: all 64 bits, so read apart)
     ],
     defaults={"hurt_ms": -1.0e18, "last_t_ms": -1.0e18, "last_melee_ms": -1.0e18, "last_ranged_ms": -1.0e18,

@@ -37,7 +37,8 @@ from numba import njit
 
 from ecs import Phase, System
 from ecs.config import JIT
-from systems.actions import SPELL_HEAL, TARGETED, ActionBatch, by_kind
+from systems.actions import (SEEN_CONTAINER, SEEN_DEAD, SEEN_X, SEEN_Y, SPELL_HEAL, TARGETED, ActionBatch, by_kind,
+                             read_targets)
 from systems.columns import (Distinct, SlotMarks, block_fields, gather, gather_fields, has_component, owner_order,
                              read_rows, scatter, scatter_fields, sole_table)
 from systems.components import Health, Link, Loot, Player, Position
@@ -57,8 +58,6 @@ _LINK_F8 = block_fields(Link, np.float64)
                                   "tokens", "tokens_ms"))
 _SEQ, _SEQ_WINDOW = (_PLAYER_I8.index(f) for f in ("last_seq", "seq_window"))
 _RECV, _GAP, _GAP_END = (_LINK_F8.index(f) for f in ("last_recv_ms", "gap_ms", "gap_end_ms"))
-# What validation reads of each target, into ``t_state``.
-_TARGET_FIELDS = ((Health, "dead"), (Position, "x"), (Position, "y"), (Loot, "container"))
 # Rules, in one tuple for the kernel.
 LIMITS = ("future_tolerance_ms", "stale_limit_ms", "rewind_window_ms", "speed_tolerance", "min_x", "min_y", "max_x",
           "max_y", "max_speed_mps", "teleport_m", "stall_gap_ms", "melee_interval_ms", "ranged_interval_ms",
@@ -159,7 +158,7 @@ def _validate(order, owner, actor, target, seq, client_ms, kind, x, y, recv_ms, 
     move on (position, weapon clocks, rate bucket, sequence window) and arrivals (Link).
     dead, connected: (rows,) uint8, read.
     t_table, t_row: (n,) where each action's target lives (``locate_many``, -1 none); t_state:
-    (n, 4) float64 its dead, x, y, Loot.container; t_what: (tables,) int64 per table bits 1
+    (n, len(TARGET_SEEN)) float64 what it is (``read_targets``); t_what: (tables,) int64 per table bits 1
     Player, 2 Loot, 16 Health; slot_base: (tables,) int64 each table's first row in ``marks``
     (int64 scratch, -1 everywhere on entry and on return); all read.
     reach_m: (8,) by kind. limits: tuple in ``LIMITS`` order. walls, occluders: (k, 4) float64
@@ -238,12 +237,12 @@ def _validate(order, owner, actor, target, seq, client_ms, kind, x, y, recv_ms, 
                 if tt < 0:
                     code = 9  # UNKNOWN_TARGET
                 else:
-                    what = t_what[tt] | (4 if t_state[i, 3] != 0.0 else 0) | (
+                    what = t_what[tt] | (4 if t_state[i, SEEN_CONTAINER] != 0.0 else 0) | (
                         8 if marks[slot_base[tt] + t_row[i]] >= 0 else 0)
-                    code = _judge_target(kd, what, t_state[i, 0], t_state[i, 1], t_state[i, 2], x[i], y[i],
-                                         reach_m[kd], rtt, limits)
+                    tx, ty = t_state[i, SEEN_X], t_state[i, SEEN_Y]
+                    code = _judge_target(kd, what, t_state[i, SEEN_DEAD], tx, ty, x[i], y[i], reach_m[kd], rtt, limits)
                     if code == 0 and (kd == 3 or (kd == 4 and not heal)) and occluders.shape[0] > 0 and \
-                            segment_blocked(occluders, x[i], y[i], t_state[i, 1], t_state[i, 2]):
+                            segment_blocked(occluders, x[i], y[i], tx, ty):
                         code = 19  # NOT_VISIBLE
         status[i] = code
         if code == 0:
@@ -301,7 +300,7 @@ class ActionValidation(System):
             return
         # Each actor's record is read and written where it lives when all of them live in one
         # table (the usual case): indexed by row. Else through gathered copies in the same layout.
-        a_table, a_row = world.locate_many(batch.actor)
+        a_table, a_row = batch.where(world, "actor")
         sole = int(sole_table(a_table))
         if sole >= 0 and all(world.tables[sole].has(c) for c in (Player, Link, Health)):
             record = self._blocks(world.tables[sole])
@@ -316,15 +315,15 @@ class ActionValidation(System):
             rows = actors.n
 
         # Each target's state, read where it lives: what it is, where, and whether it is dead.
-        t_table, t_row = world.locate_many(batch.target)
-        t_state = np.zeros((batch.n, 4), np.float64)
-        read_rows(world, t_table, t_row, _TARGET_FIELDS, t_state)
-        tables = world.tables
-        t_what = np.array([(1 if t.has(Player) else 0) | (2 if t.has(Loot) else 0) | (16 if t.has(Health) else 0)
-                           for t in tables], np.int64)
-        slot_base = np.zeros(len(tables), np.int64)
-        np.cumsum([t.n for t in tables[:-1]], out=slot_base[1:])
-        marks = self._marks.clear_for(int(slot_base[-1]) + tables[-1].n)
+        t_table, t_row = batch.where(world, "target")
+        t_state = batch.targets_seen = read_targets(world, batch)
+        t_what, slot_base, total = [], [], 0
+        for t in world.tables:
+            t_what.append((1 if t.has(Player) else 0) | (2 if t.has(Loot) else 0) | (16 if t.has(Health) else 0))
+            slot_base.append(total)
+            total += t.n
+        t_what, slot_base = np.array(t_what, np.int64), np.array(slot_base, np.int64)
+        marks = self._marks.clear_for(total)
 
         order = owner_order(owner, batch.seq, rows)
         _validate(order, owner, batch.actor, batch.target, batch.seq, batch.client_time_ms, batch.kind, batch.x,
