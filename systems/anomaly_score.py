@@ -72,8 +72,9 @@ ACQUIRE_READY_MS = 100.0  # the weapon must be ready this soon after the death w
 MIN_REPEAT_INTERVALS = 10  # the repeat test's tail needs no more: 9 of 9 repeats is ~4e-8 for a human
 # What changed of a player's statistics in a tick: the tests whose evidence did not change are
 # not run again (a tail test whose count of extremes stayed put only grows less significant).
-_TOUCHED, _AIM_CHANGED, _REPEATS_CHANGED, _LOOT_CHANGED, _ACQ_CHANGED = 1, 2, 4, 8, 16
-_ALL_CHANGED = 31
+(_TOUCHED, _AIM_CHANGED, _REPEATS_CHANGED, _LOOT_CHANGED, _ACQ_CHANGED, _REFUSED, _SPEED_CHANGED, _RHYTHM_CHANGED,
+ _EXCESS_CHANGED, _REACT_CHANGED) = (1 << k for k in range(10))
+_ALL_CHANGED = (1 << 10) - 1
 # Skill levels of the aim test: here, not beside CheatStats, because numba's cache would not
 # see a change made in another file (the asserts below hold the two together).
 AIM_GRID = 9
@@ -85,14 +86,17 @@ _FIELDS = CheatStats.fields
 # Every field but last_target is float64: in a table they form one block, in this order.
 _STAT_FIELDS = tuple((CheatStats, f) for f in _FIELDS if f != "last_target")
 assert all(CheatStats.dtype[f] == np.float64 for _, f in _STAT_FIELDS)
-_SHOTS, _HITS, _AIM_LL = 0, 1, 2  # aim_ll0 .. aim_ll{AIM_GRID - 1} follow hits
-(_REACT_N, _REACT_SUM, _REACT_SQ, _HURT_MS, _ACQ_N, _ACQ_FAST, _ACQ_QUICK, _LAST_MELEE, _LAST_RANGED, _LAST_CAST,
- _INT_N, _INT_SUM, _INT_SQ, _LAST_T_MS, _PREV_INT, _REPEATS, _EXCESS_N, _EXCESS_SUM, _LOOTS, _RARES, _R_MOVE,
- _R_TIMING, _R_RATE, _R_ECONOMY, _SPEED_CUSUM, _FLAGS, _FLAG_TICK, _LAST_TARGET) = range(_AIM_LL + AIM_GRID,
-                                                                                              len(_FIELDS))
-assert _FIELDS[_SPEED_CUSUM] == "speed_cusum" and _FIELDS[_FLAG_TICK] == "flag_tick" and _FIELDS[_HURT_MS] == "hurt_ms"
-assert [f for f in _FIELDS if f.startswith("aim_ll")] == [f"aim_ll{k}" for k in range(AIM_GRID)]
-assert _FIELDS[_AIM_LL] == "aim_ll0" and _FIELDS[_REACT_N] == "react_n" and _FIELDS[_LAST_TARGET] == "last_target"
+# Positions in that block, by name.
+(_SHOTS, _HITS, _AIM_LL, _REACT_N, _REACT_SUM, _REACT_SQ, _HURT_MS, _ACQ_N, _ACQ_FAST, _ACQ_QUICK, _LAST_MELEE,
+ _LAST_RANGED, _LAST_CAST, _INT_N, _INT_SUM, _INT_SQ, _LAST_T_MS, _PREV_INT, _REPEATS, _EXCESS_N, _EXCESS_SUM, _LOOTS,
+ _RARES, _R_MOVE, _R_TIMING, _R_RATE, _R_ECONOMY, _SPEED_CUSUM, _FLAGS, _FLAG_TICK) = (
+    [f for _, f in _STAT_FIELDS].index(name) for name in (
+        "shots", "hits", "aim_ll0", "react_n", "react_sum", "react_sq", "hurt_ms", "acq_n", "acq_fast", "acq_quick",
+        "last_melee_ms", "last_ranged_ms", "last_cast_ms", "int_n", "int_sum", "int_sq", "last_t_ms", "prev_int",
+        "repeats", "excess_n", "excess_sum", "loots", "rares", "r_move", "r_timing", "r_rate", "r_economy",
+        "speed_cusum", "flags", "flag_tick"))
+assert [f for _, f in _STAT_FIELDS][_AIM_LL:_AIM_LL + AIM_GRID] == [f"aim_ll{k}" for k in range(AIM_GRID)]
+assert _LAST_RANGED == _LAST_MELEE + 1 and _LAST_CAST == _LAST_MELEE + 2  # a weapon's clock by kind
 # Refusal code -> class: 1 movement, 2 timing, 3 rate, 4 economy, 5 target (no evidence by itself).
 _REFUSAL_CLASS = np.zeros(32, np.int64)
 for _code in (7, 8, 17, 18):
@@ -297,6 +301,8 @@ def _score(order, rows, srow, kind, status, t_ms, hit, difficulty, excess, speed
         dirty[sr] |= _TOUCHED
         if status[i] != 0:
             c = refusal_class[status[i]]
+            if 1 <= c <= 4:
+                dirty[sr] |= _REFUSED
             if c == 1:
                 stats[sr, _R_MOVE] += 1.0
             elif c == 2:
@@ -307,6 +313,7 @@ def _score(order, rows, srow, kind, status, t_ms, hit, difficulty, excess, speed
                 stats[sr, _R_ECONOMY] += 1.0
         if not np.isnan(speed_ratio[i]):
             stats[sr, _SPEED_CUSUM] = max(0.0, stats[sr, _SPEED_CUSUM] + speed_ratio[i] - SPEED_CUSUM_K)
+            dirty[sr] |= _SPEED_CHANGED
         t = t_ms[i]
         kd = kind[i]
         # The rhythm of deliberate actions (moves are the client's heartbeat), refused or not
@@ -316,6 +323,7 @@ def _score(order, rows, srow, kind, status, t_ms, hit, difficulty, excess, speed
                 dt = t - stats[sr, _LAST_T_MS]
                 if 0.0 < dt < 5000.0:  # pauses are not rhythm
                     stats[sr, _INT_N] += 1.0
+                    dirty[sr] |= _RHYTHM_CHANGED
                     stats[sr, _INT_SUM] += dt
                     stats[sr, _INT_SQ] += dt * dt
                     # The same interval as the last one (within 5 %), or two or three times it,
@@ -357,6 +365,7 @@ def _score(order, rows, srow, kind, status, t_ms, hit, difficulty, excess, speed
             continue
         if not np.isnan(excess[i]):
             stats[sr, _EXCESS_N] += 1.0
+            dirty[sr] |= _EXCESS_CHANGED
             stats[sr, _EXCESS_SUM] += excess[i]
         if kd == 2 or kd == 3 or kd == 4:
             if stats[sr, _HURT_MS] > -1e17:
@@ -365,6 +374,7 @@ def _score(order, rows, srow, kind, status, t_ms, hit, difficulty, excess, speed
                 if reaction > 0.0:
                     if reaction < 2000.0:
                         stats[sr, _REACT_N] += 1.0
+                        dirty[sr] |= _REACT_CHANGED
                         stats[sr, _REACT_SUM] += reaction
                         stats[sr, _REACT_SQ] += reaction * reaction
                     stats[sr, _HURT_MS] = -1e18
@@ -437,15 +447,16 @@ def _judge(stats, rows, dirty, th, rare_p, tick):
         dirty[r] = 0
         raised = int(stats[r, _FLAGS])
         f = 0
-        if stats[r, _R_MOVE] >= th[0]:
-            f |= 1
-        if stats[r, _R_TIMING] >= th[0]:
-            f |= 2
-        if stats[r, _R_RATE] >= th[0]:
-            f |= 4
-        if stats[r, _R_ECONOMY] >= th[0]:
-            f |= 8
-        if stats[r, _SPEED_CUSUM] > SPEED_CUSUM_H:
+        if d & _REFUSED:
+            if stats[r, _R_MOVE] >= th[0]:
+                f |= 1
+            if stats[r, _R_TIMING] >= th[0]:
+                f |= 2
+            if stats[r, _R_RATE] >= th[0]:
+                f |= 4
+            if stats[r, _R_ECONOMY] >= th[0]:
+                f |= 8
+        if (d & _SPEED_CHANGED) and stats[r, _SPEED_CUSUM] > SPEED_CUSUM_H:
             f |= 16
         shots = stats[r, _SHOTS]
         aim_open = (d & (_AIM_CHANGED | _ACQ_CHANGED)) != 0 and (raised & 1056) != 1056 and shots > 0.0
@@ -467,13 +478,13 @@ def _judge(stats, rows, dirty, th, rare_p, tick):
             if log_bf >= th[2]:
                 f |= 32
         n = stats[r, _REACT_N]
-        if n >= th[3]:
+        if (d & _REACT_CHANGED) and n >= th[3]:
             mean = stats[r, _REACT_SUM] / n
             sd = math.sqrt(max(stats[r, _REACT_SQ] / n - mean * mean, 0.0))
             if mean < th[4] and sd < th[5]:
                 f |= 64
         n = stats[r, _INT_N]
-        if n >= th[6]:  # the spread needs samples
+        if (d & _RHYTHM_CHANGED) and n >= th[6]:  # the spread needs samples
             mean = stats[r, _INT_SUM] / n
             sd = math.sqrt(max(stats[r, _INT_SQ] / n - mean * mean, 0.0))
             if mean > 0.0 and sd / mean < th[7]:
@@ -484,7 +495,7 @@ def _judge(stats, rows, dirty, th, rare_p, tick):
                 _log_binom_tail(stats[r, _REPEATS], n - 1.0, REPEAT_P, log_luck) < log_luck:
             f |= 128
         n = stats[r, _EXCESS_N]
-        if n >= th[8] and stats[r, _EXCESS_SUM] / n > th[9]:
+        if (d & _EXCESS_CHANGED) and n >= th[8] and stats[r, _EXCESS_SUM] / n > th[9]:
             f |= 256
         if (d & _LOOT_CHANGED) and (raised & 512) == 0 and stats[r, _LOOTS] >= th[10] and \
                 _log_binom_tail(stats[r, _RARES], stats[r, _LOOTS], rare_p, log_luck) < log_luck:
@@ -535,19 +546,21 @@ _OFFSET, _RTT, _SPEED = (_PLAYER_F8.index(f) for f in ("clock_offset_ms", "rtt_m
 
 
 @njit(**JIT)
-def _evidence(owner, kind, status, value, client_ms, target, effect, run, last_target, t_ms, rtt, hit, foe, looted,
-              hurt, need):
+def _evidence(owner, kind, status, value, client_ms, target, t_table, effect, run, last_target, t_ms, rtt, hit, foe,
+              looted, hurt, need, shot_table, last_foe):
     """What ``_score`` folds, per action, from the batch and the actors' records.
 
     owner: (n,) int64 actor's row in ``run`` and ``last_target`` (-1: not scored); kind,
     status, value, client_ms, target: the batch's columns; effect: (n,) ActionEffects.effect;
-    run: (rows, len(_PLAYER_F8)) the actors' Player float64 block; all read.
+    t_table: (n,) the table of each target; run: (rows, len(_PLAYER_F8)) the actors' Player
+    float64 block; last_target: (rows,) int64; all read.
     Written, per action: t_ms (client time on the server clock), rtt, hit (1.0 a claimed hit),
     foe (the target of an attack accepted or refused only because the target had died, else
     0), looted (a loot that took something), hurt (an accepted attack that did harm), need
     (what is to be read for it: 1 the target's velocity, for an accepted ranged shot; 4 the
     state of the actor's last foe, for an attack on another: a target acquisition if that one
-    died; 2, set later, the target's top speed, for such an acquisition).
+    died; 2, set later, the target's top speed, for such an acquisition), shot_table (t_table
+    where need & 1, else -1), last_foe (the actor's last foe where need & 4, else 0).
     """
     for i in range(owner.shape[0]):
         r = owner[i]
@@ -560,6 +573,8 @@ def _evidence(owner, kind, status, value, client_ms, target, effect, run, last_t
         looted[i] = kd == 5 and ok and effect[i] > 0.0
         hurt[i] = attack and ok and effect[i] > 0.0
         need[i] = 0
+        shot_table[i] = -1
+        last_foe[i] = 0
         if r < 0:
             t_ms[i] = client_ms[i]
             rtt[i] = 0.0
@@ -568,8 +583,31 @@ def _evidence(owner, kind, status, value, client_ms, target, effect, run, last_t
         rtt[i] = run[r, _RTT]
         if kd == 3 and ok:
             need[i] |= 1
+            shot_table[i] = t_table[i]
         if engaged and target[i] != last_target[r]:
             need[i] |= 4
+            last_foe[i] = last_target[r]
+
+
+@njit(**JIT)
+def _lost(owner, last_foe, tick_ms, lost_ms, need, lost_table):
+    """Where an actor turns on another foe and its last one died: when (the end of that tick).
+
+    owner: (n,) int64; last_foe: (n, 2) the actor's last foe's ``_LAST_FOE_FIELDS`` where it
+    turns on another (zeros elsewhere); both read. Written: lost_ms (rows,) per actor (NaN,
+    as on entry, elsewhere); need (n,) |= 2 for such an acquisition; lost_table (n,) int32,
+    each target's table on entry, left only for such an acquisition (-1 elsewhere). Returns
+    how many there are.
+    """
+    m = 0
+    for i in range(owner.shape[0]):
+        if last_foe[i, 0] != 0.0:
+            lost_ms[owner[i]] = (last_foe[i, 1] + 1.0) * tick_ms
+            need[i] |= 2
+            m += 1
+        else:
+            lost_table[i] = -1
+    return m
 
 
 @njit(**JIT)
@@ -646,7 +684,7 @@ class AnomalyScore(System):
             stats = table.block(CheatStats, "shots")[0].T  # (capacity, fields): the table's own rows
             last_target = table.column(CheatStats, "last_target")
             run = table.block(Player, _PLAYER_F8[0])[0].T
-            owner = np.where(a_table >= 0, a_row, -1)
+            owner = a_row  # -1 where the actor is not alive here
         else:  # gathered copies in the same layouts
             actors = Distinct(world, batch.actor, self._marks)
             at = actors.at
@@ -662,25 +700,22 @@ class AnomalyScore(System):
         n = batch.n
         t_table, t_row = batch.where(world, "target")
         t_ms, rtt, hit = np.empty(n), np.empty(n), np.empty(n)
-        foe, need = np.empty(n, np.int64), np.empty(n, np.int64)
-        looted, hurt = np.empty(n, np.bool_), np.empty(n, np.bool_)
-        _evidence(owner, batch.kind, batch.status, batch.value, batch.client_time_ms, batch.target, effects.effect, run,
-                  last_target, t_ms, rtt, hit, foe, looted, hurt, need)
-        # Where an actor turns on another foe: did its last one die, and when (the end of that tick)?
-        switch = (need & 4) != 0
-        last_foe = np.zeros((n, len(_LAST_FOE_FIELDS)))
-        read_rows(world, *world.locate_many(np.where(switch, last_target[owner], 0)), _LAST_FOE_FIELDS, last_foe)
-        lost = switch & (last_foe[:, 0] != 0)
-        lost_ms = np.full(rows, np.nan)
-        lost_ms[owner[lost]] = (last_foe[lost, 1] + 1.0) * (1000.0 * ctx.dt_s)
-        need[lost] |= 2
+        foe, need, last_foe = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
+        looted, hurt, shot_table = np.empty(n, np.bool_), np.empty(n, np.bool_), np.empty(n, np.int32)
+        _evidence(owner, batch.kind, batch.status, batch.value, batch.client_time_ms, batch.target, t_table,
+                  effects.effect, run, last_target, t_ms, rtt, hit, foe, looted, hurt, need, shot_table, last_foe)
+        # Where an actor turns on another foe: did its last one die, and when?
+        last_state = np.zeros((n, len(_LAST_FOE_FIELDS)))
+        read_rows(world, *world.locate_many(last_foe), _LAST_FOE_FIELDS, last_state)
+        lost_ms, lost_table = np.full(rows, np.nan), t_table.copy()
+        acquisitions = _lost(owner, last_state, 1000.0 * ctx.dt_s, lost_ms, need, lost_table)
         # The target as validation saw it (the tick-start state other entities are judged by),
         # and how it moves, read only for the actions that need it.
         seen = batch.targets_seen if batch.targets_seen is not None else read_targets(world, batch)
         motion = np.zeros((n, len(_MOTION_FIELDS)))
-        read_rows(world, np.where(need & 1 != 0, t_table, -1), t_row, _MOTION_FIELDS[:2], motion)
-        if lost.any():
-            read_rows(world, np.where(lost, t_table, -1), t_row, _MOTION_FIELDS, motion)
+        read_rows(world, shot_table, t_row, _MOTION_FIELDS[:2], motion)
+        if acquisitions:
+            read_rows(world, lost_table, t_row, _MOTION_FIELDS, motion)
         difficulty, in_reach = np.empty(n), np.empty(n, np.bool_)
         _geometry(owner, batch.kind, batch.x, batch.y, need, seen, motion, run, ACQUIRE_WINDOW_MS + 1000.0 * ctx.dt_s,
                   self.reach, self.speed_slack, self.range_m, self.speed_ref, difficulty, in_reach)

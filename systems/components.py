@@ -71,27 +71,29 @@ Loot = Component("Loot", [("gold", "i8"), ("container", "u1")], merge={"gold": "
 Static = tag("Static")  # entities that never move (props, chests)
 
 # Streaming evidence about one player, updated by the anomaly score each tick (see that system).
+# A row is read and written whole for the tick's actors, so what every action touches comes
+# first, then what attacks touch, then shots, then the rare: most actions touch one or two
+# cache lines of it.
 CheatStats = Component(
     "CheatStats",
     [
+        ("flags", "f8"), ("flag_tick", "f8"),  # flag bits and tick: float64, one block
+        ("speed_cusum", "f8"), ("excess_n", "f8"), ("excess_sum", "f8"),
+        ("last_t_ms", "f8"), ("prev_int", "f8"), ("int_n", "f8"), ("int_sum", "f8"), ("int_sq", "f8"),
+        ("repeats", "f8"),
+        ("hurt_ms", "f8"), ("react_n", "f8"), ("react_sum", "f8"), ("react_sq", "f8"),
+        # Target acquisition: the client's own weapon clocks (last swing, shot, cast, counting
+        # those at a foe that died meanwhile); first attacks on a new foe timed from seeing the
+        # last one die (acq_n), those faster than the world file's two cuts (acq_fast, then
+        # acq_quick).
+        ("last_melee_ms", "f8"), ("last_ranged_ms", "f8"), ("last_cast_ms", "f8"),
+        ("acq_n", "f8"), ("acq_fast", "f8"), ("acq_quick", "f8"),
         # shots, hits: judged ranged shots and the hits among them; aim_ll<k>: log-likelihood of
         # those outcomes were the player a human of the k-th skill level of the aim test (one
         # column per level of the anomaly score's AIM_GRID).
         ("shots", "f8"), ("hits", "f8"), *[(f"aim_ll{k}", "f8") for k in range(9)],
-        ("react_n", "f8"), ("react_sum", "f8"), ("react_sq", "f8"), ("hurt_ms", "f8"),
-        # Target acquisition: first attacks on a new foe timed from seeing the last one die
-        # (acq_n), those faster than the world file's two cuts (acq_fast, then acq_quick); the
-        # client's own weapon clocks (last swing, shot, cast, counting those at a foe that
-        # died meanwhile).
-        ("acq_n", "f8"), ("acq_fast", "f8"), ("acq_quick", "f8"),
-        ("last_melee_ms", "f8"), ("last_ranged_ms", "f8"), ("last_cast_ms", "f8"),
-        ("int_n", "f8"), ("int_sum", "f8"), ("int_sq", "f8"), ("last_t_ms", "f8"), ("prev_int", "f8"),
-        ("repeats", "f8"),
-        ("excess_n", "f8"), ("excess_sum", "f8"),
         ("loots", "f8"), ("rares", "f8"),
         ("r_move", "f8"), ("r_timing", "f8"), ("r_rate", "f8"), ("r_economy", "f8"),
-        ("speed_cusum", "f8"),
-        ("flags", "f8"), ("flag_tick", "f8"),  # flag bits and tick: float64, one block
         ("last_target", "i8"),  # the foe of the last attack (an id: all 64 bits, so read apart)
     ],
     defaults={"hurt_ms": -1.0e18, "last_t_ms": -1.0e18, "last_melee_ms": -1.0e18, "last_ranged_ms": -1.0e18,

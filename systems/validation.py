@@ -37,8 +37,8 @@ from numba import njit
 
 from ecs import Phase, System
 from ecs.config import JIT
-from systems.actions import (SEEN_CONTAINER, SEEN_DEAD, SEEN_X, SEEN_Y, SPELL_HEAL, TARGETED, ActionBatch, by_kind,
-                             read_targets)
+from systems.actions import (SEEN_CONTAINER, SEEN_DEAD, SEEN_X, SEEN_Y, SPELL_HEAL, TARGETED, ActionBatch, ActionKind,
+                             by_kind, read_targets)
 from systems.columns import (Distinct, SlotMarks, block_fields, gather, gather_fields, has_component, owner_order,
                              read_rows, scatter, scatter_fields, sole_table)
 from systems.components import Health, Link, Loot, Player, Position
@@ -160,7 +160,8 @@ def _validate(order, owner, actor, target, seq, client_ms, kind, x, y, recv_ms, 
     t_table, t_row: (n,) where each action's target lives (``locate_many``, -1 none); t_state:
     (n, len(TARGET_SEEN)) float64 what it is (``read_targets``); t_what: (tables,) int64 per table bits 1
     Player, 2 Loot, 16 Health; slot_base: (tables,) int64 each table's first row in ``marks``
-    (int64 scratch, -1 everywhere on entry and on return); all read.
+    (int64 scratch, -1 everywhere on entry and on return; empty when the batch has no loot);
+    all read.
     reach_m: (8,) by kind. limits: tuple in ``LIMITS`` order. walls, occluders: (k, 4) float64
     rectangles; all read.
     status: (n,) int16, read and written (only 0 entries are judged).
@@ -170,8 +171,9 @@ def _validate(order, owner, actor, target, seq, client_ms, kind, x, y, recv_ms, 
     speed_ratio: (n,) float64, written where the position was judged (see ``_judge_speed``).
     """
     n = order.shape[0]
-    # The targets this tick's attacks hit: a corpse-to-be may be looted in the same tick.
-    for i in range(n):
+    # The targets this tick's attacks hit: a corpse-to-be may be looted in the same tick (only
+    # loot asks, so only a batch with loot marks them).
+    for i in range(n if marks.shape[0] else 0):
         if t_table[i] >= 0 and owner[i] >= 0 and status[i] == 0 and _hits(kind[i], value[i]):
             marks[slot_base[t_table[i]] + t_row[i]] = 1
     for k in range(n):
@@ -238,7 +240,7 @@ def _validate(order, owner, actor, target, seq, client_ms, kind, x, y, recv_ms, 
                     code = 9  # UNKNOWN_TARGET
                 else:
                     what = t_what[tt] | (4 if t_state[i, SEEN_CONTAINER] != 0.0 else 0) | (
-                        8 if marks[slot_base[tt] + t_row[i]] >= 0 else 0)
+                        8 if kd == 5 and marks[slot_base[tt] + t_row[i]] >= 0 else 0)
                     tx, ty = t_state[i, SEEN_X], t_state[i, SEEN_Y]
                     code = _judge_target(kd, what, t_state[i, SEEN_DEAD], tx, ty, x[i], y[i], reach_m[kd], rtt, limits)
                     if code == 0 and (kd == 3 or (kd == 4 and not heal)) and occluders.shape[0] > 0 and \
@@ -269,7 +271,7 @@ def _validate(order, owner, actor, target, seq, client_ms, kind, x, y, recv_ms, 
         link[r, _RECV] = max(link[r, _RECV], recv)
         link[r, _GAP] = gap
         link[r, _GAP_END] = gap_end
-    for i in range(n):
+    for i in range(n if marks.shape[0] else 0):
         if t_table[i] >= 0:
             marks[slot_base[t_table[i]] + t_row[i]] = -1
 
@@ -292,6 +294,7 @@ class ActionValidation(System):
         self.walls, self.occluders = obstacle_arrays(defn)
         self.targeted = np.zeros(8, np.bool_)
         self._marks = SlotMarks()
+        self._no_marks = np.empty(0, np.int64)
         self.targeted[[int(k) for k in TARGETED]] = True
 
     def run(self, world, ctx) -> None:
@@ -304,7 +307,7 @@ class ActionValidation(System):
         sole = int(sole_table(a_table))
         if sole >= 0 and all(world.tables[sole].has(c) for c in (Player, Link, Health)):
             record = self._blocks(world.tables[sole])
-            owner = np.where(a_table >= 0, a_row, -1)
+            owner = a_row  # -1 where the actor is not alive here
             rows = world.tables[sole].capacity
             actors = None
         else:
@@ -323,7 +326,7 @@ class ActionValidation(System):
             slot_base.append(total)
             total += t.n
         t_what, slot_base = np.array(t_what, np.int64), np.array(slot_base, np.int64)
-        marks = self._marks.clear_for(total)
+        marks = self._marks.clear_for(total) if (batch.kind == ActionKind.LOOT).any() else self._no_marks
 
         order = owner_order(owner, batch.seq, rows)
         _validate(order, owner, batch.actor, batch.target, batch.seq, batch.client_time_ms, batch.kind, batch.x,
