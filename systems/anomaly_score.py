@@ -388,7 +388,7 @@ def _score(order, rows, srow, kind, status, t_ms, hit, difficulty, excess, speed
                     stats[sr, _AIM_LL + g] += log_skill[g] + log_b
             else:
                 for g in range(AIM_GRID):
-                    stats[sr, _AIM_LL + g] += math.log1p(-_aim_skill(g, th[14]) * b)
+                    stats[sr, _AIM_LL + g] += math.log(1.0 - _aim_skill(g, th[14]) * b)  # cheaper than log1p; p >= 1e-4
             dirty[sr] |= _AIM_CHANGED
         if looted[i]:
             stats[sr, _LOOTS] += 1.0
