@@ -295,6 +295,7 @@ class ActionValidation(System):
         self.targeted = np.zeros(8, np.bool_)
         self._marks = SlotMarks()
         self._no_marks = np.empty(0, np.int64)
+        self._t_what = (-1, np.empty(0, np.int64))
         self.targeted[[int(k) for k in TARGETED]] = True
 
     def run(self, world, ctx) -> None:
@@ -320,13 +321,15 @@ class ActionValidation(System):
         # Each target's state, read where it lives: what it is, where, and whether it is dead.
         t_table, t_row = batch.where(world, "target")
         t_state = batch.targets_seen = read_targets(world, batch)
-        t_what, slot_base, total = [], [], 0
-        for t in world.tables:
-            t_what.append((1 if t.has(Player) else 0) | (2 if t.has(Loot) else 0) | (16 if t.has(Health) else 0))
-            slot_base.append(total)
-            total += t.n
-        t_what, slot_base = np.array(t_what, np.int64), np.array(slot_base, np.int64)
-        marks = self._marks.clear_for(total) if (batch.kind == ActionKind.LOOT).any() else self._no_marks
+        if self._t_what[0] != world.structure_version:  # what each table holds, as bits
+            self._t_what = (world.structure_version, np.array(
+                [(1 if t.has(Player) else 0) | (2 if t.has(Loot) else 0) | (16 if t.has(Health) else 0)
+                 for t in world.tables], np.int64))
+        t_what = self._t_what[1]
+        slot_base, marks = self._no_marks, self._no_marks
+        if (batch.kind == ActionKind.LOOT).any():  # marks for the targets this tick's attacks hit
+            slot_base = np.cumsum([0] + [t.n for t in world.tables], dtype=np.int64)
+            marks = self._marks.clear_for(int(slot_base[-1]))
 
         order = owner_order(owner, batch.seq, rows)
         _validate(order, owner, batch.actor, batch.target, batch.seq, batch.client_time_ms, batch.kind, batch.x,

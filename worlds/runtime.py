@@ -12,6 +12,7 @@ received them, and that tick's batch goes through the ten steps of the schedule.
 
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,7 +256,16 @@ class Simulation:
         self.world.resources[ActionBatch] = batch
         ctx = TickContext(tick=tick, dt_s=self.clock.dt_s, seed=self.seed, rng=self.rng, defn=self.defn,
                           max_speed_mps=self.max_speed_mps)
-        self.schedule.run(self.world, ctx)
+        # No garbage collection inside the tick: a pause would land on whichever system happened
+        # to allocate, and on the action-to-effect path. What the tick left is collected at its
+        # boundary instead (the next allocation after it, if the collector is due).
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self.schedule.run(self.world, ctx)
+        finally:
+            if collecting:
+                gc.enable()
         self.clock.advance()
         t1 = time.perf_counter()
         applied = batch.status == 0
