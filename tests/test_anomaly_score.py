@@ -5,9 +5,9 @@ import numpy as np
 from scipy.stats import binom
 import pytest
 
-from systems.anomaly_score import (_REFUSAL_CLASS, AIM_BLIND, AIM_GRID, FLAG_ACQUIRE, FLAG_AIM, FLAG_EXCESS, FLAG_LUCK,
+from systems.anomaly_score import (_ALL_CHANGED, _REFUSAL_CLASS, AIM_BLIND, AIM_GRID, FLAG_ACQUIRE, FLAG_AIM, FLAG_EXCESS, FLAG_LUCK,
                                    FLAG_MOVE, FLAG_REACTION, FLAG_REGULAR, FLAG_SPEED, AnomalyScore, _flags,
-                                   _log_binom_tail, _score, _skill_log_prior, acquire_log_bf, aim_log_bf, flag_names,
+                                   _judge, _log_binom_tail, _score, _skill_log_prior, acquire_log_bf, aim_log_bf, flag_names,
                                    acquisition_model, shot_difficulty, thresholds)
 from systems.components import CheatStats
 from tests.reference import naive_aim_log_bf
@@ -206,3 +206,59 @@ def test_binomial_tail_stops_early_only_when_the_answer_is_no():
             assert (got < stop) == (exact < stop)
             if exact < stop:
                 assert got == pytest.approx(exact, rel=1e-9)
+
+
+@pytest.mark.kernel
+def test_judging_only_changed_evidence_flags_the_same_players_at_the_same_ticks():
+    """Every test re-run on every touched player every tick (as a reference) against the
+    judge, which runs a test only where its evidence changed and the aim factor only past a
+    bound: the same flags, raised at the same ticks, on random evidence that raises most."""
+    rng = np.random.default_rng(3)
+    players, n = 30, 40
+    fast = [fresh(players), fresh(players)]
+    lost = [np.full(players, np.nan), np.full(players, np.nan)]
+    last = [np.zeros(players, np.int64), np.zeros(players, np.int64)]
+    kinds = np.array([1, 2, 3, 3, 4, 5], np.int8)
+    for tick in range(120):
+        rows = rng.integers(0, players, n)
+        kind = kinds[rng.integers(0, kinds.size, n)]
+        status = np.where(rng.uniform(size=n) < 0.1, rng.choice([7, 8, 22, 20, 12, 10], n), 0).astype(np.int16)
+        t_ms = tick * 50.0 + np.where(rows % 3 == 0, rows, rng.uniform(0, 50, n))  # a third keep a beat
+        hit = (rng.uniform(size=n) < np.where(rows % 4 == 0, 0.95, 0.4)).astype(np.float64)
+        difficulty = np.where((kind == 3) & (status == 0), rng.uniform(0.05, 1.0, n), np.nan)
+        excess = np.where(rows % 5 == 0, 150.0, rng.normal(0, 20, n))
+        speed_ratio = np.where(kind == 1, np.where(rows % 7 == 0, 1.4, 0.8), np.nan)
+        looted = (kind == 5) & (status == 0)
+        rare = looted & (rng.uniform(size=n) < np.where(rows % 6 == 0, 0.8, 0.02))
+        foe = np.where((kind >= 2) & (kind <= 4), rng.integers(1, 9, n), 0).astype(np.int64)
+        in_reach = rng.uniform(size=n) < 0.8
+        died = rng.uniform(size=players) < 0.3
+        order = np.argsort(rows * 1e6 + t_ms, kind="stable")
+        for k, judge_all in ((0, False), (1, True)):
+            lost[k][:] = np.where(died, tick * 50.0 - 20.0, np.nan)
+            dirty = np.zeros(players, np.int64)
+            touched = _score(order, rows, np.arange(players), kind, status, t_ms, hit, difficulty, excess,
+                             speed_ratio, np.full(n, 80.0), looted, rare, _REFUSAL_CLASS, foe, in_reach, INTERVAL,
+                             lost[k], last[k], fast[k], TH, dirty)
+            if judge_all:
+                dirty[touched] = _ALL_CHANGED
+            _judge(fast[k], touched, dirty, TH, DEFAULTS.rare_drop_p, float(tick))
+            assert (dirty == 0).all()
+        assert (fast[0][:, F["flags"]] == fast[1][:, F["flags"]]).all()
+        assert (fast[0][:, F["flag_tick"]] == fast[1][:, F["flag_tick"]]).all()
+    raised = np.bitwise_or.reduce(fast[0][:, F["flags"]].astype(np.int64))
+    assert bin(raised).count("1") >= 6  # the evidence raised most kinds of flag
+
+
+@pytest.mark.kernel
+def test_the_aim_bound_never_hides_a_flag():
+    """Rows whose aim factor lies just under and over the threshold: the bound lets through
+    every one over it."""
+    rng = np.random.default_rng(9)
+    b = rng.uniform(0.1, 1.0, (400, 300))
+    hit = (rng.uniform(size=b.shape) < rng.uniform(0.3, 0.7, (400, 1)) * (0.8 + 0.2 * b)).astype(np.float64)
+    stats = fold_shots(b.T.ravel(), hit.T.ravel(), 400)
+    flags, score = _flags(stats, TH, DEFAULTS.rare_drop_p)
+    over = (score >= TH[2]) & (stats[:, F["shots"]] >= TH[1])
+    assert 0 < over.sum() < 400  # some on either side
+    assert ((flags & FLAG_AIM) != 0).tolist() == over.tolist()

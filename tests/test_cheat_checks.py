@@ -1,8 +1,10 @@
 """Each refusal rule of validation, tried on a scripted world: refused with its reason,
 counted, and nothing in the game state changed."""
 
+import numpy as np
 import pytest
 
+from systems.actions import ActionBatch
 from systems.components import CheatStats, Health, Link, Player, Position, Static
 from tests.conftest import WORLDS
 from worlds import Simulation
@@ -123,3 +125,21 @@ def test_evidence_is_the_same_whether_the_actors_share_a_table_or_not():
         seen.append({p: sim.world.get(p, CheatStats) for p in (west, east)})
     assert seen[0] == seen[1]
     assert seen[0][west]["r_move"] == 1 and seen[0][west]["shots"] == 1 and seen[0][east]["r_move"] == 1
+
+
+def test_a_batch_locates_its_entities_once_until_a_row_leaves_a_table():
+    """``ActionBatch.where``: the same answer for every step that asks, found again after a
+    despawn moved rows (or an entity left)."""
+    sim, west, east, south = world()
+    w = sim.world
+    ids = np.array([west, east, south, 0], np.int64)
+    batch = ActionBatch(actor=ids, seq=np.zeros(4, np.int64), client_time_ms=np.zeros(4), kind=np.ones(4, np.int8),
+                        target=ids[::-1].copy(), x=np.zeros(4), y=np.zeros(4), value=np.zeros(4),
+                        recv_time_ms=np.zeros(4))
+    first = batch.where(w, "actor")
+    assert batch.where(w, "actor")[1] is first[1]  # found once
+    assert first[0][3] == -1 and (first[0][:3] >= 0).all()
+    w.despawn(west)  # the last row of its table moves into its place
+    table, row = batch.where(w, "actor")
+    assert table[0] == -1 and row[0] == -1
+    assert [w.registry.locate(int(e)) for e in ids[1:3]] == list(zip(table[1:3].tolist(), row[1:3].tolist()))

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from ecs import Component, World
 from systems.action_order import _fair_order
-from systems.columns import Distinct, SlotMarks, gather, gather_fields, has_component, locate, owner_order, scatter_fields
+from systems.columns import (Distinct, SlotMarks, gather, gather_fields, has_component, locate, owner_order, read_rows,
+                             scatter_fields, sole_table)
 
 Pos = Component("Pos", [("x", "f8"), ("y", "f8")])
 Tag = Component("Tag", [("level", "i8"), ("score", "f8")], defaults={"level": 3})
@@ -49,6 +50,30 @@ def test_distinct_matches_a_first_appearance_unique(n_plain, n_tagged, gone, dat
     assert (marks.rank == -1).all()  # the scratch is clean for the next caller
     x, _ = gather(w, d.ids, Pos, "x")
     assert (gather_fields(w, d.at, ((Pos, "x"),))[:, 0] == x).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(n_plain=st.integers(0, 12), n_tagged=st.integers(0, 12), gone=st.integers(0, 4), data=st.data())
+def test_read_rows_reads_each_located_entity_where_it_lives_and_leaves_the_rest(n_plain, n_tagged, gone, data):
+    w, live, dead = _world(n_plain, n_tagged, min(gone, n_plain + n_tagged))
+    pool = np.concatenate([live, dead, [0]])
+    ids = np.array(data.draw(st.lists(st.sampled_from(pool.tolist()), max_size=40)), np.int64)
+    skip = np.array(data.draw(st.lists(st.booleans(), min_size=ids.size, max_size=ids.size)), np.bool_)
+    table, row = w.locate_many(ids)
+    fields = ((Pos, "x"), (Tag, "level"), (Pos, "y"), (Tag, "score"))
+    out = np.full((ids.size, len(fields)), 7.5)
+    read_rows(w, np.where(skip, -1, table), row, fields, out)  # a table of -1: not read
+    for j, (c, f) in enumerate(fields):
+        values, present = gather(w, ids, c, f)
+        read = present & ~skip
+        assert (out[read, j] == values[read]).all()
+        assert (out[~read, j] == 7.5).all()
+
+
+def test_sole_table_names_the_one_table_of_a_list_or_says_there_is_none():
+    assert sole_table(np.array([-1, 2, 2, -1], np.int32)) == 2
+    assert sole_table(np.array([-1, -1], np.int32)) == -1 and sole_table(np.empty(0, np.int32)) == -1
+    assert sole_table(np.array([0, 1], np.int32)) == -2
 
 
 def test_gather_and_scatter_fields_round_trip_mixed_tables_and_dtypes():

@@ -1,5 +1,7 @@
 """The server-loop API on scripted actions: what is applied, what is refused and why."""
 
+import gc
+
 import numpy as np
 import pytest
 
@@ -257,3 +259,16 @@ def test_pve_world_refuses_player_combat():
     a, b = (int(e) for e in sim.player_ids)
     r = step_with(sim, act(sim, a, 1, "melee", target=b))
     assert r.refused == {"bad_target": 1}
+
+
+def test_a_tick_runs_without_the_garbage_collector_and_gives_it_back():
+    sim = Simulation(parse_world({"world": {"name": "gc", "bounds": [0, 0, 50, 50]}}), generate=False)
+    assert gc.isenabled()
+    sim.step()
+    assert gc.isenabled()
+    gc.disable()  # a caller that manages the collector itself keeps it as it was
+    try:
+        sim.step()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
