@@ -286,9 +286,10 @@ def _score(order, rows, srow, kind, status, t_ms, hit, difficulty, excess, speed
     """
     touched = np.empty(order.shape[0], np.int64)
     m = 0
-    log_skill = np.empty(AIM_GRID)
+    skill, log_skill = np.empty(AIM_GRID), np.empty(AIM_GRID)
     for g in range(AIM_GRID):
-        log_skill[g] = math.log(_aim_skill(g, th[14]))
+        skill[g] = _aim_skill(g, th[14])
+        log_skill[g] = math.log(skill[g])
     for k in range(order.shape[0]):
         i = order[k]
         r = rows[i]
@@ -388,7 +389,7 @@ def _score(order, rows, srow, kind, status, t_ms, hit, difficulty, excess, speed
                     stats[sr, _AIM_LL + g] += log_skill[g] + log_b
             else:
                 for g in range(AIM_GRID):
-                    stats[sr, _AIM_LL + g] += math.log(1.0 - _aim_skill(g, th[14]) * b)  # cheaper than log1p; p >= 1e-4
+                    stats[sr, _AIM_LL + g] += math.log(1.0 - skill[g] * b)  # cheaper than log1p; p >= 1e-4
             dirty[sr] |= _AIM_CHANGED
         if looted[i]:
             stats[sr, _LOOTS] += 1.0
@@ -626,9 +627,10 @@ def _geometry(owner, kind, x, y, need, seen, motion, run, window_ms, reach_m, sp
         in_reach[i] = False
         if need[i] == 0:
             continue
-        dist = math.hypot(seen[i, SEEN_X] - x[i], seen[i, SEEN_Y] - y[i])
+        dist = math.sqrt((seen[i, SEEN_X] - x[i]) ** 2 + (seen[i, SEEN_Y] - y[i]) ** 2)  # (hypot is slower)
         if need[i] & 1:
-            difficulty[i] = _shot_chance(dist, range_m, math.hypot(motion[i, 0], motion[i, 1]), speed_ref)
+            speed = math.sqrt(motion[i, 0] ** 2 + motion[i, 1] ** 2)
+            difficulty[i] = _shot_chance(dist, range_m, speed, speed_ref)
         if need[i] & 2:
             closing = (run[owner[i], _SPEED] + motion[i, 2] + motion[i, 3]) * speed_slack / 1000.0
             in_reach[i] = dist <= reach_m[kind[i]] - closing * window_ms
