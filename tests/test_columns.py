@@ -33,12 +33,22 @@ def _world(n_plain: int, n_tagged: int, gone: int) -> tuple[World, np.ndarray, n
     return w, ids[gone:], dead
 
 
-@settings(max_examples=40, deadline=None)
-@given(n_plain=st.integers(0, 12), n_tagged=st.integers(0, 12), gone=st.integers(0, 4), data=st.data())
-def test_distinct_matches_a_first_appearance_unique(n_plain, n_tagged, gone, data):
+def _drawn_ids(data, n_plain: int, n_tagged: int, gone: int) -> tuple[World, np.ndarray, np.ndarray]:
+    """(world, live ids, a drawn list of ids: live, dead and 0, repeats allowed)."""
     w, live, dead = _world(n_plain, n_tagged, min(gone, n_plain + n_tagged))
     pool = np.concatenate([live, dead, [0]])
-    ids = np.array(data.draw(st.lists(st.sampled_from(pool.tolist()), max_size=40)), np.int64)
+    return w, live, np.array(data.draw(st.lists(st.sampled_from(pool.tolist()), max_size=40)), np.int64)
+
+
+def mixed(test):
+    """Run ``test`` on worlds of two tables with some entities despawned (hypothesis)."""
+    drawn = given(n_plain=st.integers(0, 12), n_tagged=st.integers(0, 12), gone=st.integers(0, 4), data=st.data())
+    return settings(max_examples=40, deadline=None)(drawn(test))
+
+
+@mixed
+def test_distinct_matches_a_first_appearance_unique(n_plain, n_tagged, gone, data):
+    w, live, ids = _drawn_ids(data, n_plain, n_tagged, gone)
     marks = SlotMarks()
     d = Distinct(w, ids, marks)
     alive = np.isin(ids, live)
@@ -52,12 +62,9 @@ def test_distinct_matches_a_first_appearance_unique(n_plain, n_tagged, gone, dat
     assert (gather_fields(w, d.at, ((Pos, "x"),))[:, 0] == x).all()
 
 
-@settings(max_examples=40, deadline=None)
-@given(n_plain=st.integers(0, 12), n_tagged=st.integers(0, 12), gone=st.integers(0, 4), data=st.data())
+@mixed
 def test_read_rows_reads_each_located_entity_where_it_lives_and_leaves_the_rest(n_plain, n_tagged, gone, data):
-    w, live, dead = _world(n_plain, n_tagged, min(gone, n_plain + n_tagged))
-    pool = np.concatenate([live, dead, [0]])
-    ids = np.array(data.draw(st.lists(st.sampled_from(pool.tolist()), max_size=40)), np.int64)
+    w, _, ids = _drawn_ids(data, n_plain, n_tagged, gone)
     skip = np.array(data.draw(st.lists(st.booleans(), min_size=ids.size, max_size=ids.size)), np.bool_)
     table, row = w.locate_many(ids)
     fields = ((Pos, "x"), (Tag, "level"), (Pos, "y"), (Tag, "score"))
