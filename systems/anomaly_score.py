@@ -460,7 +460,9 @@ def _judge(stats, rows, dirty, th, rare_p, tick):
         if (d & _SPEED_CHANGED) and stats[r, _SPEED_CUSUM] > SPEED_CUSUM_H:
             f |= 16
         shots = stats[r, _SHOTS]
-        aim_open = (d & (_AIM_CHANGED | _ACQ_CHANGED)) != 0 and (raised & 1056) != 1056 and shots > 0.0
+        # An aim flag needs enough shots, or acquisitions to join them (the joint test).
+        aim_open = (d & (_AIM_CHANGED | _ACQ_CHANGED)) != 0 and (raised & 1056) != 1056 and shots > 0.0 and \
+            (shots >= th[1] or stats[r, _ACQ_N] > 0.0)
         bound = np.inf
         if aim_open:
             # log(mean of the blind likelihoods) <= their largest; log(sum over skills) >= its
