@@ -1,0 +1,87 @@
+"""A/B two checkouts in lockstep: the action load of the bench's "actions" figure, stepped by two
+processes in turns, one round each (the order swapping every round), so that both see the same
+spells of a noisy machine. Single runs of ``bench/run.py`` drift by 30-50 % within minutes on a
+shared VM; two runs of the same code in lockstep agree within a few per cent.
+
+    python bench/ab.py OTHER_CHECKOUT [--rounds 30]
+
+OTHER_CHECKOUT is another tree of this project (``git worktree add /tmp/base REV``); each side
+imports its own code. Prints, per side, the medians of the cheat checks (validation + anomaly
+score) at 2,500 actions per tick and of the action path (ingest to applied) at each level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+LEVELS = (2_500, 25_000, 250_000)
+HERE = Path(__file__).resolve().parent.parent
+
+
+def worker() -> None:
+    """One side: a round per line on stdin; prints checks ms (at the lowest level) and path ms."""
+    sys.path.insert(0, str(Path.cwd()))
+    from bench.action_load import ActionLoad
+    from bench.figures import ACTION_PATH, CHEAT_CHECKS
+    from bench.scenes import unthrottled
+    from worlds.runtime import Simulation
+
+    sim = Simulation(unthrottled(), generate=False)
+    load = ActionLoad(sim)
+    for _ in range(5):
+        sim.step()
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        out = []
+        for n in LEVELS:
+            load.restore_health()
+            sim.submit(load.batch(n))
+            ms = sim.step().system_ms
+            if n == LEVELS[0]:
+                out.append(sum(ms.get(k, 0.0) for k in CHEAT_CHECKS))
+            out.append(sum(ms.get(k, 0.0) for k in ACTION_PATH))
+        print(" ".join(f"{v:.4f}" for v in out), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench/ab.py", description=__doc__.splitlines()[0])
+    parser.add_argument("other", type=Path, help="the other checkout")
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args(argv)
+    sides = [HERE, args.other.resolve()]
+    procs = [subprocess.Popen([sys.executable, str(HERE / "bench" / "ab.py"), "--worker"], cwd=side,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for side in sides]
+    for p in procs:
+        if not p.stdout.readline().startswith("ready"):
+            raise SystemExit("a side did not start")
+    rows: list[list[list[float]]] = [[], []]
+    for r in range(args.warmup + args.rounds):
+        for k in ((0, 1) if r % 2 == 0 else (1, 0)):
+            procs[k].stdin.write("go\n")
+            procs[k].stdin.flush()
+            values = [float(v) for v in procs[k].stdout.readline().split()]
+            if r >= args.warmup:
+                rows[k].append(values)
+    for p in procs:
+        p.stdin.close()
+        p.wait()
+    print(f"lockstep A/B, {args.rounds} rounds, medians in ms")
+    print(f"| side | checks at {LEVELS[0]:,} | " + " | ".join(f"path at {n:,}" for n in LEVELS) + " |")
+    print("|---|---|" + "---|" * len(LEVELS))
+    for side, values in zip(sides, rows):
+        med = np.median(np.array(values), axis=0)
+        print(f"| {side} | " + " | ".join(f"{v:.3f}" for v in med) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--worker"]:
+        worker()
+    else:
+        raise SystemExit(main())
