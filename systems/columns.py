@@ -3,9 +3,11 @@
 Actions touch a few thousand entities out of a hundred thousand: the steps that act on them
 find the distinct entities of their lists (``Distinct``, a counting pass, no sort), gather
 their fields into batch-local arrays (``gather`` one field, ``gather_fields`` many at once,
-one kernel call per table block), run a kernel, and scatter the results back. ``owner_order``
-walks a batch in arrival order while keeping each owner's items in key order. Work is per
-table touched (a handful), never per entity in Python.
+one kernel call per table block), run a kernel, and scatter the results back. When the entities
+of a list all live in one table (``sole_table``), kernels work on its blocks in place, indexed
+by row; ``read_rows`` reads fields of a long list where they live, a kernel pass per table and
+block with no grouping. ``owner_order`` walks a batch in arrival order while keeping each
+owner's items in key order. Work is per table touched (a handful), never per entity in Python.
 """
 
 from __future__ import annotations
@@ -47,13 +49,6 @@ class Located:
 
     def subset(self, index: np.ndarray) -> Located:
         return Located(self.table[index], self.row[index])
-
-    def sole_table(self) -> tuple[int, np.ndarray] | None:
-        """(table index, rows) when every entity of the list lives in one table, else None:
-        then a kernel can work on that table's blocks in place."""
-        if len(self.groups) == 1 and self.groups[0][1] is None:
-            return self.groups[0][0], self.groups[0][2]
-        return None
 
 
 def locate(world: World, ids: np.ndarray) -> Located:
