@@ -136,7 +136,7 @@ class ActionBatch:
                 raise ValueError(f"column {name!r} has shape {col.shape}, expected ({n},)")
             setattr(self, name, col)
         self.n = n or 0
-        self._where: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
+        self._where: dict[str, tuple] = {}  # column -> (world, its removals, table, row)
         self.targets_seen: np.ndarray | None = None  # set by validation (see ``read_targets``)
 
     @classmethod
@@ -159,11 +159,11 @@ class ActionBatch:
         """(table (n,) int32, row (n,) int64): where the entity each action names in ``column``
         ("actor" or "target") lives, -1 where it is not alive (``World.locate_many``). Found
         once for all the steps of a tick that ask: the batch's ids never change, and the
-        answer holds until a row leaves a table (``World.removals``)."""
+        answer holds, in that world, until a row leaves a table (``World.removals``)."""
         found = self._where.get(column)
-        if found is None or found[0] != world.removals:
-            found = self._where[column] = (world.removals, *world.locate_many(getattr(self, column)))
-        return found[1], found[2]
+        if found is None or found[0] is not world or found[1] != world.removals:
+            found = self._where[column] = (world, world.removals, *world.locate_many(getattr(self, column)))
+        return found[2], found[3]
 
     def refuse(self, mask: np.ndarray, reason: Refusal) -> None:
         """Refuse the still-accepted actions under ``mask`` with ``reason``."""

@@ -665,7 +665,9 @@ class AnomalyScore(System):
             return
         # After the fold, this tick's hits: they are answered later. Players hurt this tick see
         # it at the tick's end (plus half their round trip). A victim hit twice is written twice.
-        table, row = self._fold(world, ctx, batch, effects) if batch.n else (np.empty(0, np.int32), np.empty(0, np.int64))
+        table, row = np.empty(0, np.int32), np.empty(0, np.int64)
+        if batch.n:
+            table, row = self._fold(world, ctx, batch, effects)
         bites = world.resources.get(NpcHits)
         if bites is not None and bites.victims.size:
             bitten = world.locate_many(bites.victims)

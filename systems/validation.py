@@ -40,7 +40,7 @@ from ecs.config import JIT
 from systems.actions import (SEEN_CONTAINER, SEEN_DEAD, SEEN_X, SEEN_Y, SPELL_HEAL, TARGETED, ActionBatch, ActionKind,
                              by_kind, read_targets)
 from systems.columns import (Distinct, SlotMarks, block_fields, gather, gather_fields, has_component, owner_order,
-                             read_rows, scatter, scatter_fields, sole_table)
+                             scatter, scatter_fields, sole_table)
 from systems.components import Health, Link, Loot, Player, Position
 from systems.obstacles import inside_any, obstacle_arrays, segment_blocked
 
@@ -158,10 +158,10 @@ def _validate(order, owner, actor, target, seq, client_ms, kind, x, y, recv_ms, 
     move on (position, weapon clocks, rate bucket, sequence window) and arrivals (Link).
     dead, connected: (rows,) uint8, read.
     t_table, t_row: (n,) where each action's target lives (``locate_many``, -1 none); t_state:
-    (n, len(TARGET_SEEN)) float64 what it is (``read_targets``); t_what: (tables,) int64 per table bits 1
-    Player, 2 Loot, 16 Health; slot_base: (tables,) int64 each table's first row in ``marks``
-    (int64 scratch, -1 everywhere on entry and on return; empty when the batch has no loot);
-    all read.
+    (n, 4) float64 its dead, x, y, Loot.container (``read_targets``); t_what: (tables,) int64
+    per table, bits 1 Player, 2 Loot, 16 Health; slot_base: (tables,) int64 each table's first
+    row in ``marks`` (int64 scratch, -1 everywhere on entry and on return; empty when the batch
+    has no loot); all read.
     reach_m: (8,) by kind. limits: tuple in ``LIMITS`` order. walls, occluders: (k, 4) float64
     rectangles; all read.
     status: (n,) int16, read and written (only 0 entries are judged).
@@ -178,13 +178,12 @@ def _validate(order, owner, actor, target, seq, client_ms, kind, x, y, recv_ms, 
             marks[slot_base[t_table[i]] + t_row[i]] = 1
     for k in range(n):
         i = order[k]
-        a = owner[i]
+        r = owner[i]
         excess_ms[i] = np.nan
-        if a < 0:
+        if r < 0:
             if status[i] == 0:
                 status[i] = 2  # UNKNOWN_ACTOR: not a live player here
             continue
-        r = a
         if status[i] == 0 and connected[r] == 0:
             status[i] = 16  # DISCONNECTED
         elif status[i] == 0 and targeted[kind[i]] and target[i] == actor[i]:

@@ -5,10 +5,11 @@ import numpy as np
 from scipy.stats import binom
 import pytest
 
-from systems.anomaly_score import (_ALL_CHANGED, _REFUSAL_CLASS, AIM_BLIND, AIM_GRID, FLAG_ACQUIRE, FLAG_AIM, FLAG_EXCESS, FLAG_LUCK,
-                                   FLAG_MOVE, FLAG_REACTION, FLAG_REGULAR, FLAG_SPEED, AnomalyScore, _flags,
-                                   _judge, _log_binom_tail, _score, _skill_log_prior, acquire_log_bf, aim_log_bf, flag_names,
-                                   acquisition_model, shot_difficulty, thresholds)
+from systems.anomaly_score import (_ALL_CHANGED, _REFUSAL_CLASS, AIM_BLIND, AIM_GRID, FLAG_ACQUIRE, FLAG_AIM,
+                                   FLAG_EXCESS, FLAG_LUCK, FLAG_MOVE, FLAG_REACTION, FLAG_REGULAR, FLAG_SPEED,
+                                   AnomalyScore, _flags, _judge, _log_binom_tail, _score, _skill_log_prior,
+                                   acquire_log_bf, acquisition_model, aim_log_bf, flag_names, shot_difficulty,
+                                   thresholds)
 from systems.components import CheatStats
 from tests.reference import naive_aim_log_bf
 from worlds import parse_world
