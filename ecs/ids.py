@@ -52,6 +52,13 @@ def id_shard(entity: int) -> int:
 _ID, _GEN, _TABLE, _ROW = range(4)
 
 
+def _free_slots(n: int) -> np.ndarray:
+    """(n, 4) int64 slots never used: no id, generation 0, nowhere."""
+    slots = np.zeros((n, 4), np.int64)
+    slots[:, _TABLE:] = -1
+    return slots
+
+
 @njit(**JIT)
 def _locate_local(ids, slots, shard, out_table, out_row, out_foreign):
     """Resolve ids minted by this shard to (table, row); mark the others for the slow path.
@@ -93,8 +100,7 @@ class EntityRegistry:
         self.shard = shard
         # Per slot: the id living in it (0 when free), the generation of its next/current id,
         # and where the entity lives (table, row; -1 none).
-        self.slots = np.zeros((capacity, 4), np.int64)
-        self.slots[:, _TABLE:] = -1
+        self.slots = _free_slots(capacity)
         self._used = 0  # slots ever handed out; those above are untouched
         self._free: deque[int] = deque()
         self._foreign: dict[int, int] = {}  # adopted id -> local slot
@@ -106,8 +112,7 @@ class EntityRegistry:
         cap = self.slots.shape[0]
         if need <= cap:
             return
-        new = np.zeros((max(need, 2 * cap), 4), np.int64)
-        new[:, _TABLE:] = -1
+        new = _free_slots(max(need, 2 * cap))
         new[:cap] = self.slots
         self.slots = new
 
