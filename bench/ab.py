@@ -1,14 +1,15 @@
-"""A/B two checkouts in lockstep: the action load of the bench's "actions" figure, stepped by two
-processes in turns, one round each (the order swapping every round), so that both see the same
-spells of a noisy machine. Single runs of ``bench/run.py`` drift by 30-50 % within minutes on a
+"""A/B two checkouts in lockstep: a bench load stepped by two processes in turns, one round each
+(the order swapping every round), so that both see the same spells of a noisy machine. Single runs of ``bench/run.py`` drift by 30-50 % within minutes on a
 shared VM; in lockstep, two processes of the same code still differ by up to ~10 % (where their
 memory landed), so repeat a comparison and trust differences beyond that.
 
-    python bench/ab.py OTHER_CHECKOUT [--rounds 30]
+    python bench/ab.py OTHER_CHECKOUT [--rounds 30] [--load actions|continent]
 
 OTHER_CHECKOUT is another tree of this project (``git worktree add /tmp/base REV``); each side
-imports its own code. Prints, per side, the medians of the cheat checks (validation + anomaly
-score) at 2,500 actions per tick and of the action path (ingest to applied) at each level.
+imports its own code. The ``actions`` load (the default) is the "actions" figure's: per side,
+the medians of the cheat checks (validation + anomaly score) at 2,500 actions per tick and of
+the action path (ingest to applied) at each level. The ``continent`` load is the continent
+tick's (its built-in clients): the whole tick and the cheat checks.
 """
 
 from __future__ import annotations
@@ -22,16 +23,27 @@ import numpy as np
 
 LEVELS = (2_500, 25_000, 250_000)
 HERE = Path(__file__).resolve().parent.parent
+COLUMNS = {"actions": (f"checks at {LEVELS[0]:,}", *(f"path at {n:,}" for n in LEVELS)),
+           "continent": ("tick", "checks")}
 
 
-def worker() -> None:
-    """One side: a round per line on stdin; prints checks ms (at the lowest level) and path ms."""
+def worker(load: str) -> None:
+    """One side: a round per line on stdin; prints what ``COLUMNS[load]`` names, in ms."""
     sys.path.insert(0, str(Path.cwd()))
     from bench.action_load import ActionLoad
     from bench.figures import ACTION_PATH, CHEAT_CHECKS
-    from bench.scenes import unthrottled
+    from bench.scenes import continent, unthrottled
     from worlds.runtime import Simulation
 
+    if load == "continent":
+        sim = Simulation(continent())
+        for _ in range(20):
+            sim.step()
+        print("ready", flush=True)
+        for _ in sys.stdin:
+            rep = sim.step()
+            print(f"{rep.tick_ms:.4f} {sum(rep.system_ms.get(k, 0.0) for k in CHEAT_CHECKS):.4f}", flush=True)
+        return
     sim = Simulation(unthrottled(), generate=False)
     load = ActionLoad(sim)
     for _ in range(5):
@@ -54,9 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("other", type=Path, help="the other checkout")
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--load", choices=tuple(COLUMNS), default="actions")
     args = parser.parse_args(argv)
     sides = [HERE, args.other.resolve()]
-    procs = [subprocess.Popen([sys.executable, str(HERE / "bench" / "ab.py"), "--worker"], cwd=side,
+    procs = [subprocess.Popen([sys.executable, str(HERE / "bench" / "ab.py"), "--worker", args.load], cwd=side,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for side in sides]
     for p in procs:
         if not p.stdout.readline().startswith("ready"):
@@ -72,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     for p in procs:
         p.stdin.close()
         p.wait()
-    print(f"lockstep A/B, {args.rounds} rounds, medians in ms")
-    print(f"| side | checks at {LEVELS[0]:,} | " + " | ".join(f"path at {n:,}" for n in LEVELS) + " |")
-    print("|---|---|" + "---|" * len(LEVELS))
+    print(f"lockstep A/B, {args.load} load, {args.rounds} rounds, medians in ms")
+    print("| side | " + " | ".join(COLUMNS[args.load]) + " |")
+    print("|---|" + "---|" * len(COLUMNS[args.load]))
     for side, values in zip(sides, rows):
         med = np.median(np.array(values), axis=0)
         print(f"| {side} | " + " | ".join(f"{v:.3f}" for v in med) + " |")
@@ -82,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--worker"]:
-        worker()
+    if sys.argv[1:2] == ["--worker"]:
+        worker(sys.argv[2])
     else:
         raise SystemExit(main())

@@ -113,12 +113,14 @@ class ActionLoad:
             t_prev = np.where(used[:, j], event[:, j], t_prev)
 
         seq = state["last_seq"][:, None] + 1 + np.arange(k)[None, :]
-        slot = used.T  # j-major: players interleave, as packets would
+        # In the order the packets arrive: by receive time, players interleaved at random (not in
+        # the order of their rows, which would hand validation its records as a sequential scan).
+        arrive = np.lexsort((rng.random((p, k))[used], recv[used]))
         actor = np.broadcast_to(ids[:, None], (p, k))
         return ActionBatch(
-            actor=actor.T[slot], seq=seq.T[slot], kind=kind.T[slot].astype(np.int8), target=target.T[slot],
-            client_time_ms=(event + state["clock_offset_ms"][:, None]).T[slot], recv_time_ms=recv.T[slot],
-            x=xs.T[slot], y=ys.T[slot], value=np.zeros(int(slot.sum())),
+            actor=actor[used][arrive], seq=seq[used][arrive], kind=kind[used][arrive].astype(np.int8),
+            target=target[used][arrive], client_time_ms=(event + state["clock_offset_ms"][:, None])[used][arrive],
+            recv_time_ms=recv[used][arrive], x=xs[used][arrive], y=ys[used][arrive], value=np.zeros(arrive.shape[0]),
         )
 
     def _over_damage(self, target: np.ndarray, kind: np.ndarray) -> np.ndarray:

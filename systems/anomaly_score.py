@@ -48,7 +48,7 @@ from ecs.config import JIT
 from systems.action_order import ActionOrderIndex
 from systems.actions import SEEN_X, SEEN_Y, SPELL_HEAL, ActionBatch, by_kind, read_targets
 from systems.apply_actions import ActionEffects
-from systems.columns import (Distinct, SlotMarks, block_fields, gather, gather_fields, owner_order, read_rows,
+from systems.columns import (Distinct, SlotMarks, block_fields, gather, gather_fields, owner_walk, read_rows,
                              scatter, scatter_fields, sole_table)
 from systems.components import CheatStats, Health, Npc, Player, Position, Velocity
 from systems.npc_combat import NpcHits
@@ -725,7 +725,7 @@ class AnomalyScore(System):
         difficulty, in_reach = np.empty(n), np.empty(n, np.bool_)
         _geometry(owner, batch.kind, batch.x, batch.y, need, seen, motion, run, ACQUIRE_WINDOW_MS + 1000.0 * ctx.dt_s,
                   self.reach, self.speed_slack, self.range_m, self.speed_ref, difficulty, in_reach)
-        order = owner_order(owner, t_ms, rows)
+        order = owner_walk(owner, t_ms, rows)
         touched = _score(order, owner, self._identity, batch.kind, batch.status, t_ms, hit, difficulty,
                          batch.excess_ms, batch.speed_ratio, rtt, looted, effects.looted_rare, _REFUSAL_CLASS, foe,
                          in_reach, self.interval, lost_ms, last_target, stats, self.th, self._dirty)

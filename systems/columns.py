@@ -6,8 +6,8 @@ their fields into batch-local arrays (``gather`` one field, ``gather_fields`` ma
 one kernel call per table block), run a kernel, and scatter the results back. When the entities
 of a list all live in one table (``sole_table``), kernels work on its blocks in place, indexed
 by row; ``read_rows`` reads fields of a long list where they live, a kernel pass per table and
-block with no grouping. ``owner_order`` walks a batch in arrival order while keeping each
-owner's items in key order. Work is per table touched (a handful), never per entity in Python.
+block with no grouping. ``owner_walk`` walks a batch owner by owner, each owner's items in
+key order. Work is per table touched (a handful), never per entity in Python.
 """
 
 from __future__ import annotations
@@ -153,14 +153,45 @@ def _scrambled(inverse, key, n_owners):
     return out[:m]
 
 
-def owner_order(inverse: np.ndarray, key: np.ndarray, n_owners: int) -> np.ndarray:
-    """The order to walk a batch in when each owner's items must go in ``key`` order: as they
-    came, except that each owner's own items take their places sorted by key (stably). Owners
-    stay interleaved, so the walk stays sequential in memory; only an owner whose items came
-    out of order (a client's late packets) is sorted, all such owners in one numpy sort.
+@njit(**JIT)
+def _sort_run(out, lo, hi, key):
+    """Sort ``out[lo:hi]`` (positions, ascending) by ``key`` of each, stably."""
+    if hi - lo <= 32:  # insertion sort: the few items of one owner
+        for a in range(lo + 1, hi):
+            v = out[a]
+            b = a - 1
+            while b >= lo and key[out[b]] > key[v]:
+                out[b + 1] = out[b]
+                b -= 1
+            out[b + 1] = v
+    else:
+        run = out[lo:hi].copy()
+        out[lo:hi] = run[np.argsort(key[run], kind="mergesort")]
 
-    inverse: (n,) int64 owner of each item (-1 none), key: (n,) int or float.
+
+def owner_walk(owner: np.ndarray, key: np.ndarray, n_owners: int) -> np.ndarray:
+    """The order to walk a batch in when each owner's items must go in ``key`` order (stably).
+
+    A batch of up to ``BY_OWNER_MAX`` items goes owner by owner (``_by_owner``): its columns
+    fit in cache, and the owners' records, which do not, are read as ascending streams that
+    the hardware fetches ahead (twice as fast as in the random order items come in). A larger
+    batch goes as it came (``_as_came``): there, the columns would miss the cache instead,
+    and every owner has many items, so their records stay in cache anyway.
+
+    owner: (n,) int64 in [-1, n_owners) (-1: no owner), key: (n,) int or float. Returns (n,) int64.
     """
+    if owner.shape[0] <= BY_OWNER_MAX:
+        return _by_owner(owner, key, n_owners)
+    return _as_came(owner, key, n_owners)
+
+
+BY_OWNER_MAX = 16_384
+
+
+def _as_came(inverse: np.ndarray, key: np.ndarray, n_owners: int) -> np.ndarray:
+    """As the items came, except that each owner's own items take their places sorted by key
+    (stably); only an owner whose items came out of order (a client's late packets) is sorted,
+    all such owners in one numpy sort."""
     proc = np.arange(inverse.shape[0])
     mine = _scrambled(inverse, key, n_owners)
     if mine.size:
@@ -168,6 +199,37 @@ def owner_order(inverse: np.ndarray, key: np.ndarray, n_owners: int) -> np.ndarr
         places = mine[np.argsort(owner, kind="stable")]  # each owner's positions, ascending
         proc[places] = mine[np.lexsort((mine, key[mine], owner))]  # its items, by key
     return proc
+
+
+@njit(**JIT)
+def _by_owner(owner, key, n_owners):
+    """Owners ascending (then the items of no owner, -1, as they came), each owner's items by
+    key, stably: a counting sort, O(n + n_owners); only an owner whose items came out of key
+    order is sorted further."""
+    n = owner.shape[0]
+    start = np.zeros(n_owners + 2, np.int64)
+    for i in range(n):
+        o = owner[i]
+        start[(o if o >= 0 else n_owners) + 1] += 1
+    for b in range(1, n_owners + 2):
+        start[b] += start[b - 1]
+    out = np.empty(n, np.int64)
+    for i in range(n):
+        o = owner[i]
+        b = o if o >= 0 else n_owners
+        out[start[b]] = i
+        start[b] += 1
+    lo = 0  # the first position of the current owner's run
+    scrambled = False
+    for k in range(1, n + 1):
+        if k < n and owner[out[k]] == owner[out[lo]] and owner[out[k]] >= 0:
+            scrambled = scrambled or key[out[k]] < key[out[k - 1]]
+            continue
+        if scrambled:
+            _sort_run(out, lo, k, key)
+        lo = k
+        scrambled = False
+    return out
 
 
 class SlotMarks:

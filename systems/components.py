@@ -45,11 +45,13 @@ Player = Component(
     ],
     defaults={"last_seq": -1, "last_move_ms": -1.0e18, "connected": 1, "last_melee_ms": -1.0e18,
               "last_ranged_ms": -1.0e18, "last_cast_ms": -1.0e18, "tokens": 1.0e9, "tokens_ms": -1.0e18},
+    row_major=True,
 )
 
 # The player's link as the server sees it: when its last packet arrived (valid or not: arrivals
 # are facts about the connection, not game state) and the last stall, the silence before a burst.
 Link = Component("Link", [("last_recv_ms", "f8"), ("gap_ms", "f8"), ("gap_end_ms", "f8")],
+                 row_major=True,
                  defaults={"last_recv_ms": -1.0e18})
 
 Inventory = Component(

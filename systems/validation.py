@@ -39,7 +39,7 @@ from ecs import Phase, System
 from ecs.config import JIT
 from systems.actions import (SEEN_CONTAINER, SEEN_DEAD, SEEN_X, SEEN_Y, SPELL_HEAL, TARGETED, ActionBatch, ActionKind,
                              by_kind, read_targets)
-from systems.columns import (Distinct, SlotMarks, block_fields, gather, gather_fields, has_component, owner_order,
+from systems.columns import (Distinct, SlotMarks, block_fields, gather, gather_fields, has_component, owner_walk,
                              scatter, scatter_fields, sole_table)
 from systems.components import Health, Link, Loot, Player, Position
 from systems.obstacles import inside_any, obstacle_arrays, segment_blocked
@@ -148,7 +148,7 @@ def _validate(order, owner, actor, target, seq, client_ms, kind, x, y, recv_ms, 
     """Check actions one actor at a time, in sequence-number order.
 
     order: (n,) int64 action indices in the order to judge them: each actor's in sequence-number
-    order (``owner_order``); owner: (n,) int64 the row of each action's actor in the record
+    order (``owner_walk``); owner: (n,) int64 the row of each action's actor in the record
     arrays below, -1 when it is not a live player here (``unknown_actor``).
     actor, target, seq: (n,) int64; client_ms, x, y, recv_ms, value: (n,) float64; kind: (n,)
     int8, read. targeted: (8,) bool by kind, read.
@@ -330,7 +330,7 @@ class ActionValidation(System):
             slot_base = np.cumsum([0] + [t.n for t in world.tables], dtype=np.int64)
             marks = self._marks.clear_for(int(slot_base[-1]))
 
-        order = owner_order(owner, batch.seq, rows)
+        order = owner_walk(owner, batch.seq, rows)
         _validate(order, owner, batch.actor, batch.target, batch.seq, batch.client_time_ms, batch.kind, batch.x,
                   batch.y, batch.recv_time_ms, batch.value, self.targeted, *record, t_table, t_row, t_state, t_what,
                   slot_base, marks, self.reach, self.limits, self.walls, self.occluders, batch.status,

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from ecs import Component, World
 from systems.action_order import _fair_order
-from systems.columns import (Distinct, SlotMarks, gather, gather_fields, has_component, locate, owner_order, read_rows,
-                             scatter_fields, sole_table)
+from systems.columns import (Distinct, SlotMarks, _as_came, gather, gather_fields, has_component, locate, owner_walk,
+                             read_rows, scatter_fields, sole_table)
 
 Pos = Component("Pos", [("x", "f8"), ("y", "f8")])
 Tag = Component("Tag", [("level", "i8"), ("score", "f8")], defaults={"level": 3})
@@ -102,18 +102,32 @@ def test_gather_and_scatter_fields_round_trip_mixed_tables_and_dtypes():
     assert w.tables[1].column(Tag, "level").dtype == np.int64
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(-1, 5), st.integers(0, 6)), max_size=80))
-def test_owner_order_sorts_each_owner_stably_and_keeps_places(items):
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.integers(-1, 5), st.integers(0, 6)), max_size=120), st.booleans())
+def test_owner_walk_goes_owner_by_owner_each_by_key_stably(items, floats):
     owner = np.array([o for o, _ in items], np.int64).reshape(-1)
-    key = np.array([k for _, k in items], np.int64).reshape(-1)
-    order = owner_order(owner, key, 6)
-    assert sorted(order.tolist()) == list(range(len(items)))
-    for o in range(6):
+    key = np.array([k for _, k in items], np.float64 if floats else np.int64).reshape(-1)
+    order = owner_walk(owner, key, 6)
+    # Owners ascending, each owner's items by key then by position; the owner-less last, as they came.
+    reference = sorted(range(len(items)), key=lambda i: (owner[i] < 0, owner[i], key[i] if owner[i] >= 0 else 0, i))
+    assert order.tolist() == reference
+    # A batch too large for that goes as it came, each owner's items still by key in its own places.
+    with_places = _as_came(owner, key, 6)
+    assert sorted(with_places.tolist()) == list(range(len(items)))
+    for o in range(-1, 6):
         mine = np.flatnonzero(owner == o)
-        walked = [i for i in order.tolist() if owner[i] == o]
-        assert walked == sorted(mine.tolist(), key=lambda i: (key[i], i))  # by key, stable
-        assert sorted(np.flatnonzero(np.isin(order, mine)).tolist()) == mine.tolist()  # in its own places
+        walked = [i for i in with_places.tolist() if owner[i] == o]
+        assert walked == (mine.tolist() if o < 0 else sorted(mine.tolist(), key=lambda i: (key[i], i)))
+        assert sorted(np.flatnonzero(np.isin(with_places, mine)).tolist()) == mine.tolist()
+
+
+def test_owner_walk_sorts_a_long_scrambled_run():
+    key = np.arange(200, dtype=np.int64)[::-1].copy()  # one owner's 200 late packets, newest first
+    owner = np.zeros(200, np.int64)
+    owner[::7] = 1
+    order = owner_walk(owner, key, 2)
+    assert [int(owner[i]) for i in order] == sorted(owner.tolist())
+    assert (np.diff(key[order][owner[order] == 0]) > 0).all() and (np.diff(key[order][owner[order] == 1]) > 0).all()
 
 
 @settings(max_examples=60, deadline=None)
