@@ -43,6 +43,9 @@ class Table:
         self.components: tuple[Component, ...] = tuple(sorted(set(components), key=lambda c: c.name))
         self.key = frozenset(c.name for c in self.components)
         self.n = 0
+        # Bumps when a row leaves (despawn, a component added or removed, hand-off): the rows of
+        # this table found before still hold while it holds.
+        self.removals = 0
         self._ids = np.zeros(capacity, np.int64)
         # A component's fields of one dtype share a (k, capacity) block; each column is a row of
         # it (contiguous, unless the component is row-major). Kernels that read many fields of

@@ -31,9 +31,9 @@ class World:
         self.tables: list[Table] = []
         self._table_index: dict[frozenset[str], int] = {}
         self.structure_version = 0  # bumps when a table is created
-        # Bumps when a row leaves a table (despawn, a component added or removed, hand-off) or
-        # ids come back (adoption): a location found before is still right while it holds.
-        self.removals = 0
+        # Bumps when ids come back (adoption): an id found nowhere before may be here now. With
+        # each table's ``removals``, it tells whether a location found before still holds.
+        self.adoptions = 0
         self.resources: dict[type, object] = {}
         self.commands = CommandBuffer(self)
         self.locked_by: str | None = None
@@ -104,7 +104,7 @@ class World:
         """Take in entities handed over from another shard, with their ids and values."""
         self._check_unlocked("adopt entities")
         ids = np.asarray(ids, np.int64)
-        self.removals += 1
+        self.adoptions += 1
         self.registry.adopt(ids)
         try:
             self._place_new(tuple(components), ids, values or {})
@@ -173,7 +173,7 @@ class World:
         self.registry.place_many(ids, t, rows)
 
     def _drop_row(self, t: int, r: int) -> None:
-        self.removals += 1
+        self.tables[t].removals += 1
         moved = self.tables[t].swap_remove(r)
         if moved:
             self.registry.place(moved, t, r)

@@ -11,7 +11,7 @@ from enum import IntEnum
 
 import numpy as np
 
-from systems.columns import read_rows
+from systems.columns import read_rows, tables_in
 from systems.components import Health, Loot, Position
 
 
@@ -105,7 +105,7 @@ def read_targets(world, batch: ActionBatch) -> np.ndarray:
     table, row = batch.where(world, "target")
     out = np.zeros((batch.n, 4), np.float64)
     read_rows(world, table, row, TARGET_SEEN, out)
-    loots = batch.kind == ActionKind.LOOT
+    loots = batch.kind == int(ActionKind.LOOT)  # an int: an IntEnum member is slower to compare with
     if loots.any():
         container = np.zeros((batch.n, 1), np.float64)
         read_rows(world, np.where(loots, table, -1), row, ((Loot, "container"),), container)
@@ -136,7 +136,7 @@ class ActionBatch:
                 raise ValueError(f"column {name!r} has shape {col.shape}, expected ({n},)")
             setattr(self, name, col)
         self.n = n or 0
-        self._where: dict[str, tuple] = {}  # column -> (world, its removals, table, row)
+        self._where: dict[str, tuple] = {}  # column -> (world, adoptions, [(table, removals)], table, row)
         self.targets_seen: np.ndarray | None = None  # set by validation (see ``read_targets``)
 
     @classmethod
@@ -159,11 +159,15 @@ class ActionBatch:
         """(table (n,) int32, row (n,) int64): where the entity each action names in ``column``
         ("actor" or "target") lives, -1 where it is not alive (``World.locate_many``). Found
         once for all the steps of a tick that ask: the batch's ids never change, and the
-        answer holds, in that world, until a row leaves a table (``World.removals``)."""
+        answer holds, in that world, until a row leaves one of the tables it names
+        (``Table.removals``) or ids come back (``World.adoptions``)."""
         found = self._where.get(column)
-        if found is None or found[0] is not world or found[1] != world.removals:
-            found = self._where[column] = (world, world.removals, *world.locate_many(getattr(self, column)))
-        return found[2], found[3]
+        if found is None or found[0] is not world or found[1] != world.adoptions or any(
+                world.tables[t].removals != k for t, k in found[2]):
+            table, row = world.locate_many(getattr(self, column))
+            found = self._where[column] = (world, world.adoptions,
+                                           [(t, world.tables[t].removals) for t in tables_in(table)], table, row)
+        return found[3], found[4]
 
     def refuse(self, mask: np.ndarray, reason: Refusal) -> None:
         """Refuse the still-accepted actions under ``mask`` with ``reason``."""

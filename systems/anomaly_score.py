@@ -51,6 +51,7 @@ from systems.apply_actions import ActionEffects
 from systems.columns import (Distinct, SlotMarks, block_fields, gather, gather_fields, owner_walk, read_rows,
                              scatter, scatter_fields, sole_table)
 from systems.components import CheatStats, Health, Npc, Player, Position, Velocity
+from systems.lifecycle import Deaths
 from systems.npc_combat import NpcHits
 from systems.spatial_index import SpatialIndex
 
@@ -75,6 +76,7 @@ MIN_REPEAT_INTERVALS = 10  # the repeat test's tail needs no more: 9 of 9 repeat
 (_TOUCHED, _AIM_CHANGED, _REPEATS_CHANGED, _LOOT_CHANGED, _ACQ_CHANGED, _REFUSED, _SPEED_CHANGED, _RHYTHM_CHANGED,
  _EXCESS_CHANGED, _REACT_CHANGED) = (1 << k for k in range(10))
 _ALL_CHANGED = (1 << 10) - 1
+_SWITCHED = 1 << 10  # not evidence: the player turned on another foe this tick (see ``_score``)
 # Skill levels of the aim test: here, not beside CheatStats, because numba's cache would not
 # see a change made in another file (the asserts below hold the two together).
 AIM_GRID = 9
@@ -265,7 +267,7 @@ def aim_log_bf(hits, shots, ll_human, log_prior):
 @njit(**JIT)
 def _score(order, rows, srow, kind, status, t_ms, hit, difficulty, excess, speed_ratio, rtt, looted, rare,
            refusal_class, foe, in_reach, interval_ms, lost_ms, last_target, stats, th, dirty):
-    """Fold one tick's actions into the per-player statistics, in each actor's sequence order.
+    """Fold one tick's actions into the per-player statistics, in each actor's client-time order.
 
     order: (n,) int64 action indices sorted by actor then client time, read. rows: (n,) int64
     actor of each action (-1 none: not scored), read; srow: (p,) int64 each actor's row in
@@ -276,8 +278,9 @@ def _score(order, rows, srow, kind, status, t_ms, hit, difficulty, excess, speed
     accepted or refused only because its target had died (0 for other actions), in_reach: (n,)
     bool whether that foe was surely in reach throughout the ``ACQUIRE_WINDOW_MS`` before the
     attack; all read. interval_ms: (8,) float64 weapon interval by kind, read.
-    lost_ms: (p,) float64 end of the tick the actor's last foe died in (NaN if it lives), read
-    and written. last_target: (rows,) int64, read and written. stats: (rows, len(_STAT_FIELDS))
+    lost_ms: (n,) float64 for an attack on another foe than the actor's last at the tick's
+    start: the end of the tick that last foe died in (NaN if it lives, and for other actions),
+    read (see ``_evidence``). last_target: (rows,) int64, read and written. stats: (rows, len(_STAT_FIELDS))
     float64 (CheatStats' float64 block, or a gathered copy of its rows), read and written.
     th: from ``thresholds``, read. dirty: (rows,) int64, 0 on entry for every row of ``stats``,
     written: what changed of each row (``_TOUCHED``, ``_AIM_CHANGED``, ...), for ``_judge``.
@@ -347,8 +350,11 @@ def _score(order, rows, srow, kind, status, t_ms, hit, difficulty, excess, speed
             # weapon or the approach, not the eyes).
             clock = _LAST_MELEE + kd - 2
             last = max(stats[sr, _LAST_MELEE], stats[sr, _LAST_RANGED], stats[sr, _LAST_CAST])
-            if foe[i] != last_target[sr] and lost_ms[r] >= last:
-                seen = lost_ms[r] + 0.5 * rtt[i]
+            switch = foe[i] != last_target[sr]
+            # Only the first switch of the tick turns from the foe the tick started with.
+            lost = lost_ms[i] if (dirty[sr] & _SWITCHED) == 0 else np.nan
+            if switch and lost >= last:
+                seen = lost + 0.5 * rtt[i]
                 reaction = t - seen
                 ready = stats[sr, clock] + interval_ms[kd] <= seen + ACQUIRE_READY_MS
                 if in_reach[i] and ready and 0.0 < reaction < ACQUIRE_WINDOW_MS:
@@ -358,8 +364,8 @@ def _score(order, rows, srow, kind, status, t_ms, hit, difficulty, excess, speed
                         stats[sr, _ACQ_FAST] += 1.0
                     elif reaction < th[18]:
                         stats[sr, _ACQ_QUICK] += 1.0
-            if foe[i] != last_target[sr]:
-                lost_ms[r] = np.nan
+            if switch:
+                dirty[sr] |= _SWITCHED
                 last_target[sr] = foe[i]
             stats[sr, clock] = max(stats[sr, clock], t)
         if status[i] != 0:
@@ -540,32 +546,36 @@ def _flags(stats: np.ndarray, th: np.ndarray, rare_p: float) -> tuple[np.ndarray
     return judged[:, _FLAGS].astype(np.int64), _aim_scores(judged, th)
 
 
-# What the score reads of each actor's last foe, now (it may have died this tick), and of how
-# the targets move.
-_LAST_FOE_FIELDS = ((Health, "dead"), (Health, "died_tick"))
+# What the score reads of how the targets move.
 _MOTION_FIELDS = ((Velocity, "vx"), (Velocity, "vy"), (Player, "speed_mps"), (Npc, "speed_mps"))
 _PLAYER_F8 = block_fields(Player, np.float64)
 _OFFSET, _RTT, _SPEED = (_PLAYER_F8.index(f) for f in ("clock_offset_ms", "rtt_ms", "speed_mps"))
 
 
 @njit(**JIT)
-def _evidence(owner, kind, status, value, client_ms, target, t_table, effect, run, last_target, t_ms, rtt, hit, foe,
-              looted, hurt, need, shot_table, last_foe):
+def _evidence(order, owner, kind, status, value, client_ms, target, t_table, effect, run, last_target, dead_ids,
+              dead_tick, tick_ms, t_ms, rtt, hit, foe, looted, hurt, need, shot_table, acq_table, lost_ms):
     """What ``_score`` folds, per action, from the batch and the actors' records.
 
+    order: (n,) int64 every action once, in the order ``_score`` walks them (so the actors'
+    records are read in row order, see ``owner_walk``);
     owner: (n,) int64 actor's row in ``run`` and ``last_target`` (-1: not scored); kind,
     status, value, client_ms, target: the batch's columns; effect: (n,) ActionEffects.effect;
     t_table: (n,) the table of each target; run: (rows, len(_PLAYER_F8)) the actors' Player
-    float64 block; last_target: (rows,) int64; all read.
+    float64 block; last_target: (rows,) int64; dead_ids, dead_tick: ``Deaths``; tick_ms: the
+    tick's length; all read.
     Written, per action: t_ms (client time on the server clock), rtt, hit (1.0 a claimed hit),
     foe (the target of an attack accepted or refused only because the target had died, else
     0), looted (a loot that took something), hurt (an accepted attack that did harm), need
-    (what is to be read for it: 1 the target's velocity, for an accepted ranged shot; 4 the
-    state of the actor's last foe, for an attack on another: a target acquisition if that one
-    died; 2, set later, the target's top speed, for such an acquisition), shot_table (t_table
-    where need & 1, else -1), last_foe (the actor's last foe where need & 4, else 0).
+    (what is to be read for it: 1 the target's velocity, for an accepted ranged shot; 2 its top
+    speed, for an attack on another foe than the actor's last one at the tick's start, which
+    died: a target acquisition), shot_table (t_table where need & 1, else -1), acq_table
+    (t_table where need & 2, else -1), lost_ms (where need & 2: the end of the tick that last
+    foe died in, else NaN). Returns how many acquisitions there are.
     """
-    for i in range(owner.shape[0]):
+    m = 0
+    for k in range(order.shape[0]):
+        i = order[k]
         r = owner[i]
         kd = kind[i]
         ok = status[i] == 0
@@ -577,7 +587,8 @@ def _evidence(owner, kind, status, value, client_ms, target, t_table, effect, ru
         hurt[i] = attack and ok and effect[i] > 0.0
         need[i] = 0
         shot_table[i] = -1
-        last_foe[i] = 0
+        acq_table[i] = -1
+        lost_ms[i] = np.nan
         if r < 0:
             t_ms[i] = client_ms[i]
             rtt[i] = 0.0
@@ -587,29 +598,13 @@ def _evidence(owner, kind, status, value, client_ms, target, t_table, effect, ru
         if kd == 3 and ok:
             need[i] |= 1
             shot_table[i] = t_table[i]
-        if engaged and target[i] != last_target[r]:
-            need[i] |= 4
-            last_foe[i] = last_target[r]
-
-
-@njit(**JIT)
-def _lost(owner, last_foe, tick_ms, lost_ms, need, lost_table):
-    """Where an actor turns on another foe and its last one died: when (the end of that tick).
-
-    owner: (n,) int64; last_foe: (n, 2) the actor's last foe's ``_LAST_FOE_FIELDS`` where it
-    turns on another (zeros elsewhere); both read. Written: lost_ms (rows,) per actor (NaN,
-    as on entry, elsewhere); need (n,) |= 2 for such an acquisition; lost_table (n,) int32,
-    each target's table on entry, left only for such an acquisition (-1 elsewhere). Returns
-    how many there are.
-    """
-    m = 0
-    for i in range(owner.shape[0]):
-        if last_foe[i, 0] != 0.0:
-            lost_ms[owner[i]] = (last_foe[i, 1] + 1.0) * tick_ms
-            need[i] |= 2
-            m += 1
-        else:
-            lost_table[i] = -1
+        if engaged and target[i] != last_target[r] and dead_ids.shape[0] > 0:
+            j = np.searchsorted(dead_ids, last_target[r])
+            if j < dead_ids.shape[0] and dead_ids[j] == last_target[r]:
+                lost_ms[i] = (dead_tick[j] + 1.0) * tick_ms
+                need[i] |= 2
+                acq_table[i] = t_table[i]
+                m += 1
     return m
 
 
@@ -640,8 +635,8 @@ def _geometry(owner, kind, x, y, need, seen, motion, run, window_ms, reach_m, sp
 
 class AnomalyScore(System):
     phase = Phase.SCORE
-    reads = (ActionBatch, ActionOrderIndex, ActionEffects, NpcHits, SpatialIndex, Player, Velocity, Position, Health,
-             Npc)
+    reads = (ActionBatch, ActionOrderIndex, ActionEffects, NpcHits, Deaths, SpatialIndex, Player, Velocity, Position,
+             Health, Npc)
     writes = (CheatStats,)
 
     def __init__(self, world, defn) -> None:
@@ -655,6 +650,10 @@ class AnomalyScore(System):
         self.interval = by_kind(melee=r.melee_interval_ms, ranged=r.ranged_interval_ms, cast=r.cast_cooldown_ms)
         self.speed_slack = 1.0 + r.speed_tolerance
         self._marks = SlotMarks()
+        # Deaths are looked up for as long as an action reacting to one may still be accepted:
+        # the rewind window, the stale limit, the reaction window and a second of round trip.
+        kept_ms = defn.world.rewind_window_ms + r.stale_limit_ms + ACQUIRE_WINDOW_MS + 1000.0
+        world.resources.setdefault(Deaths, Deaths()).keep(math.ceil(kept_ms * defn.world.tick_rate_hz / 1000.0))
         self._dirty = np.zeros(0, np.int64)  # per stats row, 0 between ticks (see ``_score``)
         self._identity = np.zeros(0, np.int64)
 
@@ -705,27 +704,27 @@ class AnomalyScore(System):
 
         n = batch.n
         t_table, t_row = batch.where(world, "target")
-        t_ms, rtt, hit = np.empty(n), np.empty(n), np.empty(n)
-        foe, need, last_foe = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
-        looted, hurt, shot_table = np.empty(n, np.bool_), np.empty(n, np.bool_), np.empty(n, np.int32)
-        _evidence(owner, batch.kind, batch.status, batch.value, batch.client_time_ms, batch.target, t_table,
-                  effects.effect, run, last_target, t_ms, rtt, hit, foe, looted, hurt, need, shot_table, last_foe)
-        # Where an actor turns on another foe: did its last one die, and when?
-        last_state = np.zeros((n, len(_LAST_FOE_FIELDS)))
-        read_rows(world, *world.locate_many(last_foe), _LAST_FOE_FIELDS, last_state)
-        lost_ms, lost_table = np.full(rows, np.nan), t_table.copy()
-        acquisitions = _lost(owner, last_state, 1000.0 * ctx.dt_s, lost_ms, need, lost_table)
+        t_ms, rtt, hit, lost_ms = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
+        foe, need = np.empty(n, np.int64), np.empty(n, np.int64)
+        looted, hurt = np.empty(n, np.bool_), np.empty(n, np.bool_)
+        shot_table, acq_table = np.empty(n, np.int32), np.empty(n, np.int32)
+        # Each actor's actions in client-time order (its clock offset is one for the tick).
+        order = owner_walk(owner, batch.client_time_ms, rows)
+        deaths = world.resources.get(Deaths) or Deaths()
+        acquisitions = _evidence(order, owner, batch.kind, batch.status, batch.value, batch.client_time_ms,
+                                 batch.target, t_table, effects.effect, run, last_target, deaths.ids, deaths.tick,
+                                 1000.0 * ctx.dt_s, t_ms, rtt, hit, foe, looted, hurt, need, shot_table, acq_table,
+                                 lost_ms)
         # The target as validation saw it (the tick-start state other entities are judged by),
         # and how it moves, read only for the actions that need it.
         seen = batch.targets_seen if batch.targets_seen is not None else read_targets(world, batch)
         motion = np.zeros((n, len(_MOTION_FIELDS)))
         read_rows(world, shot_table, t_row, _MOTION_FIELDS[:2], motion)
         if acquisitions:
-            read_rows(world, lost_table, t_row, _MOTION_FIELDS, motion)
+            read_rows(world, acq_table, t_row, _MOTION_FIELDS, motion)
         difficulty, in_reach = np.empty(n), np.empty(n, np.bool_)
         _geometry(owner, batch.kind, batch.x, batch.y, need, seen, motion, run, ACQUIRE_WINDOW_MS + 1000.0 * ctx.dt_s,
                   self.reach, self.speed_slack, self.range_m, self.speed_ref, difficulty, in_reach)
-        order = owner_walk(owner, t_ms, rows)
         touched = _score(order, owner, self._identity, batch.kind, batch.status, t_ms, hit, difficulty,
                          batch.excess_ms, batch.speed_ratio, rtt, looted, effects.looted_rare, _REFUSAL_CLASS, foe,
                          in_reach, self.interval, lost_ms, last_target, stats, self.th, self._dirty)

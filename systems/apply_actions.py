@@ -26,6 +26,7 @@ from systems.actions import SPELL_HEAL, ActionBatch, ActionKind, Refusal
 from systems.columns import Distinct, SlotMarks, gather_fields, has_component, scatter, scatter_fields
 from systems.components import Health, Inventory, Loot, Player
 from systems.conflict_merge import ADDITIVE, FIRST_CLAIM, merge_value, policy_of
+from systems.lifecycle import Deaths
 
 # A pending trade offer is an entity of its own: logical state, hashed, replicated like any other.
 TradeOffer = Component("TradeOffer", [("giver", "i8"), ("taker", "i8"), ("gold", "i8"), ("expires_tick", "i8")])
@@ -196,7 +197,7 @@ class ActionEffects:
 class ApplyActions(System):
     phase = Phase.APPLY
     reads = (ActionBatch, ActionOrderIndex, Player)
-    writes = (ActionBatch, Health, Inventory, Loot, TradeOffer, ActionEffects)
+    writes = (ActionBatch, Health, Inventory, Loot, TradeOffer, ActionEffects, Deaths)
 
     def __init__(self, world, defn) -> None:
         self.defn = defn
@@ -261,6 +262,9 @@ class ApplyActions(System):
         scatter_fields(world, at, _ENTITY_FIELDS[:_WRITTEN], ent[:m, :_WRITTEN])
         killed = np.sort(touched.ids[(ent[:m, _DEAD] != 0) & (was_dead == 0)])
         scatter(world, killed, Health, "died_tick", np.full(killed.shape[0], ctx.tick))
+        deaths = world.resources.get(Deaths)
+        if deaths is not None:
+            deaths.record(killed, ctx.tick)
         self._settle_offers(world, offer_ids, table, used, touched.ids)
         loots = batch.kind == ActionKind.LOOT
         trades = batch.kind == ActionKind.TRADE

@@ -21,7 +21,7 @@ from ecs import Component, World
 from ecs.config import JIT
 
 
-def _tables_in(table_idx: np.ndarray) -> list[int]:
+def tables_in(table_idx: np.ndarray) -> list[int]:
     """The distinct tables in ``table_idx`` (ignoring -1), in order: one O(n) count, no sort."""
     if table_idx.size == 0:
         return []
@@ -38,7 +38,7 @@ class Located:
 
     def __init__(self, table: np.ndarray, row: np.ndarray) -> None:
         self.table, self.row = table, row
-        tables = _tables_in(table)
+        tables = tables_in(table)
         if len(tables) == 1 and table.size and table[0] == tables[0] and (table == tables[0]).all():
             self.groups = [(tables[0], None, row)]  # the usual case: every one in one table
         else:

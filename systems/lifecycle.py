@@ -19,6 +19,44 @@ from systems.spawning import spawn_points
 STREAM_RESPAWN = 7
 
 
+class Deaths:
+    """Who died lately, and in which tick: told by the systems that kill (the apply step, NPC
+    combat) as they kill, read by those that react to a death (the anomaly score times target
+    acquisitions from it). A small sorted list, so a reader looks a death up in cache instead
+    of probing the dead entity's row, and a reader need not care whether the corpse is still
+    there.
+
+    ``ids`` (k,) int64 ascending, ``tick`` (k,) int64 the tick of each one's latest death.
+    A death is kept for ``keep_ticks`` ticks, as long as its longest-waiting reader asks
+    (``keep``). A derived record: rebuilt from ``Health`` (dead, died_tick) it is the same for
+    every entity still dead.
+    """
+
+    __slots__ = ("ids", "tick", "keep_ticks")
+
+    def __init__(self) -> None:
+        self.ids = np.empty(0, np.int64)
+        self.tick = np.empty(0, np.int64)
+        self.keep_ticks = 0
+
+    def keep(self, ticks: int) -> None:
+        """Keep every death at least ``ticks`` ticks."""
+        self.keep_ticks = max(self.keep_ticks, int(ticks))
+
+    def record(self, ids: np.ndarray, tick: int) -> None:
+        """``ids`` died in ``tick``; deaths older than the horizon are forgotten."""
+        ids = np.asarray(ids, np.int64).reshape(-1)
+        recent = self.tick >= tick - self.keep_ticks
+        if ids.size == 0 and recent.all():
+            return
+        every = np.concatenate([self.ids[recent], ids])
+        when = np.concatenate([self.tick[recent], np.full(ids.shape[0], tick, np.int64)])
+        order = np.lexsort((when, every))
+        every, when = every[order], when[order]
+        latest = np.append(every[1:] != every[:-1], True)  # an id that died twice: its latest death
+        self.ids, self.tick = every[latest], when[latest]
+
+
 class Lifecycle(System):
     # Before movement: a revived player or a newcomer NPC is then in place for the spatial
     # hash and the regions of this very tick.

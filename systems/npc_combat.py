@@ -17,6 +17,7 @@ from ecs.config import JIT
 from ecs.rng import key_uniform
 from systems.columns import locate, scatter
 from systems.components import Health, Npc, Player
+from systems.lifecycle import Deaths
 from systems.spatial_index import SpatialIndex
 
 STREAM_BITE = 41
@@ -72,7 +73,7 @@ def _bite(pairs, biter, x, y, npc_ids, damage, chance, reach, seed, tick, target
 class NpcCombat(System):
     phase = Phase.APPLY
     reads = (SpatialIndex, Npc, Player)
-    writes = (Health, NpcHits)
+    writes = (Health, NpcHits, Deaths)
     after = ("ApplyActions",)
 
     def __init__(self, world) -> None:
@@ -105,4 +106,7 @@ class NpcCombat(System):
             dead = hp[bitten] <= 0.0
             scatter(world, ids[dead], Health, "dead", np.ones(int(dead.sum())), at=bat.subset(dead))
             scatter(world, ids[dead], Health, "died_tick", np.full(int(dead.sum()), ctx.tick), at=bat.subset(dead))
+            deaths = world.resources.get(Deaths)
+            if deaths is not None:
+                deaths.record(ids[dead], ctx.tick)
         world.resources[NpcHits] = NpcHits(index.ids[bitten], float(dealt))

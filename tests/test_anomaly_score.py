@@ -50,7 +50,7 @@ def fold_shots(b, hit, players=1, stats=None):
     _score(np.argsort(rows, kind="stable"), rows, np.arange(players), np.full(n, 3, np.int8), np.zeros(n, np.int16),
            np.arange(n) * 600.0, np.asarray(hit, np.float64), b, nan, nan, np.full(n, 100.0),
            np.zeros(n, np.bool_), np.zeros(n, np.bool_), _REFUSAL_CLASS, np.zeros(n, np.int64), np.zeros(n, np.bool_),
-           INTERVAL, np.full(players, np.nan), np.zeros(players, np.int64), stats, TH, np.zeros(players, np.int64))
+           INTERVAL, nan, np.zeros(players, np.int64), stats, TH, np.zeros(players, np.int64))
     return stats
 
 
@@ -110,6 +110,21 @@ def test_an_acquisition_is_timed_from_seeing_the_last_foe_die_and_only_when_it_c
     assert acquire(1050 + 120, last_ranged_ms=600.0) == (1.0, 1.0)  # it was (within 100 ms: ready at 1100)
     assert acquire(1050 + 120, last_ranged_ms=500.0) == (1.0, 1.0)  # at once
     assert acquire(1050 + 120, last_ranged_ms=1020.0) == (0.0, 0.0)  # attacked again after the death: not the switch
+
+
+@pytest.mark.kernel
+def test_only_the_first_switch_of_a_tick_turns_from_the_foe_that_died():
+    """The last foe (5) died in the tick ending at 1000 ms; within one tick the player swings
+    at a new foe (7) before it could see that, then fires fast at another (8): that shot turns
+    from 7, which lives, so it is no acquisition (alone, it would be a fast one)."""
+    stats = fresh()
+    _score(np.arange(2, dtype=np.int64), np.zeros(2, np.int64), np.zeros(1, np.int64), np.array([2, 3], np.int8),
+           np.zeros(2, np.int16), np.array([990.0, 1170.0]), np.zeros(2), np.full(2, np.nan), np.full(2, np.nan),
+           np.full(2, np.nan), np.full(2, 100.0), np.zeros(2, np.bool_), np.zeros(2, np.bool_), _REFUSAL_CLASS,
+           np.array([7, 8]), np.ones(2, np.bool_), INTERVAL, np.full(2, 1000.0), np.full(1, 5, np.int64), stats, TH,
+           np.zeros(1, np.int64))
+    assert stats[0, F["acq_n"]] == 0.0
+    assert acquire(1170, foe=8) == (1.0, 1.0)
 
 
 def test_acquisition_factor_spares_humans_at_its_rate_and_catches_inhuman_switches():
@@ -217,7 +232,6 @@ def test_judging_only_changed_evidence_flags_the_same_players_at_the_same_ticks(
     rng = np.random.default_rng(3)
     players, n = 30, 40
     fast = [fresh(players), fresh(players)]
-    lost = [np.full(players, np.nan), np.full(players, np.nan)]
     last = [np.zeros(players, np.int64), np.zeros(players, np.int64)]
     kinds = np.array([1, 2, 3, 3, 4, 5], np.int8)
     for tick in range(120):
@@ -235,12 +249,12 @@ def test_judging_only_changed_evidence_flags_the_same_players_at_the_same_ticks(
         in_reach = rng.uniform(size=n) < 0.8
         died = rng.uniform(size=players) < 0.3
         order = np.argsort(rows * 1e6 + t_ms, kind="stable")
+        lost = np.where(died[rows], tick * 50.0 - 20.0, np.nan)
         for k, judge_all in ((0, False), (1, True)):
-            lost[k][:] = np.where(died, tick * 50.0 - 20.0, np.nan)
             dirty = np.zeros(players, np.int64)
             touched = _score(order, rows, np.arange(players), kind, status, t_ms, hit, difficulty, excess,
                              speed_ratio, np.full(n, 80.0), looted, rare, _REFUSAL_CLASS, foe, in_reach, INTERVAL,
-                             lost[k], last[k], fast[k], TH, dirty)
+                             lost, last[k], fast[k], TH, dirty)
             if judge_all:
                 dirty[touched] = _ALL_CHANGED
             _judge(fast[k], touched, dirty, TH, DEFAULTS.rare_drop_p, float(tick))

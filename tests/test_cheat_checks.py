@@ -139,6 +139,9 @@ def test_a_batch_locates_its_entities_once_until_a_row_leaves_a_table():
     first = batch.where(w, "actor")
     assert batch.where(w, "actor")[1] is first[1]  # found once
     assert first[0][3] == -1 and (first[0][:3] >= 0).all()
+    stranger = w.spawn((Position,), {Position: {"x": 1.0, "y": 1.0}})  # in a table no actor lives in
+    w.despawn(stranger)
+    assert batch.where(w, "actor")[1] is first[1]  # rows left only a table the batch does not name
     w.despawn(west)  # the last row of its table moves into its place
     table, row = batch.where(w, "actor")
     assert table[0] == -1 and row[0] == -1

@@ -3,6 +3,7 @@
 import pytest
 
 from systems.components import CheatStats, Health
+from systems.lifecycle import Deaths
 from systems.npc_combat import NpcHits
 from worlds import Simulation, parse_world
 
@@ -30,3 +31,8 @@ def test_hostile_npcs_bite_players_in_reach_only():
     assert sim.world.get(near, Health)["hp"] == 100.0 - 7.0 * bitten
     assert sim.world.get(far, Health)["hp"] == 100.0
     assert sim.world.get(near, CheatStats)["hurt_ms"] > 0
+    for _ in range(20):  # 100 hp at 7 a bite: dead within a second
+        sim.step()
+    h = sim.world.get(near, Health)
+    deaths = sim.world.resources[Deaths]
+    assert h["dead"] == 1 and deaths.ids.tolist() == [near] and deaths.tick.tolist() == [h["died_tick"]]

@@ -8,6 +8,7 @@ import pytest
 from systems.actions import ActionBatch
 from systems.apply_actions import TradeOffer
 from systems.components import CheatStats, Health, Inventory, Link, Loot, Npc, Player, Position
+from systems.lifecycle import Deaths
 from tests.conftest import WORLDS
 from worlds import Simulation, parse_world
 
@@ -119,6 +120,8 @@ def test_kill_then_the_dead_act_no_more_and_respawn_later():
         r = step_with(sim, act(sim, alice, s, "melee", target=bob))
     assert r.killed == [bob]
     assert sim.world.get(bob, Health)["dead"] == 1
+    deaths = sim.world.resources[Deaths]  # who died when, for those who react to a death
+    assert deaths.ids.tolist() == [bob] and deaths.tick.tolist() == [sim.world.get(bob, Health)["died_tick"]]
     for _ in range(8):
         sim.step()
     r = step_with(sim, act(sim, bob, 1, "melee", target=alice), act(sim, alice, 5, "melee", target=bob))
@@ -272,3 +275,16 @@ def test_a_tick_runs_without_the_garbage_collector_and_gives_it_back():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_deaths_keep_each_ones_latest_death_for_as_long_as_asked():
+    deaths = Deaths()
+    deaths.keep(10)
+    deaths.record(np.array([9, 4]), 100)
+    deaths.record(np.array([], np.int64), 105)
+    deaths.record(np.array([4, 2]), 108)  # 4 died again (a respawned player)
+    assert deaths.ids.tolist() == [2, 4, 9] and deaths.tick.tolist() == [108, 108, 100]
+    deaths.record(np.array([], np.int64), 111)  # 9's death is now 11 ticks old
+    assert deaths.ids.tolist() == [2, 4] and deaths.tick.tolist() == [108, 108]
+    deaths.keep(5)  # a reader asking less changes nothing
+    assert deaths.keep_ticks == 10
