@@ -272,9 +272,9 @@ def _score(order, rows, srow, kind, status, t_ms, hit, difficulty, excess, speed
     order: (n,) int64 action indices sorted by actor then client time, read. rows: (n,) int64
     actor of each action (-1 none: not scored), read; srow: (p,) int64 each actor's row in
     ``stats`` and ``last_target``, read. kind, status: (n,) read.
-    t_ms: (n,) float64 client time on the server clock; hit, difficulty (NaN if not a judged
-    shot), excess, speed_ratio (NaN if not measured), rtt: (n,) float64; looted, rare: (n,)
-    bool; all read. refusal_class: (32,) int64, read. foe: (n,) int64 target of each attack
+    t_ms: (n,) float64 client time on the server clock (moves are not timed); hit, difficulty
+    (NaN if not a judged shot), excess, speed_ratio (NaN if not measured), rtt: (n,) float64;
+    looted, rare: (n,) bool; all read. refusal_class: (32,) int64, read. foe: (n,) int64 target of each attack
     accepted or refused only because its target had died (0 for other actions), in_reach: (n,)
     bool whether that foe was surely in reach throughout the ``ACQUIRE_WINDOW_MS`` before the
     attack; all read. interval_ms: (8,) float64 weapon interval by kind, read.
@@ -564,7 +564,8 @@ def _evidence(order, owner, kind, status, value, client_ms, target, t_table, eff
     t_table: (n,) the table of each target; run: (rows, len(_PLAYER_F8)) the actors' Player
     float64 block; last_target: (rows,) int64; dead_ids, dead_tick: ``Deaths``; tick_ms: the
     tick's length; all read.
-    Written, per action: t_ms (client time on the server clock), rtt, hit (1.0 a claimed hit),
+    Written, per action: t_ms (client time on the server clock; for moves and actions of no
+    scored actor, which ``_score`` does not time, the client's time), rtt, hit (1.0 a claimed hit),
     foe (the target of an attack accepted or refused only because the target had died, else
     0), looted (a loot that took something), hurt (an accepted attack that did harm), need
     (what is to be read for it: 1 the target's velocity, for an accepted ranged shot; 2 its top
@@ -589,7 +590,7 @@ def _evidence(order, owner, kind, status, value, client_ms, target, t_table, eff
         shot_table[i] = -1
         acq_table[i] = -1
         lost_ms[i] = np.nan
-        if r < 0:
+        if r < 0 or kd == 1:  # a move is scored on its speed and delay alone: no need to read the record
             t_ms[i] = client_ms[i]
             rtt[i] = 0.0
             continue
