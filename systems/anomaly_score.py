@@ -685,11 +685,9 @@ class AnomalyScore(System):
         a_table, a_row = batch.where(world, "actor")
         sole = int(sole_table(a_table))
         actors = None
-        if sole >= 0 and world.tables[sole].has(CheatStats) and world.tables[sole].has(Player):
-            table = world.tables[sole]
-            stats = table.block(CheatStats, "shots")[0].T  # (capacity, fields): the table's own rows
-            last_target = table.column(CheatStats, "last_target")
-            run = table.block(Player, _PLAYER_F8[0])[0].T
+        record = self._blocks(world.tables[sole]) if sole >= 0 else None
+        if record is not None:
+            stats, last_target, run = record
             owner = a_row  # -1 where the actor is not alive here
         else:  # gathered copies in the same layouts
             actors = Distinct(world, batch.actor, self._marks)
@@ -735,6 +733,20 @@ class AnomalyScore(System):
             scatter_fields(world, at, _STAT_FIELDS, stats[scored])
             scatter(world, actors.ids[scored], CheatStats, "last_target", last_target[scored], at=at)
         return t_table[hurt], t_row[hurt]
+
+
+    @staticmethod
+    def _blocks(table) -> tuple[np.ndarray, ...] | None:
+        """A table's scored record in place: CheatStats' float64 block as (capacity, fields),
+        its last_target column and Player's float64 block as (capacity, fields); None when the
+        table's entities are not scored players. Derived once per layout of the table."""
+        found = table.plans.get("score_record", False)
+        if found is False:
+            found = table.plans["score_record"] = (
+                (table.block(CheatStats, "shots")[0].T, table.column(CheatStats, "last_target"),
+                 table.block(Player, _PLAYER_F8[0])[0].T)
+                if table.has(CheatStats) and table.has(Player) else None)
+        return found
 
 
 def flag_names(flags: int) -> list[str]:

@@ -22,10 +22,20 @@ from ecs.config import JIT
 
 
 def tables_in(table_idx: np.ndarray) -> list[int]:
-    """The distinct tables in ``table_idx`` (ignoring -1), in order: one O(n) count, no sort."""
-    if table_idx.size == 0:
-        return []
-    return np.flatnonzero(np.bincount(table_idx[table_idx >= 0])).tolist()
+    """The distinct tables in ``table_idx`` (ignoring -1), in order: one O(n) pass, no sort."""
+    return _tables_present(table_idx).tolist()
+
+
+@njit(**JIT)
+def _tables_present(table_idx):
+    top = 0
+    for t in table_idx:
+        top = max(top, t + 1)
+    present = np.zeros(top, np.bool_)
+    for t in table_idx:
+        if t >= 0:
+            present[t] = True
+    return np.flatnonzero(present)
 
 
 class Located:

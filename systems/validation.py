@@ -306,8 +306,8 @@ class ActionValidation(System):
         # table (the usual case): indexed by row. Else through gathered copies in the same layout.
         a_table, a_row = batch.where(world, "actor")
         sole = int(sole_table(a_table))
-        if sole >= 0 and all(world.tables[sole].has(c) for c in (Player, Link, Health)):
-            record = self._blocks(world.tables[sole])
+        record = self._blocks(world.tables[sole]) if sole >= 0 else None
+        if record is not None:
             owner = a_row  # -1 where the actor is not alive here
             rows = world.tables[sole].capacity
             actors = None
@@ -340,11 +340,17 @@ class ActionValidation(System):
             self._scatter(world, actors.ids[is_player], actors.at.subset(is_player), [g[is_player] for g in record])
 
     @staticmethod
-    def _blocks(table) -> tuple[np.ndarray, ...]:
+    def _blocks(table) -> tuple[np.ndarray, ...] | None:
         """A table's actor record in place: (run, seqs, link, dead, connected) as ``_validate``
-        reads them ((rows, fields) views of the blocks, whole columns)."""
-        return (table.block(Player, _PLAYER_F8[0])[0].T, table.block(Player, _PLAYER_I8[0])[0].T,
-                table.block(Link, _LINK_F8[0])[0].T, table.column(Health, "dead"), table.column(Player, "connected"))
+        reads them ((rows, fields) views of the blocks, whole columns); None when the table's
+        entities are not players. Derived once per layout of the table."""
+        found = table.plans.get("validation_record", False)
+        if found is False:
+            found = table.plans["validation_record"] = (
+                (table.block(Player, _PLAYER_F8[0])[0].T, table.block(Player, _PLAYER_I8[0])[0].T,
+                 table.block(Link, _LINK_F8[0])[0].T, table.column(Health, "dead"), table.column(Player, "connected"))
+                if all(table.has(c) for c in (Player, Link, Health)) else None)
+        return found
 
     @staticmethod
     def _gather(world, ids, at) -> list[np.ndarray]:
