@@ -553,12 +553,10 @@ _OFFSET, _RTT, _SPEED = (_PLAYER_F8.index(f) for f in ("clock_offset_ms", "rtt_m
 
 
 @njit(**JIT)
-def _evidence(order, owner, kind, status, value, client_ms, target, t_table, effect, run, last_target, dead_ids,
-              dead_tick, tick_ms, t_ms, rtt, hit, foe, looted, hurt, need, shot_table, acq_table, lost_ms):
+def _evidence(owner, kind, status, value, client_ms, target, t_table, effect, run, last_target, dead_ids, dead_tick,
+              tick_ms, t_ms, rtt, hit, foe, looted, hurt, need, shot_table, acq_table, lost_ms):
     """What ``_score`` folds, per action, from the batch and the actors' records.
 
-    order: (n,) int64 every action once, in the order ``_score`` walks them (so the actors'
-    records are read in row order, see ``owner_walk``);
     owner: (n,) int64 actor's row in ``run`` and ``last_target`` (-1: not scored); kind,
     status, value, client_ms, target: the batch's columns; effect: (n,) ActionEffects.effect;
     t_table: (n,) the table of each target; run: (rows, len(_PLAYER_F8)) the actors' Player
@@ -575,8 +573,7 @@ def _evidence(order, owner, kind, status, value, client_ms, target, t_table, eff
     foe died in, else NaN). Returns how many acquisitions there are.
     """
     m = 0
-    for k in range(order.shape[0]):
-        i = order[k]
+    for i in range(owner.shape[0]):
         r = owner[i]
         kd = kind[i]
         ok = status[i] == 0
@@ -707,10 +704,8 @@ class AnomalyScore(System):
         foe, need = np.empty(n, np.int64), np.empty(n, np.int64)
         looted, hurt = np.empty(n, np.bool_), np.empty(n, np.bool_)
         shot_table, acq_table = np.empty(n, np.int32), np.empty(n, np.int32)
-        # Each actor's actions in client-time order (its clock offset is one for the tick).
-        order = owner_walk(owner, batch.client_time_ms, rows)
         deaths = world.resources.get(Deaths) or Deaths()
-        acquisitions = _evidence(order, owner, batch.kind, batch.status, batch.value, batch.client_time_ms,
+        acquisitions = _evidence(owner, batch.kind, batch.status, batch.value, batch.client_time_ms,
                                  batch.target, t_table, effects.effect, run, last_target, deaths.ids, deaths.tick,
                                  1000.0 * ctx.dt_s, t_ms, rtt, hit, foe, looted, hurt, need, shot_table, acq_table,
                                  lost_ms)
@@ -724,6 +719,8 @@ class AnomalyScore(System):
         difficulty, in_reach = np.empty(n), np.empty(n, np.bool_)
         _geometry(owner, batch.kind, batch.x, batch.y, need, seen, motion, run, ACQUIRE_WINDOW_MS + 1000.0 * ctx.dt_s,
                   self.reach, self.speed_slack, self.range_m, self.speed_ref, difficulty, in_reach)
+        # Each actor's actions in client-time order (its clock offset is one for the tick).
+        order = owner_walk(owner, batch.client_time_ms, rows)
         touched = _score(order, owner, self._identity, batch.kind, batch.status, t_ms, hit, difficulty,
                          batch.excess_ms, batch.speed_ratio, rtt, looted, effects.looted_rare, _REFUSAL_CLASS, foe,
                          in_reach, self.interval, lost_ms, last_target, stats, self.th, self._dirty)
