@@ -12,7 +12,7 @@ from enum import IntEnum
 import numpy as np
 
 from systems.columns import read_rows, tables_in
-from systems.components import Health, Loot, Position
+from systems.components import Health, Loot, Position, Velocity
 
 
 class ActionKind(IntEnum):
@@ -93,23 +93,28 @@ CLIENT_FIELDS = tuple(name for name, _ in ACTION_FIELDS[:8])
 
 
 # Each action's target as validation (tick step 2) sees it: the tick-start state the later steps
-# judge the action against too (``ActionBatch.targets_seen``, (n, 4) float64; zeros where the
-# target is gone or lacks the component, and the container read for loot actions only).
+# judge the action against too (``ActionBatch.targets_seen``, (n, SEEN_FIELDS) float64; zeros
+# where the target is gone or lacks the component): dead, x, y for every target, Loot.container
+# for loot actions only, velocity for ranged attacks only (the anomaly score judges the shot).
 TARGET_SEEN = ((Health, "dead"), (Position, "x"), (Position, "y"))
-SEEN_DEAD, SEEN_X, SEEN_Y, SEEN_CONTAINER = range(4)
+SEEN_DEAD, SEEN_X, SEEN_Y, SEEN_CONTAINER, SEEN_VX, SEEN_VY = range(6)
+SEEN_FIELDS = 6
+_LOOT, _RANGED = int(ActionKind.LOOT), int(ActionKind.RANGED)  # ints: an IntEnum is slower to compare with
 
 
 def read_targets(world, batch: ActionBatch) -> np.ndarray:
-    """Each action's target's dead, x, y and (for loot) Loot.container, now. Fields are read only
-    where some action needs them: the reads are cache misses, one a field and target."""
+    """Each action's target's state now, as ``TARGET_SEEN`` and ``SEEN_*`` lay it out. Fields
+    are read only where some action needs them: the reads are cache misses, one a field and
+    target."""
     table, row = batch.where(world, "target")
-    out = np.zeros((batch.n, 4), np.float64)
+    out = np.zeros((batch.n, SEEN_FIELDS), np.float64)
     read_rows(world, table, row, TARGET_SEEN, out)
-    loots = batch.kind == int(ActionKind.LOOT)  # an int: an IntEnum member is slower to compare with
+    loots = batch.kind == _LOOT
     if loots.any():
-        container = np.zeros((batch.n, 1), np.float64)
-        read_rows(world, np.where(loots, table, -1), row, ((Loot, "container"),), container)
-        out[:, SEEN_CONTAINER] = container[:, 0]
+        read_rows(world, np.where(loots, table, -1), row, ((Loot, "container"),), out, SEEN_CONTAINER)
+    shots = batch.kind == _RANGED
+    if shots.any():
+        read_rows(world, np.where(shots, table, -1), row, ((Velocity, "vx"), (Velocity, "vy")), out, SEEN_VX)
     return out
 
 

@@ -45,15 +45,13 @@ from numba import njit
 
 from ecs import Phase, System
 from ecs.config import JIT
-from systems.action_order import ActionOrderIndex
-from systems.actions import SEEN_X, SEEN_Y, SPELL_HEAL, ActionBatch, by_kind, read_targets
+from systems.actions import SEEN_VX, SEEN_VY, SEEN_X, SEEN_Y, SPELL_HEAL, ActionBatch, by_kind, read_targets
 from systems.apply_actions import ActionEffects
 from systems.columns import (Distinct, SlotMarks, block_fields, gather, gather_fields, owner_walk, read_rows,
                              scatter, scatter_fields, sole_table)
-from systems.components import CheatStats, Health, Npc, Player, Position, Velocity
+from systems.components import CheatStats, Npc, Player
 from systems.lifecycle import Deaths
 from systems.npc_combat import NpcHits
-from systems.spatial_index import SpatialIndex
 
 FLAG_MOVE, FLAG_TIMING, FLAG_RATE, FLAG_ECONOMY, FLAG_SPEED, FLAG_AIM, FLAG_REACTION, FLAG_REGULAR, \
     FLAG_EXCESS, FLAG_LUCK, FLAG_ACQUIRE = (1 << k for k in range(11))
@@ -76,7 +74,7 @@ MIN_REPEAT_INTERVALS = 10  # the repeat test's tail needs no more: 9 of 9 repeat
 (_TOUCHED, _AIM_CHANGED, _REPEATS_CHANGED, _LOOT_CHANGED, _ACQ_CHANGED, _REFUSED, _SPEED_CHANGED, _RHYTHM_CHANGED,
  _EXCESS_CHANGED, _REACT_CHANGED) = (1 << k for k in range(10))
 _ALL_CHANGED = (1 << 10) - 1
-_SWITCHED = 1 << 10  # not evidence: the player turned on another foe this tick (see ``_score``)
+_SWITCHED = 1 << 10  # not evidence: the player turned on another foe this tick (see ``_fold``)
 # Skill levels of the aim test: here, not beside CheatStats, because numba's cache would not
 # see a change made in another file (the asserts below hold the two together).
 AIM_GRID = 9
@@ -99,6 +97,10 @@ assert all(CheatStats.dtype[f] == np.float64 for _, f in _STAT_FIELDS)
         "speed_cusum", "flags", "flag_tick"))
 assert [f for _, f in _STAT_FIELDS][_AIM_LL:_AIM_LL + AIM_GRID] == [f"aim_ll{k}" for k in range(AIM_GRID)]
 assert _LAST_RANGED == _LAST_MELEE + 1 and _LAST_CAST == _LAST_MELEE + 2  # a weapon's clock by kind
+# What the kernels read of the actors' Player records, and of a new foe's top speed.
+_PLAYER_F8 = block_fields(Player, np.float64)
+_OFFSET, _RTT, _SPEED = (_PLAYER_F8.index(f) for f in ("clock_offset_ms", "rtt_ms", "speed_mps"))
+_TOP_SPEED = ((Player, "speed_mps"), (Npc, "speed_mps"))
 # Refusal code -> class: 1 movement, 2 timing, 3 rate, 4 economy, 5 target (no evidence by itself).
 _REFUSAL_CLASS = np.zeros(32, np.int64)
 for _code in (7, 8, 17, 18):
@@ -265,143 +267,180 @@ def aim_log_bf(hits, shots, ll_human, log_prior):
 
 
 @njit(**JIT)
-def _score(order, rows, srow, kind, status, t_ms, hit, difficulty, excess, speed_ratio, rtt, looted, rare,
-           refusal_class, foe, in_reach, interval_ms, lost_ms, last_target, stats, th, dirty):
+def _fold(order, owner, kind, status, value, client_ms, target, x, y, effect, rare, excess, speed_ratio, seen, run,
+          last_target, dead_ids, dead_tick, tick_ms, refusal_class, interval_ms, range_m, speed_ref, stats, th, dirty,
+          hurt, pending):
     """Fold one tick's actions into the per-player statistics, in each actor's client-time order.
 
-    order: (n,) int64 action indices sorted by actor then client time, read. rows: (n,) int64
-    actor of each action (-1 none: not scored), read; srow: (p,) int64 each actor's row in
-    ``stats`` and ``last_target``, read. kind, status: (n,) read.
-    t_ms: (n,) float64 client time on the server clock (moves are not timed); hit, difficulty
-    (NaN if not a judged shot), excess, speed_ratio (NaN if not measured), rtt: (n,) float64;
-    looted, rare: (n,) bool; all read. refusal_class: (32,) int64, read. foe: (n,) int64 target of each attack
-    accepted or refused only because its target had died (0 for other actions), in_reach: (n,)
-    bool whether that foe was surely in reach throughout the ``ACQUIRE_WINDOW_MS`` before the
-    attack; all read. interval_ms: (8,) float64 weapon interval by kind, read.
-    lost_ms: (n,) float64 for an attack on another foe than the actor's last at the tick's
-    start: the end of the tick that last foe died in (NaN if it lives, and for other actions),
-    read (see ``_evidence``). last_target: (rows,) int64, read and written. stats: (rows, len(_STAT_FIELDS))
-    float64 (CheatStats' float64 block, or a gathered copy of its rows), read and written.
-    th: from ``thresholds``, read. dirty: (rows,) int64, 0 on entry for every row of ``stats``,
-    written: what changed of each row (``_TOUCHED``, ``_AIM_CHANGED``, ...), for ``_judge``.
+    order: (n,) int64 every action once, each actor's in client-time order (``owner_walk``);
+    owner: (n,) int64 each action's actor's row in ``run``, ``last_target``, ``stats`` and
+    ``dirty`` (-1: not scored). kind, status, value, client_ms, target, x, y, excess,
+    speed_ratio: the batch's columns; effect, rare: ``ActionEffects.effect`` and
+    ``looted_rare``; seen: (n, SEEN_FIELDS) each target as validation saw it
+    (``ActionBatch.targets_seen``; velocity read for ranged attacks); run: (rows,
+    len(_PLAYER_F8)) the actors' Player float64 block; dead_ids, dead_tick: ``Deaths``;
+    tick_ms: the tick's length; refusal_class: (32,) int64; interval_ms: (8,) weapon interval
+    by kind; range_m, speed_ref: the shot model's range and reference speed; th: from
+    ``thresholds``; all read.
+    last_target: (rows,) int64 and stats: (rows, len(_STAT_FIELDS)) float64 (CheatStats, or
+    gathered copies of its rows), read and written. dirty: (rows,) int64, 0 on entry for every
+    row, written: what changed of each row (``_TOUCHED``, ``_AIM_CHANGED``, ...), for ``_judge``.
+    hurt: (n,) bool, written: the accepted attacks that did harm.
+    pending: (n, 2) int64 scratch, written: the first attacks on a new foe that are target
+    acquisitions if that foe was surely in reach all along (``_acquired`` decides), as (action,
+    bin: 0 fast, 1 quick, 2 neither).
 
-    Returns the rows of ``stats`` touched, in order of first touch.
+    Returns (the rows touched, in order of first touch; how many acquisitions are pending).
     """
     touched = np.empty(order.shape[0], np.int64)
     m = 0
+    q = 0
     skill, log_skill = np.empty(AIM_GRID), np.empty(AIM_GRID)
     for g in range(AIM_GRID):
         skill[g] = _aim_skill(g, th[14])
         log_skill[g] = math.log(skill[g])
     for k in range(order.shape[0]):
         i = order[k]
-        r = rows[i]
+        kd = kind[i]
+        st = status[i]
+        attack = 2 <= kd <= 4 and not (kd == 4 and value[i] == SPELL_HEAL)
+        hurt[i] = attack and st == 0 and effect[i] > 0.0
+        r = owner[i]
         if r < 0:
             continue
-        sr = srow[r]
-        if dirty[sr] == 0:
-            touched[m] = sr
+        if dirty[r] == 0:
+            touched[m] = r
             m += 1
-        dirty[sr] |= _TOUCHED
-        if status[i] != 0:
-            c = refusal_class[status[i]]
+        dirty[r] |= _TOUCHED
+        if st != 0:
+            c = refusal_class[st]
             if 1 <= c <= 4:
-                dirty[sr] |= _REFUSED
+                dirty[r] |= _REFUSED
             if c == 1:
-                stats[sr, _R_MOVE] += 1.0
+                stats[r, _R_MOVE] += 1.0
             elif c == 2:
-                stats[sr, _R_TIMING] += 1.0
+                stats[r, _R_TIMING] += 1.0
             elif c == 3:
-                stats[sr, _R_RATE] += 1.0
+                stats[r, _R_RATE] += 1.0
             elif c == 4:
-                stats[sr, _R_ECONOMY] += 1.0
+                stats[r, _R_ECONOMY] += 1.0
         if not np.isnan(speed_ratio[i]):
-            stats[sr, _SPEED_CUSUM] = max(0.0, stats[sr, _SPEED_CUSUM] + speed_ratio[i] - SPEED_CUSUM_K)
-            dirty[sr] |= _SPEED_CHANGED
-        t = t_ms[i]
-        kd = kind[i]
+            stats[r, _SPEED_CUSUM] = max(0.0, stats[r, _SPEED_CUSUM] + speed_ratio[i] - SPEED_CUSUM_K)
+            dirty[r] |= _SPEED_CHANGED
+        if kd == 1:  # a move is scored on its speed and its delay alone
+            if st == 0 and not np.isnan(excess[i]):
+                stats[r, _EXCESS_N] += 1.0
+                dirty[r] |= _EXCESS_CHANGED
+                stats[r, _EXCESS_SUM] += excess[i]
+            continue
+        t = client_ms[i] - run[r, _OFFSET]  # the client's time on our clock
+        rtt = run[r, _RTT]
         # The rhythm of deliberate actions (moves are the client's heartbeat), refused or not
         # when only the target was wrong: a bot firing at nothing still keeps its beat.
-        if kd != 1 and (status[i] == 0 or refusal_class[status[i]] == 5):
-            if stats[sr, _LAST_T_MS] > -1e17:
-                dt = t - stats[sr, _LAST_T_MS]
+        if st == 0 or refusal_class[st] == 5:
+            if stats[r, _LAST_T_MS] > -1e17:
+                dt = t - stats[r, _LAST_T_MS]
                 if 0.0 < dt < 5000.0:  # pauses are not rhythm
-                    stats[sr, _INT_N] += 1.0
-                    dirty[sr] |= _RHYTHM_CHANGED
-                    stats[sr, _INT_SUM] += dt
-                    stats[sr, _INT_SQ] += dt * dt
+                    stats[r, _INT_N] += 1.0
+                    dirty[r] |= _RHYTHM_CHANGED
+                    stats[r, _INT_SUM] += dt
+                    stats[r, _INT_SQ] += dt * dt
                     # The same interval as the last one (within 5 %), or two or three times it,
                     # or a half or a third (beats skipped): rare for people, a bot's clock.
-                    prev = stats[sr, _PREV_INT]
+                    prev = stats[r, _PREV_INT]
                     if prev > 0.0:
                         for mult in (1.0, 2.0, 0.5, 3.0, 1.0 / 3.0):
                             if abs(dt - mult * prev) <= 0.05 * mult * prev:
-                                stats[sr, _REPEATS] += 1.0
-                                dirty[sr] |= _REPEATS_CHANGED
+                                stats[r, _REPEATS] += 1.0
+                                dirty[r] |= _REPEATS_CHANGED
                                 break
-                    if stats[sr, _INT_N] == MIN_REPEAT_INTERVALS:  # the repeat test may run from now on
-                        dirty[sr] |= _REPEATS_CHANGED
-                    stats[sr, _PREV_INT] = dt
-            stats[sr, _LAST_T_MS] = max(t, stats[sr, _LAST_T_MS])
-        if foe[i] != 0:
-            # The first attack on another foe after the last one died (after our last attack on
-            # it): a reaction, timed from when the client saw the death, if the weapon was ready
-            # (or nearly) and the new foe in reach by then (else the shot would time the
-            # weapon or the approach, not the eyes).
+                    if stats[r, _INT_N] == MIN_REPEAT_INTERVALS:  # the repeat test may run from now on
+                        dirty[r] |= _REPEATS_CHANGED
+                    stats[r, _PREV_INT] = dt
+            stats[r, _LAST_T_MS] = max(t, stats[r, _LAST_T_MS])
+        if attack and (st == 0 or st == 10):  # a foe that died before the attack landed is a foe
+            foe = target[i]
             clock = _LAST_MELEE + kd - 2
-            last = max(stats[sr, _LAST_MELEE], stats[sr, _LAST_RANGED], stats[sr, _LAST_CAST])
-            switch = foe[i] != last_target[sr]
-            # Only the first switch of the tick turns from the foe the tick started with.
-            lost = lost_ms[i] if (dirty[sr] & _SWITCHED) == 0 else np.nan
-            if switch and lost >= last:
-                seen = lost + 0.5 * rtt[i]
-                reaction = t - seen
-                ready = stats[sr, clock] + interval_ms[kd] <= seen + ACQUIRE_READY_MS
-                if in_reach[i] and ready and 0.0 < reaction < ACQUIRE_WINDOW_MS:
-                    stats[sr, _ACQ_N] += 1.0
-                    dirty[sr] |= _ACQ_CHANGED
-                    if reaction < th[15]:
-                        stats[sr, _ACQ_FAST] += 1.0
-                    elif reaction < th[18]:
-                        stats[sr, _ACQ_QUICK] += 1.0
-            if switch:
-                dirty[sr] |= _SWITCHED
-                last_target[sr] = foe[i]
-            stats[sr, clock] = max(stats[sr, clock], t)
-        if status[i] != 0:
+            if foe != last_target[r]:
+                # The first attack of the tick on another foe than the one it started with,
+                # which died since our last attack on it: a reaction, timed from when the
+                # client saw the death, if the weapon was ready (or nearly) by then (and, as
+                # ``_acquired`` checks, the new foe in reach: else the attack would time the
+                # weapon or the approach, not the eyes).
+                if (dirty[r] & _SWITCHED) == 0 and dead_ids.shape[0] > 0:
+                    j = np.searchsorted(dead_ids, last_target[r])
+                    last = max(stats[r, _LAST_MELEE], stats[r, _LAST_RANGED], stats[r, _LAST_CAST])
+                    if j < dead_ids.shape[0] and dead_ids[j] == last_target[r] and \
+                            (dead_tick[j] + 1.0) * tick_ms >= last:
+                        seen_ms = (dead_tick[j] + 1.0) * tick_ms + 0.5 * rtt
+                        reaction = t - seen_ms
+                        ready = stats[r, clock] + interval_ms[kd] <= seen_ms + ACQUIRE_READY_MS
+                        if ready and 0.0 < reaction < ACQUIRE_WINDOW_MS:
+                            pending[q, 0] = i
+                            pending[q, 1] = 0 if reaction < th[15] else (1 if reaction < th[18] else 2)
+                            q += 1
+                dirty[r] |= _SWITCHED
+                last_target[r] = foe
+            stats[r, clock] = max(stats[r, clock], t)
+        if st != 0:
             continue
         if not np.isnan(excess[i]):
-            stats[sr, _EXCESS_N] += 1.0
-            dirty[sr] |= _EXCESS_CHANGED
-            stats[sr, _EXCESS_SUM] += excess[i]
+            stats[r, _EXCESS_N] += 1.0
+            dirty[r] |= _EXCESS_CHANGED
+            stats[r, _EXCESS_SUM] += excess[i]
         if kd == 2 or kd == 3 or kd == 4:
-            if stats[sr, _HURT_MS] > -1e17:
+            if stats[r, _HURT_MS] > -1e17:
                 # An attack sent before the client could see the hit is no answer to it.
-                reaction = t - stats[sr, _HURT_MS] - 0.5 * rtt[i]
+                reaction = t - stats[r, _HURT_MS] - 0.5 * rtt
                 if reaction > 0.0:
                     if reaction < 2000.0:
-                        stats[sr, _REACT_N] += 1.0
-                        dirty[sr] |= _REACT_CHANGED
-                        stats[sr, _REACT_SUM] += reaction
-                        stats[sr, _REACT_SQ] += reaction * reaction
-                    stats[sr, _HURT_MS] = -1e18
-        if kd == 3 and not np.isnan(difficulty[i]):
-            b = min(max(difficulty[i], 1e-3), 1.0)
-            stats[sr, _SHOTS] += 1.0
-            stats[sr, _HITS] += hit[i]
-            if hit[i] > 0.5:  # a human of skill s lands it with chance s x b: log s + log b
+                        stats[r, _REACT_N] += 1.0
+                        dirty[r] |= _REACT_CHANGED
+                        stats[r, _REACT_SUM] += reaction
+                        stats[r, _REACT_SQ] += reaction * reaction
+                    stats[r, _HURT_MS] = -1e18
+        if kd == 3:
+            # Where the shot was aimed, as validation saw the target: its base chance (``_shot_chance``).
+            dist = math.sqrt((seen[i, SEEN_X] - x[i]) ** 2 + (seen[i, SEEN_Y] - y[i]) ** 2)  # (hypot is slower)
+            b = _shot_chance(dist, range_m, math.sqrt(seen[i, SEEN_VX] ** 2 + seen[i, SEEN_VY] ** 2), speed_ref)
+            b = min(max(b, 1e-3), 1.0)
+            stats[r, _SHOTS] += 1.0
+            if value[i] >= 0.5:  # a claimed hit: a human of skill s lands it with chance s x b: log s + log b
+                stats[r, _HITS] += 1.0
                 log_b = math.log(b)
                 for g in range(AIM_GRID):
-                    stats[sr, _AIM_LL + g] += log_skill[g] + log_b
+                    stats[r, _AIM_LL + g] += log_skill[g] + log_b
             else:
                 for g in range(AIM_GRID):
-                    stats[sr, _AIM_LL + g] += math.log(1.0 - skill[g] * b)  # cheaper than log1p; p >= 1e-4
-            dirty[sr] |= _AIM_CHANGED
-        if looted[i]:
-            stats[sr, _LOOTS] += 1.0
-            stats[sr, _RARES] += 1.0 if rare[i] else 0.0
-            dirty[sr] |= _LOOT_CHANGED
-    return touched[:m]
+                    stats[r, _AIM_LL + g] += math.log(1.0 - skill[g] * b)  # cheaper than log1p; p >= 1e-4
+            dirty[r] |= _AIM_CHANGED
+        if kd == 5 and effect[i] > 0.0:
+            stats[r, _LOOTS] += 1.0
+            stats[r, _RARES] += 1.0 if rare[i] else 0.0
+            dirty[r] |= _LOOT_CHANGED
+    return touched[:m], q
+
+
+@njit(**JIT)
+def _acquired(pending, owner, kind, x, y, seen, top_speed, run, window_ms, reach_m, speed_slack, stats, dirty):
+    """Count the pending acquisitions (``_fold``) whose new foe was so near that it was in reach
+    all the ``window_ms`` before, however both moved.
+
+    pending: (q, 2) int64 (action, bin); top_speed: (q, 2) the foe's Player.speed_mps and
+    Npc.speed_mps (a foe has one or the other); reach_m: (8,) by kind; the rest as ``_fold``.
+    """
+    for k in range(pending.shape[0]):
+        i = pending[k, 0]
+        r = owner[i]
+        dist = math.sqrt((seen[i, SEEN_X] - x[i]) ** 2 + (seen[i, SEEN_Y] - y[i]) ** 2)
+        closing = (run[r, _SPEED] + top_speed[k, 0] + top_speed[k, 1]) * speed_slack / 1000.0
+        if dist <= reach_m[kind[i]] - closing * window_ms:
+            stats[r, _ACQ_N] += 1.0
+            dirty[r] |= _ACQ_CHANGED
+            if pending[k, 1] == 0:
+                stats[r, _ACQ_FAST] += 1.0
+            elif pending[k, 1] == 1:
+                stats[r, _ACQ_QUICK] += 1.0
 
 
 @njit(**JIT)
@@ -546,95 +585,9 @@ def _flags(stats: np.ndarray, th: np.ndarray, rare_p: float) -> tuple[np.ndarray
     return judged[:, _FLAGS].astype(np.int64), _aim_scores(judged, th)
 
 
-# What the score reads of how the targets move.
-_MOTION_FIELDS = ((Velocity, "vx"), (Velocity, "vy"), (Player, "speed_mps"), (Npc, "speed_mps"))
-_PLAYER_F8 = block_fields(Player, np.float64)
-_OFFSET, _RTT, _SPEED = (_PLAYER_F8.index(f) for f in ("clock_offset_ms", "rtt_ms", "speed_mps"))
-
-
-@njit(**JIT)
-def _evidence(owner, kind, status, value, client_ms, target, t_table, effect, run, last_target, dead_ids, dead_tick,
-              tick_ms, t_ms, rtt, hit, foe, looted, hurt, need, shot_table, acq_table, lost_ms):
-    """What ``_score`` folds, per action, from the batch and the actors' records.
-
-    owner: (n,) int64 actor's row in ``run`` and ``last_target`` (-1: not scored); kind,
-    status, value, client_ms, target: the batch's columns; effect: (n,) ActionEffects.effect;
-    t_table: (n,) the table of each target; run: (rows, len(_PLAYER_F8)) the actors' Player
-    float64 block; last_target: (rows,) int64; dead_ids, dead_tick: ``Deaths``; tick_ms: the
-    tick's length; all read.
-    Written, per action: t_ms (client time on the server clock; for moves and actions of no
-    scored actor, which ``_score`` does not time, the client's time), rtt, hit (1.0 a claimed hit),
-    foe (the target of an attack accepted or refused only because the target had died, else
-    0), looted (a loot that took something), hurt (an accepted attack that did harm), need
-    (what is to be read for it: 1 the target's velocity, for an accepted ranged shot; 2 its top
-    speed, for an attack on another foe than the actor's last one at the tick's start, which
-    died: a target acquisition), shot_table (t_table where need & 1, else -1), acq_table
-    (t_table where need & 2, else -1), lost_ms (where need & 2: the end of the tick that last
-    foe died in, else NaN). Returns how many acquisitions there are.
-    """
-    m = 0
-    for i in range(owner.shape[0]):
-        r = owner[i]
-        kd = kind[i]
-        ok = status[i] == 0
-        attack = 2 <= kd <= 4 and not (kd == 4 and value[i] == SPELL_HEAL)
-        engaged = attack and (ok or status[i] == 10)  # a foe that died before the attack landed is a foe
-        hit[i] = 1.0 if value[i] >= 0.5 else 0.0
-        foe[i] = target[i] if engaged else 0
-        looted[i] = kd == 5 and ok and effect[i] > 0.0
-        hurt[i] = attack and ok and effect[i] > 0.0
-        need[i] = 0
-        shot_table[i] = -1
-        acq_table[i] = -1
-        lost_ms[i] = np.nan
-        if r < 0 or kd == 1:  # a move is scored on its speed and delay alone: no need to read the record
-            t_ms[i] = client_ms[i]
-            rtt[i] = 0.0
-            continue
-        t_ms[i] = client_ms[i] - run[r, _OFFSET]
-        rtt[i] = run[r, _RTT]
-        if kd == 3 and ok:
-            need[i] |= 1
-            shot_table[i] = t_table[i]
-        if engaged and target[i] != last_target[r] and dead_ids.shape[0] > 0:
-            j = np.searchsorted(dead_ids, last_target[r])
-            if j < dead_ids.shape[0] and dead_ids[j] == last_target[r]:
-                lost_ms[i] = (dead_tick[j] + 1.0) * tick_ms
-                need[i] |= 2
-                acq_table[i] = t_table[i]
-                m += 1
-    return m
-
-
-@njit(**JIT)
-def _geometry(owner, kind, x, y, need, seen, motion, run, window_ms, reach_m, speed_slack, range_m, speed_ref,
-              difficulty, in_reach):
-    """Shot difficulty and acquisition reach, per action, where ``_evidence`` said they are needed.
-
-    seen: (n, 4) the target as validation saw it (``ActionBatch.targets_seen``); motion: (n, 4)
-    its vx, vy (read where need & 1) and Player.speed_mps, Npc.speed_mps (where need & 2; a foe
-    is one or the other); reach_m: (8,) by kind; the rest as ``_evidence``; all read.
-    Written: difficulty (the shot's base chance, NaN unless an accepted ranged shot), in_reach
-    (the foe so near that it was in reach all the ``window_ms`` before, however both moved).
-    """
-    for i in range(owner.shape[0]):
-        difficulty[i] = np.nan
-        in_reach[i] = False
-        if need[i] == 0:
-            continue
-        dist = math.sqrt((seen[i, SEEN_X] - x[i]) ** 2 + (seen[i, SEEN_Y] - y[i]) ** 2)  # (hypot is slower)
-        if need[i] & 1:
-            speed = math.sqrt(motion[i, 0] ** 2 + motion[i, 1] ** 2)
-            difficulty[i] = _shot_chance(dist, range_m, speed, speed_ref)
-        if need[i] & 2:
-            closing = (run[owner[i], _SPEED] + motion[i, 2] + motion[i, 3]) * speed_slack / 1000.0
-            in_reach[i] = dist <= reach_m[kind[i]] - closing * window_ms
-
-
 class AnomalyScore(System):
     phase = Phase.SCORE
-    reads = (ActionBatch, ActionOrderIndex, ActionEffects, NpcHits, Deaths, SpatialIndex, Player, Velocity, Position,
-             Health, Npc)
+    reads = (ActionBatch, ActionEffects, NpcHits, Deaths, Player, Npc)
     writes = (CheatStats,)
 
     def __init__(self, world, defn) -> None:
@@ -652,8 +605,7 @@ class AnomalyScore(System):
         # the rewind window, the stale limit, the reaction window and a second of round trip.
         kept_ms = defn.world.rewind_window_ms + r.stale_limit_ms + ACQUIRE_WINDOW_MS + 1000.0
         world.resources.setdefault(Deaths, Deaths()).keep(math.ceil(kept_ms * defn.world.tick_rate_hz / 1000.0))
-        self._dirty = np.zeros(0, np.int64)  # per stats row, 0 between ticks (see ``_score``)
-        self._identity = np.zeros(0, np.int64)
+        self._dirty = np.zeros(0, np.int64)  # per stats row, 0 between ticks (see ``_fold``)
 
     def run(self, world, ctx) -> None:
         batch: ActionBatch = world.resources[ActionBatch]
@@ -664,7 +616,7 @@ class AnomalyScore(System):
         # it at the tick's end (plus half their round trip). A victim hit twice is written twice.
         table, row = np.empty(0, np.int32), np.empty(0, np.int64)
         if batch.n:
-            table, row = self._fold(world, ctx, batch, effects)
+            table, row = self._fold_tick(world, ctx, batch, effects)
         bites = world.resources.get(NpcHits)
         if bites is not None and bites.victims.size:
             bitten = world.locate_many(bites.victims)
@@ -674,7 +626,7 @@ class AnomalyScore(System):
             if held.n and held.has(CheatStats):
                 held.column(CheatStats, "hurt_ms")[row[table == t]] = seen_ms
 
-    def _fold(self, world, ctx, batch, effects) -> tuple[np.ndarray, np.ndarray]:
+    def _fold_tick(self, world, ctx, batch, effects) -> tuple[np.ndarray, np.ndarray]:
         """Fold the tick's actions into their actors' statistics and re-judge only those actors
         (nobody else's evidence changed); return where those the tick's attacks hurt live
         (table, row). When every actor lives in one table (the usual case), the kernels work
@@ -696,41 +648,31 @@ class AnomalyScore(System):
         rows = stats.shape[0]
         if self._dirty.shape[0] < rows:
             self._dirty = np.zeros(rows, np.int64)
-            self._identity = np.arange(rows, dtype=np.int64)
 
         n = batch.n
         t_table, t_row = batch.where(world, "target")
-        t_ms, rtt, hit, lost_ms = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
-        foe, need = np.empty(n, np.int64), np.empty(n, np.int64)
-        looted, hurt = np.empty(n, np.bool_), np.empty(n, np.bool_)
-        shot_table, acq_table = np.empty(n, np.int32), np.empty(n, np.int32)
-        deaths = world.resources.get(Deaths) or Deaths()
-        acquisitions = _evidence(owner, batch.kind, batch.status, batch.value, batch.client_time_ms,
-                                 batch.target, t_table, effects.effect, run, last_target, deaths.ids, deaths.tick,
-                                 1000.0 * ctx.dt_s, t_ms, rtt, hit, foe, looted, hurt, need, shot_table, acq_table,
-                                 lost_ms)
-        # The target as validation saw it (the tick-start state other entities are judged by),
-        # and how it moves, read only for the actions that need it.
+        # The targets as validation saw them (the tick-start state other entities are judged by).
         seen = batch.targets_seen if batch.targets_seen is not None else read_targets(world, batch)
-        motion = np.zeros((n, len(_MOTION_FIELDS)))
-        read_rows(world, shot_table, t_row, _MOTION_FIELDS[:2], motion)
-        if acquisitions:
-            read_rows(world, acq_table, t_row, _MOTION_FIELDS, motion)
-        difficulty, in_reach = np.empty(n), np.empty(n, np.bool_)
-        _geometry(owner, batch.kind, batch.x, batch.y, need, seen, motion, run, ACQUIRE_WINDOW_MS + 1000.0 * ctx.dt_s,
-                  self.reach, self.speed_slack, self.range_m, self.speed_ref, difficulty, in_reach)
+        deaths = world.resources.get(Deaths) or Deaths()
+        hurt, pending = np.empty(n, np.bool_), np.empty((n, 2), np.int64)
         # Each actor's actions in client-time order (its clock offset is one for the tick).
         order = owner_walk(owner, batch.client_time_ms, rows)
-        touched = _score(order, owner, self._identity, batch.kind, batch.status, t_ms, hit, difficulty,
-                         batch.excess_ms, batch.speed_ratio, rtt, looted, effects.looted_rare, _REFUSAL_CLASS, foe,
-                         in_reach, self.interval, lost_ms, last_target, stats, self.th, self._dirty)
+        touched, q = _fold(order, owner, batch.kind, batch.status, batch.value, batch.client_time_ms, batch.target,
+                           batch.x, batch.y, effects.effect, effects.looted_rare, batch.excess_ms, batch.speed_ratio,
+                           seen, run, last_target, deaths.ids, deaths.tick, 1000.0 * ctx.dt_s, _REFUSAL_CLASS,
+                           self.interval, self.range_m, self.speed_ref, stats, self.th, self._dirty, hurt, pending)
+        if q:  # acquisitions, if the new foe was surely in reach: how fast could it close in?
+            at = pending[:q, 0]
+            top_speed = np.zeros((q, len(_TOP_SPEED)))
+            read_rows(world, t_table[at], t_row[at], _TOP_SPEED, top_speed)
+            _acquired(pending[:q], owner, batch.kind, batch.x, batch.y, seen, top_speed, run,
+                      ACQUIRE_WINDOW_MS + 1000.0 * ctx.dt_s, self.reach, self.speed_slack, stats, self._dirty)
         _judge(stats, touched, self._dirty, self.th, self.rare_p, float(ctx.tick))
         if actors is not None:
             at = actors.at.subset(scored)
             scatter_fields(world, at, _STAT_FIELDS, stats[scored])
             scatter(world, actors.ids[scored], CheatStats, "last_target", last_target[scored], at=at)
         return t_table[hurt], t_row[hurt]
-
 
     @staticmethod
     def _blocks(table) -> tuple[np.ndarray, ...] | None:

@@ -41,7 +41,7 @@ from systems.actions import (SEEN_CONTAINER, SEEN_DEAD, SEEN_X, SEEN_Y, SPELL_HE
                              by_kind, read_targets)
 from systems.columns import (Distinct, SlotMarks, block_fields, gather, gather_fields, has_component, owner_walk,
                              scatter, scatter_fields, sole_table)
-from systems.components import Health, Link, Loot, Player, Position
+from systems.components import Health, Link, Loot, Player, Position, Velocity
 from systems.obstacles import inside_any, obstacle_arrays, segment_blocked
 
 
@@ -280,7 +280,7 @@ class ActionValidation(System):
     """Refuses impossible actions; moves accepted actors' records on."""
 
     phase = Phase.VALIDATE
-    reads = (ActionBatch, Health, Position, Loot)
+    reads = (ActionBatch, Health, Position, Velocity, Loot)
     writes = (ActionBatch, Player, Link)
 
     def __init__(self, defn, max_speed_mps: float) -> None:

@@ -5,12 +5,12 @@ import numpy as np
 from scipy.stats import binom
 import pytest
 
-from systems.anomaly_score import (_ALL_CHANGED, _REFUSAL_CLASS, AIM_BLIND, AIM_GRID, FLAG_ACQUIRE, FLAG_AIM,
-                                   FLAG_EXCESS, FLAG_LUCK, FLAG_MOVE, FLAG_REACTION, FLAG_REGULAR, FLAG_SPEED,
-                                   AnomalyScore, _flags, _judge, _log_binom_tail, _score, _skill_log_prior,
-                                   acquire_log_bf, acquisition_model, aim_log_bf, flag_names, shot_difficulty,
-                                   thresholds)
-from systems.components import CheatStats
+from systems.anomaly_score import (_ALL_CHANGED, _REFUSAL_CLASS, ACQUIRE_WINDOW_MS, AIM_BLIND, AIM_GRID, FLAG_ACQUIRE,
+                                   FLAG_AIM, FLAG_EXCESS, FLAG_LUCK, FLAG_MOVE, FLAG_REACTION, FLAG_REGULAR,
+                                   FLAG_SPEED, AnomalyScore, _acquired, _flags, _fold, _judge, _log_binom_tail,
+                                   _skill_log_prior, acquire_log_bf, acquisition_model, aim_log_bf, flag_names,
+                                   shot_difficulty, thresholds)
+from systems.components import CheatStats, Player
 from tests.reference import naive_aim_log_bf
 from worlds import parse_world
 
@@ -28,6 +28,10 @@ def judge(**fields):
 
 
 INTERVAL = np.array([0, 0, 400.0, 500.0, 1500.0, 0, 0, 0])  # by kind: the default weapon rules
+RULES = parse_world({"world": {"name": "w", "bounds": [0, 0, 10, 10]}}).rules
+REACH = np.array([0, 0, RULES.melee_reach_m, RULES.ranged_range_m, RULES.cast_range_m, 0, 0, 0])
+TICK_MS = 50.0
+PLAYER_F8 = [f for f in Player.fields if Player.dtype[f] == np.float64]
 
 
 def fresh(players=1):
@@ -37,20 +41,63 @@ def fresh(players=1):
     return stats
 
 
-def fold_shots(b, hit, players=1, stats=None):
-    """CheatStats rows after folding judged ranged shots through the scoring kernel (into
-    ``stats`` if given): shot j (difficulty b[j], hit[j]) belongs to player j % players.
-    Returns (players, f) float64."""
+def target_for(b):
+    """(distance, speed) of a target that makes a shot's base chance b (>= 0.1, the model's
+    least: the longest range at the reference speed or more)."""
     b = np.asarray(b, np.float64)
-    n = b.shape[0]
+    far = b < 0.2
+    dist = np.where(far, 1.0, (1.0 - b) / 0.8) * RULES.ranged_range_m
+    return dist, np.where(far, 2.0 * (1.0 - b / 0.2) * RULES.player_speed_mps, 0.0)
+
+
+def fold(stats, owner, kind, t_ms, *, order=None, status=None, value=None, target=None, b=None, near=None,
+         effect=None, rare=None, excess=None, speed_ratio=None, last_target=None, deaths=((), ()), dirty=None,
+         judge=True, tick=0.0):
+    """Fold actions through the scoring kernels as the system does (``_fold``, ``_acquired``,
+    then ``_judge`` unless ``judge`` is False) into ``stats`` (players, f), for players of
+    round trip 100 ms and top speed 6 m/s whose clocks agree with ours. Per action (n,):
+    owner, kind, t_ms; status (0), value (1 a claimed hit), target, near (the target 10 m away,
+    else 39 m: in reach or not for an acquisition), b (a shot's base chance: its target placed
+    by ``target_for`` instead), effect, rare, excess, speed_ratio (NaN). deaths: (ids, ticks).
+    Returns (touched rows, dirty, last_target)."""
+    n, players = len(kind), stats.shape[0]
     nan = np.full(n, np.nan)
-    if stats is None:
-        stats = fresh(players)
-    rows = np.arange(n, dtype=np.int64) % players
-    _score(np.argsort(rows, kind="stable"), rows, np.arange(players), np.full(n, 3, np.int8), np.zeros(n, np.int16),
-           np.arange(n) * 600.0, np.asarray(hit, np.float64), b, nan, nan, np.full(n, 100.0),
-           np.zeros(n, np.bool_), np.zeros(n, np.bool_), _REFUSAL_CLASS, np.zeros(n, np.int64), np.zeros(n, np.bool_),
-           INTERVAL, nan, np.zeros(players, np.int64), stats, TH, np.zeros(players, np.int64))
+    run = np.zeros((players, len(PLAYER_F8)))
+    run[:, PLAYER_F8.index("rtt_ms")] = 100.0
+    run[:, PLAYER_F8.index("speed_mps")] = RULES.player_speed_mps
+    seen = np.zeros((n, 6))
+    seen[:, 1] = np.where(np.ones(n, bool) if near is None else near, 10.0, 39.0)
+    if b is not None:  # a shot's target where its base chance is b
+        shot = np.asarray(kind) == 3
+        dist, speed = target_for(np.where(shot, b, 1.0))
+        seen[shot, 1], seen[shot, 4] = dist[shot], speed[shot]
+    owner = np.asarray(owner, np.int64)
+    last_target = np.zeros(players, np.int64) if last_target is None else last_target
+    dirty = np.zeros(players, np.int64) if dirty is None else dirty
+    hurt, pending = np.empty(n, np.bool_), np.empty((n, 2), np.int64)
+    touched, q = _fold(
+        np.argsort(owner, kind="stable") if order is None else order, owner, np.asarray(kind, np.int8),
+        np.zeros(n, np.int16) if status is None else np.asarray(status, np.int16),
+        np.zeros(n) if value is None else np.asarray(value, np.float64), np.asarray(t_ms, np.float64),
+        np.zeros(n, np.int64) if target is None else np.asarray(target, np.int64), np.zeros(n), np.zeros(n),
+        np.zeros(n) if effect is None else effect, np.zeros(n, np.bool_) if rare is None else rare,
+        nan if excess is None else excess, nan if speed_ratio is None else speed_ratio, seen, run, last_target,
+        np.asarray(deaths[0], np.int64), np.asarray(deaths[1], np.int64), TICK_MS, _REFUSAL_CLASS, INTERVAL,
+        RULES.ranged_range_m, RULES.player_speed_mps, stats, TH, dirty, hurt, pending)
+    _acquired(pending[:q], owner, np.asarray(kind, np.int8), np.zeros(n), np.zeros(n), seen, np.zeros((q, 2)), run,
+              ACQUIRE_WINDOW_MS + TICK_MS, REACH, 1.0 + RULES.speed_tolerance, stats, dirty)
+    if judge:
+        _judge(stats, touched, dirty, TH, DEFAULTS.rare_drop_p, tick)
+    return touched, dirty, last_target
+
+
+def fold_shots(b, hit, players=1, stats=None):
+    """CheatStats rows after folding judged ranged shots through the scoring kernels (into
+    ``stats`` if given): shot j (base chance b[j], hit[j]) belongs to player j % players.
+    Returns (players, f) float64."""
+    n = len(b)
+    stats = fresh(players) if stats is None else stats
+    fold(stats, np.arange(n) % players, np.full(n, 3), np.arange(n) * 600.0, value=hit, b=b, judge=False)
     return stats
 
 
@@ -59,11 +106,9 @@ def acquire(t_ms, foe=7, kind=3, in_reach=True, last_target=5, lost_ms=1000.0, l
     trip 100 ms) whose last foe, ``last_target``, died in the tick ending at ``lost_ms``."""
     stats = fresh()
     stats[0, F["last_ranged_ms"]] = last_ranged_ms
-    one = np.zeros(1, np.int64)
-    _score(one, one, one, np.full(1, kind, np.int8), np.zeros(1, np.int16), np.full(1, float(t_ms)), np.zeros(1),
-           np.full(1, np.nan), np.full(1, np.nan), np.full(1, np.nan), np.full(1, 100.0), np.zeros(1, np.bool_),
-           np.zeros(1, np.bool_), _REFUSAL_CLASS, np.full(1, foe, np.int64), np.full(1, in_reach), INTERVAL,
-           np.full(1, lost_ms), np.full(1, last_target, np.int64), stats, TH, np.zeros(1, np.int64))
+    deaths = ((), ()) if np.isnan(lost_ms) else ([last_target], [round(lost_ms / TICK_MS) - 1])
+    fold(stats, [0], [kind], [t_ms], target=[foe], near=[in_reach], last_target=np.full(1, last_target, np.int64),
+         deaths=deaths)
     return stats[0, F["acq_n"]], stats[0, F["acq_fast"]] + 0.5 * stats[0, F["acq_quick"]]
 
 
@@ -118,11 +163,8 @@ def test_only_the_first_switch_of_a_tick_turns_from_the_foe_that_died():
     at a new foe (7) before it could see that, then fires fast at another (8): that shot turns
     from 7, which lives, so it is no acquisition (alone, it would be a fast one)."""
     stats = fresh()
-    _score(np.arange(2, dtype=np.int64), np.zeros(2, np.int64), np.zeros(1, np.int64), np.array([2, 3], np.int8),
-           np.zeros(2, np.int16), np.array([990.0, 1170.0]), np.zeros(2), np.full(2, np.nan), np.full(2, np.nan),
-           np.full(2, np.nan), np.full(2, 100.0), np.zeros(2, np.bool_), np.zeros(2, np.bool_), _REFUSAL_CLASS,
-           np.array([7, 8]), np.ones(2, np.bool_), INTERVAL, np.full(2, 1000.0), np.full(1, 5, np.int64), stats, TH,
-           np.zeros(1, np.int64))
+    fold(stats, [0, 0], [2, 3], [990.0, 1170.0], order=np.arange(2), target=[7, 8],
+         last_target=np.full(1, 5, np.int64), deaths=([5], [19]))
     assert stats[0, F["acq_n"]] == 0.0
     assert acquire(1170, foe=8) == (1.0, 1.0)
 
@@ -178,7 +220,7 @@ def test_shot_difficulty_falls_with_distance_and_target_speed():
 @pytest.mark.kernel
 def test_aim_bayes_factor_matches_the_definition():
     rng = np.random.default_rng(5)
-    b = rng.uniform(0.05, 1.0, 40)
+    b = rng.uniform(0.1, 1.0, 40)  # 0.1: the least base chance the shot model gives
     for hit in (rng.uniform(size=40) < 0.6 * b, rng.uniform(size=40) < 0.55, np.ones(40), np.zeros(40)):
         stats = fold_shots(b, hit.astype(np.float64))
         _, score = _flags(stats, TH, DEFAULTS.rare_drop_p)
@@ -240,21 +282,20 @@ def test_judging_only_changed_evidence_flags_the_same_players_at_the_same_ticks(
         status = np.where(rng.uniform(size=n) < 0.1, rng.choice([7, 8, 22, 20, 12, 10], n), 0).astype(np.int16)
         t_ms = tick * 50.0 + np.where(rows % 3 == 0, rows, rng.uniform(0, 50, n))  # a third keep a beat
         hit = (rng.uniform(size=n) < np.where(rows % 4 == 0, 0.95, 0.4)).astype(np.float64)
-        difficulty = np.where((kind == 3) & (status == 0), rng.uniform(0.05, 1.0, n), np.nan)
+        b = rng.uniform(0.1, 1.0, n)
         excess = np.where(rows % 5 == 0, 150.0, rng.normal(0, 20, n))
         speed_ratio = np.where(kind == 1, np.where(rows % 7 == 0, 1.4, 0.8), np.nan)
-        looted = (kind == 5) & (status == 0)
-        rare = looted & (rng.uniform(size=n) < np.where(rows % 6 == 0, 0.8, 0.02))
+        effect = ((kind == 5) & (status == 0)).astype(np.float64)
+        rare = (effect > 0) & (rng.uniform(size=n) < np.where(rows % 6 == 0, 0.8, 0.02))
         foe = np.where((kind >= 2) & (kind <= 4), rng.integers(1, 9, n), 0).astype(np.int64)
-        in_reach = rng.uniform(size=n) < 0.8
-        died = rng.uniform(size=players) < 0.3
+        near = rng.uniform(size=n) < 0.8
+        dead = np.flatnonzero(rng.uniform(size=9) < 0.3)  # foes that died in the tick before last
         order = np.argsort(rows * 1e6 + t_ms, kind="stable")
-        lost = np.where(died[rows], tick * 50.0 - 20.0, np.nan)
         for k, judge_all in ((0, False), (1, True)):
-            dirty = np.zeros(players, np.int64)
-            touched = _score(order, rows, np.arange(players), kind, status, t_ms, hit, difficulty, excess,
-                             speed_ratio, np.full(n, 80.0), looted, rare, _REFUSAL_CLASS, foe, in_reach, INTERVAL,
-                             lost, last[k], fast[k], TH, dirty)
+            touched, dirty, _ = fold(fast[k], rows, kind, t_ms, order=order, status=status, value=hit, target=foe,
+                                     b=b, near=near,
+                                     effect=effect, rare=rare, excess=excess, speed_ratio=speed_ratio,
+                                     last_target=last[k], deaths=(dead, np.full(dead.size, tick - 2)), judge=False)
             if judge_all:
                 dirty[touched] = _ALL_CHANGED
             _judge(fast[k], touched, dirty, TH, DEFAULTS.rare_drop_p, float(tick))
