@@ -5,8 +5,8 @@ Units are in field names where they are not obvious: metres, seconds, millisecon
 
 from ecs import Component, tag
 
-Position = Component("Position", [("x", "f8"), ("y", "f8")])
-Velocity = Component("Velocity", [("vx", "f8"), ("vy", "f8")])
+Position = Component("Position", [("x", "f8"), ("y", "f8")], row_major=True)
+Velocity = Component("Velocity", [("vx", "f8"), ("vy", "f8")], row_major=True)
 
 # hp is additive under merge (damage and heals from one tick all count); dead is set once.
 Health = Component(
