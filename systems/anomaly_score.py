@@ -74,6 +74,7 @@ MIN_REPEAT_INTERVALS = 10  # the repeat test's tail needs no more: 9 of 9 repeat
 (_TOUCHED, _AIM_CHANGED, _REPEATS_CHANGED, _LOOT_CHANGED, _ACQ_CHANGED, _REFUSED, _SPEED_CHANGED, _RHYTHM_CHANGED,
  _EXCESS_CHANGED, _REACT_CHANGED) = (1 << k for k in range(10))
 _ALL_CHANGED = (1 << 10) - 1
+_EVIDENCE = _ALL_CHANGED & ~_TOUCHED
 _SWITCHED = 1 << 10  # not evidence: the player turned on another foe this tick (see ``_fold``)
 # Skill levels of the aim test: here, not beside CheatStats, because numba's cache would not
 # see a change made in another file (the asserts below hold the two together).
@@ -267,12 +268,15 @@ def aim_log_bf(hits, shots, ll_human, log_prior):
 
 
 @njit(**JIT)
-def _fold(order, owner, kind, status, value, client_ms, target, x, y, effect, rare, excess, speed_ratio, seen, run,
-          last_target, dead_ids, dead_tick, tick_ms, refusal_class, interval_ms, range_m, speed_ref, stats, th, dirty,
-          hurt, pending):
+def _fold(order, grouped, owner, kind, status, value, client_ms, target, x, y, effect, rare, excess, speed_ratio,
+          seen, run, last_target, dead_ids, dead_tick, tick_ms, refusal_class, interval_ms, range_m, speed_ref, stats,
+          th, tick, dirty, hurt, pending):
     """Fold one tick's actions into the per-player statistics, in each actor's client-time order.
 
     order: (n,) int64 every action once, each actor's in client-time order (``owner_walk``);
+    grouped: whether ``order`` holds each actor's actions together: then, as it leaves an
+    actor, the fold runs the tests of every move (speed, delay) on its row while it is in
+    cache, and ``_judge`` has only the others left (``tick``: the flags' tick);
     owner: (n,) int64 each action's actor's row in ``run``, ``last_target``, ``stats`` and
     ``dirty`` (-1: not scored). kind, status, value, client_ms, target, x, y, excess,
     speed_ratio: the batch's columns; effect, rare: ``ActionEffects.effect`` and
@@ -299,13 +303,31 @@ def _fold(order, owner, kind, status, value, client_ms, target, x, y, effect, ra
     for g in range(AIM_GRID):
         skill[g] = _aim_skill(g, th[14])
         log_skill[g] = math.log(skill[g])
-    for k in range(order.shape[0]):
+    n = order.shape[0]
+    left = -1
+    for k in range(n + 1):
+        r = owner[order[k]] if k < n else -1
+        if grouped and left >= 0 and r != left:  # the last of this actor's actions: judge its moves
+            d = dirty[left]
+            f = 0
+            if (d & _SPEED_CHANGED) and stats[left, _SPEED_CUSUM] > SPEED_CUSUM_H:
+                f |= FLAG_SPEED
+            e = stats[left, _EXCESS_N]
+            if (d & _EXCESS_CHANGED) and e >= th[8] and stats[left, _EXCESS_SUM] / e > th[9]:
+                f |= FLAG_EXCESS
+            dirty[left] = d & ~(_SPEED_CHANGED | _EXCESS_CHANGED)
+            if f != 0:
+                if stats[left, _FLAG_TICK] < 0.0:
+                    stats[left, _FLAG_TICK] = tick
+                stats[left, _FLAGS] = float(int(stats[left, _FLAGS]) | f)
+        left = r  # the actor of the action before
+        if k == n:
+            break
         i = order[k]
         kd = kind[i]
         st = status[i]
         attack = 2 <= kd <= 4 and not (kd == 4 and value[i] == SPELL_HEAL)
         hurt[i] = attack and st == 0 and effect[i] > 0.0
-        r = owner[i]
         if r < 0:
             continue
         if dirty[r] == 0:
@@ -491,6 +513,8 @@ def _judge(stats, rows, dirty, th, rare_p, tick):
         r = rows[k]
         d = dirty[r]
         dirty[r] = 0
+        if (d & _EVIDENCE) == 0:  # nothing to test (``_fold`` ran the tests of its moves)
+            continue
         raised = int(stats[r, _FLAGS])
         f = 0
         if d & _REFUSED:
@@ -656,11 +680,12 @@ class AnomalyScore(System):
         deaths = world.resources.get(Deaths) or Deaths()
         hurt, pending = np.empty(n, np.bool_), np.empty((n, 2), np.int64)
         # Each actor's actions in client-time order (its clock offset is one for the tick).
-        order = owner_walk(owner, batch.client_time_ms, rows)
-        touched, q = _fold(order, owner, batch.kind, batch.status, batch.value, batch.client_time_ms, batch.target,
+        order, grouped = owner_walk(owner, batch.client_time_ms, rows)
+        touched, q = _fold(order, grouped, owner, batch.kind, batch.status, batch.value, batch.client_time_ms, batch.target,
                            batch.x, batch.y, effects.effect, effects.looted_rare, batch.excess_ms, batch.speed_ratio,
                            seen, run, last_target, deaths.ids, deaths.tick, 1000.0 * ctx.dt_s, _REFUSAL_CLASS,
-                           self.interval, self.range_m, self.speed_ref, stats, self.th, self._dirty, hurt, pending)
+                           self.interval, self.range_m, self.speed_ref, stats, self.th, float(ctx.tick), self._dirty,
+                           hurt, pending)
         if q:  # acquisitions, if the new foe was surely in reach: how fast could it close in?
             at = pending[:q, 0]
             top_speed = np.zeros((q, len(_TOP_SPEED)))

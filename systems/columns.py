@@ -179,8 +179,9 @@ def _sort_run(out, lo, hi, key):
         out[lo:hi] = run[np.argsort(key[run], kind="mergesort")]
 
 
-def owner_walk(owner: np.ndarray, key: np.ndarray, n_owners: int) -> np.ndarray:
-    """The order to walk a batch in when each owner's items must go in ``key`` order (stably).
+def owner_walk(owner: np.ndarray, key: np.ndarray, n_owners: int) -> tuple[np.ndarray, bool]:
+    """(order, grouped): the order to walk a batch in when each owner's items must go in
+    ``key`` order (stably), and whether it holds each owner's items together.
 
     A batch of up to ``BY_OWNER_MAX`` items goes owner by owner (``_by_owner``): its columns
     fit in cache, and the owners' records, which do not, are read as ascending streams that
@@ -188,11 +189,12 @@ def owner_walk(owner: np.ndarray, key: np.ndarray, n_owners: int) -> np.ndarray:
     batch goes as it came (``_as_came``): there, the columns would miss the cache instead,
     and every owner has many items, so their records stay in cache anyway.
 
-    owner: (n,) int64 in [-1, n_owners) (-1: no owner), key: (n,) int or float. Returns (n,) int64.
+    owner: (n,) int64 in [-1, n_owners) (-1: no owner), key: (n,) int or float. The order is
+    (n,) int64.
     """
     if owner.shape[0] <= BY_OWNER_MAX:
-        return _by_owner(owner, key, n_owners)
-    return _as_came(owner, key, n_owners)
+        return _by_owner(owner, key, n_owners), True
+    return _as_came(owner, key, n_owners), False
 
 
 BY_OWNER_MAX = 16_384

@@ -52,13 +52,14 @@ def target_for(b):
 
 def fold(stats, owner, kind, t_ms, *, order=None, status=None, value=None, target=None, b=None, near=None,
          effect=None, rare=None, excess=None, speed_ratio=None, last_target=None, deaths=((), ()), dirty=None,
-         judge=True, tick=0.0):
+         judge=True, grouped=True, tick=0.0):
     """Fold actions through the scoring kernels as the system does (``_fold``, ``_acquired``,
     then ``_judge`` unless ``judge`` is False) into ``stats`` (players, f), for players of
     round trip 100 ms and top speed 6 m/s whose clocks agree with ours. Per action (n,):
     owner, kind, t_ms; status (0), value (1 a claimed hit), target, near (the target 10 m away,
     else 39 m: in reach or not for an acquisition), b (a shot's base chance: its target placed
     by ``target_for`` instead), effect, rare, excess, speed_ratio (NaN). deaths: (ids, ticks).
+    grouped: ``order`` holds each player's actions together (by default it does).
     Returns (touched rows, dirty, last_target)."""
     n, players = len(kind), stats.shape[0]
     nan = np.full(n, np.nan)
@@ -76,14 +77,14 @@ def fold(stats, owner, kind, t_ms, *, order=None, status=None, value=None, targe
     dirty = np.zeros(players, np.int64) if dirty is None else dirty
     hurt, pending = np.empty(n, np.bool_), np.empty((n, 2), np.int64)
     touched, q = _fold(
-        np.argsort(owner, kind="stable") if order is None else order, owner, np.asarray(kind, np.int8),
+        np.argsort(owner, kind="stable") if order is None else order, grouped, owner, np.asarray(kind, np.int8),
         np.zeros(n, np.int16) if status is None else np.asarray(status, np.int16),
         np.zeros(n) if value is None else np.asarray(value, np.float64), np.asarray(t_ms, np.float64),
         np.zeros(n, np.int64) if target is None else np.asarray(target, np.int64), np.zeros(n), np.zeros(n),
         np.zeros(n) if effect is None else effect, np.zeros(n, np.bool_) if rare is None else rare,
         nan if excess is None else excess, nan if speed_ratio is None else speed_ratio, seen, run, last_target,
         np.asarray(deaths[0], np.int64), np.asarray(deaths[1], np.int64), TICK_MS, _REFUSAL_CLASS, INTERVAL,
-        RULES.ranged_range_m, RULES.player_speed_mps, stats, TH, dirty, hurt, pending)
+        RULES.ranged_range_m, RULES.player_speed_mps, stats, TH, tick, dirty, hurt, pending)
     _acquired(pending[:q], owner, np.asarray(kind, np.int8), np.zeros(n), np.zeros(n), seen, np.zeros((q, 2)), run,
               ACQUIRE_WINDOW_MS + TICK_MS, REACH, 1.0 + RULES.speed_tolerance, stats, dirty)
     if judge:
@@ -269,8 +270,9 @@ def test_binomial_tail_stops_early_only_when_the_answer_is_no():
 @pytest.mark.kernel
 def test_judging_only_changed_evidence_flags_the_same_players_at_the_same_ticks():
     """Every test re-run on every touched player every tick (as a reference) against the
-    judge, which runs a test only where its evidence changed and the aim factor only past a
-    bound: the same flags, raised at the same ticks, on random evidence that raises most."""
+    fold, which runs the tests of moves as it leaves each player, and the judge, which runs a
+    test only where its evidence changed and the aim factor only past a bound: the same flags,
+    raised at the same ticks, on random evidence that raises most."""
     rng = np.random.default_rng(3)
     players, n = 30, 40
     fast = [fresh(players), fresh(players)]
@@ -293,9 +295,9 @@ def test_judging_only_changed_evidence_flags_the_same_players_at_the_same_ticks(
         order = np.argsort(rows * 1e6 + t_ms, kind="stable")
         for k, judge_all in ((0, False), (1, True)):
             touched, dirty, _ = fold(fast[k], rows, kind, t_ms, order=order, status=status, value=hit, target=foe,
-                                     b=b, near=near,
-                                     effect=effect, rare=rare, excess=excess, speed_ratio=speed_ratio,
-                                     last_target=last[k], deaths=(dead, np.full(dead.size, tick - 2)), judge=False)
+                                     b=b, near=near, effect=effect, rare=rare, excess=excess, speed_ratio=speed_ratio,
+                                     last_target=last[k], deaths=(dead, np.full(dead.size, tick - 2)), judge=False,
+                                     grouped=not judge_all, tick=float(tick))
             if judge_all:
                 dirty[touched] = _ALL_CHANGED
             _judge(fast[k], touched, dirty, TH, DEFAULTS.rare_drop_p, float(tick))

@@ -107,7 +107,8 @@ def test_gather_and_scatter_fields_round_trip_mixed_tables_and_dtypes():
 def test_owner_walk_goes_owner_by_owner_each_by_key_stably(items, floats):
     owner = np.array([o for o, _ in items], np.int64).reshape(-1)
     key = np.array([k for _, k in items], np.float64 if floats else np.int64).reshape(-1)
-    order = owner_walk(owner, key, 6)
+    order, grouped = owner_walk(owner, key, 6)
+    assert grouped
     # Owners ascending, each owner's items by key then by position; the owner-less last, as they came.
     reference = sorted(range(len(items)), key=lambda i: (owner[i] < 0, owner[i], key[i] if owner[i] >= 0 else 0, i))
     assert order.tolist() == reference
@@ -125,7 +126,7 @@ def test_owner_walk_sorts_a_long_scrambled_run():
     key = np.arange(200, dtype=np.int64)[::-1].copy()  # one owner's 200 late packets, newest first
     owner = np.zeros(200, np.int64)
     owner[::7] = 1
-    order = owner_walk(owner, key, 2)
+    order, _ = owner_walk(owner, key, 2)
     assert [int(owner[i]) for i in order] == sorted(owner.tolist())
     assert (np.diff(key[order][owner[order] == 0]) > 0).all() and (np.diff(key[order][owner[order] == 1]) > 0).all()
 
