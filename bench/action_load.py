@@ -7,7 +7,8 @@ actions are crafted from the server's own record of each player, as an honest cl
 send them: consecutive sequence numbers; client times increasing through the tick (the
 server-clock event time plus the player's clock offset) and received half a round trip later;
 every action claiming a position reachable at 90 % of top speed from the previous one; melee
-and ranged attacks on living entities within reach. Damage per target per tick is kept below
+and ranged attacks on living entities within reach, a ranged shot claiming a hit about as often
+as a human's would (``HIT_SHARE``). Damage per target per tick is kept below
 its hp and ``restore_health`` (the harness, between ticks, untimed) heals everyone, so every
 tick carries the same load and nothing dies.
 
@@ -30,6 +31,7 @@ KIND_SHARES = {ActionKind.MOVE: 0.5, ActionKind.MELEE: 0.3, ActionKind.RANGED: 0
 CLIENT_PACE = 0.9  # fraction of top speed the crafted moves use
 REACH_USE = 0.8  # attack targets within this fraction of the reach (the actor moves a little)
 CANDIDATES = 9  # nearest entities considered as targets (the first is usually the actor)
+HIT_SHARE = 0.35  # ranged shots claimed as hits: about a human's rate (skill ~0.55 x base chance ~0.6)
 
 
 class ActionLoad:
@@ -112,6 +114,7 @@ class ActionLoad:
             xs[:, j], ys[:, j] = cx, cy
             t_prev = np.where(used[:, j], event[:, j], t_prev)
 
+        hit = np.where((kind == ActionKind.RANGED) & (rng.random((p, k)) < HIT_SHARE), 1.0, 0.0)
         seq = state["last_seq"][:, None] + 1 + np.arange(k)[None, :]
         # In the order the packets arrive: by receive time, players interleaved at random (not in
         # the order of their rows, which would hand validation its records as a sequential scan).
@@ -120,7 +123,7 @@ class ActionLoad:
         return ActionBatch(
             actor=actor[used][arrive], seq=seq[used][arrive], kind=kind[used][arrive].astype(np.int8),
             target=target[used][arrive], client_time_ms=(event + state["clock_offset_ms"][:, None])[used][arrive],
-            recv_time_ms=recv[used][arrive], x=xs[used][arrive], y=ys[used][arrive], value=np.zeros(arrive.shape[0]),
+            recv_time_ms=recv[used][arrive], x=xs[used][arrive], y=ys[used][arrive], value=hit[used][arrive],
         )
 
     def _over_damage(self, target: np.ndarray, kind: np.ndarray) -> np.ndarray:
