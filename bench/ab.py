@@ -1,7 +1,8 @@
 """A/B two checkouts in lockstep: a bench load stepped by two processes in turns, one round each
-(the order swapping every round), so that both see the same spells of a noisy machine. Single runs of ``bench/run.py`` drift by 30-50 % within minutes on a
-shared VM; in lockstep, two processes of the same code still differ by up to ~10 % (where their
-memory landed), so repeat a comparison and trust differences beyond that.
+(the order swapping every round), so that both see the same spells of a noisy machine. Single
+runs of ``bench/run.py`` drift by 30-50 % within minutes on a shared VM; in lockstep, two
+processes of the same code usually differ by up to ~10 % (where their memory landed), and in a
+bad spell by up to ~30 %: repeat a comparison, and trust only differences beyond that.
 
     python bench/ab.py OTHER_CHECKOUT [--rounds 30] [--load actions|continent]
 

@@ -172,6 +172,27 @@ def _log_binom_tail(k, n, p, stop=np.inf):
     return first + math.log(total)
 
 
+@njit(**JIT)
+def _least_extreme(least, n, p, stop):
+    """The least count k whose binomial tail P(X >= k), X ~ Binomial(n, p), ``_log_binom_tail``
+    puts below e^stop (stop < 0): a tail test of a count is then one comparison. Found by
+    bisection (the tail falls as k grows) and kept in ``least`` ((m,) int64, -1 where not yet
+    found; read and written) for n < m."""
+    if n < least.shape[0] and least[n] >= 0:
+        return least[n]
+    lo = int(n * p)  # at or below the mean the tail is taken as 1: never below e^stop
+    hi = n + 1  # more than n: impossible, log 0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _log_binom_tail(mid, n, p, stop) < stop:
+            hi = mid
+        else:
+            lo = mid
+    if n < least.shape[0]:
+        least[n] = hi
+    return hi
+
+
 def _normal_cdf(x: float) -> float:
     return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
 
@@ -497,14 +518,15 @@ def acquire_log_bf(fast, quick, n, th):
 
 
 @njit(**JIT)
-def _judge(stats, rows, dirty, th, rare_p, tick):
+def _judge(stats, rows, dirty, th, rare_p, tick, least_repeats):
     """Re-judge the rows ``rows`` of ``stats`` in place: new flags join the raised ones (a flag
     stays), with the tick of the first. Tests already passed are not run again, nor those
     whose evidence did not change (``dirty``, cleared here). The aim factor is computed only
     where a bound of it (no exponentials) says it might cross the threshold.
 
     stats: (rows, f) float64, read and written; rows: (k,) int64; dirty: (rows,) int64, read
-    and written; th: from ``thresholds``.
+    and written; th: from ``thresholds``; least_repeats: ``_least_extreme``'s memo for the
+    repeat test (these thresholds), read and written.
     """
     log_prior = _skill_log_prior(th[12], th[13], th[14])
     log_luck = math.log(th[11])
@@ -564,7 +586,7 @@ def _judge(stats, rows, dirty, th, rare_p, tick):
         # For independent human intervals a repeat has a chance of about REPEAT_P: the count of
         # repeats is a tail test of its own, valid from a few intervals on.
         if (d & _REPEATS_CHANGED) and ((f | raised) & 128) == 0 and n >= MIN_REPEAT_INTERVALS and \
-                _log_binom_tail(stats[r, _REPEATS], n - 1.0, REPEAT_P, log_luck) < log_luck:
+                stats[r, _REPEATS] >= _least_extreme(least_repeats, int(n) - 1, REPEAT_P, log_luck):
             f |= 128
         n = stats[r, _EXCESS_N]
         if (d & _EXCESS_CHANGED) and n >= th[8] and stats[r, _EXCESS_SUM] / n > th[9]:
@@ -605,7 +627,8 @@ def _flags(stats: np.ndarray, th: np.ndarray, rare_p: float) -> tuple[np.ndarray
     judged = np.array(stats, np.float64)
     judged[:, _FLAGS] = 0.0
     p = judged.shape[0]
-    _judge(judged, np.arange(p, dtype=np.int64), np.full(p, _ALL_CHANGED, np.int64), th, rare_p, 0.0)
+    _judge(judged, np.arange(p, dtype=np.int64), np.full(p, _ALL_CHANGED, np.int64), th, rare_p, 0.0,
+           np.full(0, -1, np.int64))
     return judged[:, _FLAGS].astype(np.int64), _aim_scores(judged, th)
 
 
@@ -630,6 +653,7 @@ class AnomalyScore(System):
         kept_ms = defn.world.rewind_window_ms + r.stale_limit_ms + ACQUIRE_WINDOW_MS + 1000.0
         world.resources.setdefault(Deaths, Deaths()).keep(math.ceil(kept_ms * defn.world.tick_rate_hz / 1000.0))
         self._dirty = np.zeros(0, np.int64)  # per stats row, 0 between ticks (see ``_fold``)
+        self._least_repeats = np.full(1 << 14, -1, np.int64)  # the repeat test's thresholds, by intervals
 
     def run(self, world, ctx) -> None:
         batch: ActionBatch = world.resources[ActionBatch]
@@ -681,18 +705,18 @@ class AnomalyScore(System):
         hurt, pending = np.empty(n, np.bool_), np.empty((n, 2), np.int64)
         # Each actor's actions in client-time order (its clock offset is one for the tick).
         order, grouped = owner_walk(owner, batch.client_time_ms, rows)
-        touched, q = _fold(order, grouped, owner, batch.kind, batch.status, batch.value, batch.client_time_ms, batch.target,
-                           batch.x, batch.y, effects.effect, effects.looted_rare, batch.excess_ms, batch.speed_ratio,
-                           seen, run, last_target, deaths.ids, deaths.tick, 1000.0 * ctx.dt_s, _REFUSAL_CLASS,
-                           self.interval, self.range_m, self.speed_ref, stats, self.th, float(ctx.tick), self._dirty,
-                           hurt, pending)
+        touched, q = _fold(order, grouped, owner, batch.kind, batch.status, batch.value, batch.client_time_ms,
+                           batch.target, batch.x, batch.y, effects.effect, effects.looted_rare, batch.excess_ms,
+                           batch.speed_ratio, seen, run, last_target, deaths.ids, deaths.tick, 1000.0 * ctx.dt_s,
+                           _REFUSAL_CLASS, self.interval, self.range_m, self.speed_ref, stats, self.th,
+                           float(ctx.tick), self._dirty, hurt, pending)
         if q:  # acquisitions, if the new foe was surely in reach: how fast could it close in?
             at = pending[:q, 0]
             top_speed = np.zeros((q, len(_TOP_SPEED)))
             read_rows(world, t_table[at], t_row[at], _TOP_SPEED, top_speed)
             _acquired(pending[:q], owner, batch.kind, batch.x, batch.y, seen, top_speed, run,
                       ACQUIRE_WINDOW_MS + 1000.0 * ctx.dt_s, self.reach, self.speed_slack, stats, self._dirty)
-        _judge(stats, touched, self._dirty, self.th, self.rare_p, float(ctx.tick))
+        _judge(stats, touched, self._dirty, self.th, self.rare_p, float(ctx.tick), self._least_repeats)
         if actors is not None:
             at = actors.at.subset(scored)
             scatter_fields(world, at, _STAT_FIELDS, stats[scored])

@@ -7,9 +7,9 @@ import pytest
 
 from systems.anomaly_score import (_ALL_CHANGED, _REFUSAL_CLASS, ACQUIRE_WINDOW_MS, AIM_BLIND, AIM_GRID, FLAG_ACQUIRE,
                                    FLAG_AIM, FLAG_EXCESS, FLAG_LUCK, FLAG_MOVE, FLAG_REACTION, FLAG_REGULAR,
-                                   FLAG_SPEED, AnomalyScore, _acquired, _flags, _fold, _judge, _log_binom_tail,
-                                   _skill_log_prior, acquire_log_bf, acquisition_model, aim_log_bf, flag_names,
-                                   shot_difficulty, thresholds)
+                                   FLAG_SPEED, AnomalyScore, _acquired, _flags, _fold, _judge, _least_extreme,
+                                   _log_binom_tail, _skill_log_prior, acquire_log_bf, acquisition_model, aim_log_bf,
+                                   flag_names, shot_difficulty, thresholds)
 from systems.components import CheatStats, Player
 from tests.reference import naive_aim_log_bf
 from worlds import parse_world
@@ -31,6 +31,7 @@ INTERVAL = np.array([0, 0, 400.0, 500.0, 1500.0, 0, 0, 0])  # by kind: the defau
 RULES = parse_world({"world": {"name": "w", "bounds": [0, 0, 10, 10]}}).rules
 REACH = np.array([0, 0, RULES.melee_reach_m, RULES.ranged_range_m, RULES.cast_range_m, 0, 0, 0])
 TICK_MS = 50.0
+LEAST, NO_MEMO = np.full(1 << 10, -1, np.int64), np.full(0, -1, np.int64)  # the repeat test's memo, and none
 PLAYER_F8 = [f for f in Player.fields if Player.dtype[f] == np.float64]
 
 
@@ -88,7 +89,7 @@ def fold(stats, owner, kind, t_ms, *, order=None, status=None, value=None, targe
     _acquired(pending[:q], owner, np.asarray(kind, np.int8), np.zeros(n), np.zeros(n), seen, np.zeros((q, 2)), run,
               ACQUIRE_WINDOW_MS + TICK_MS, REACH, 1.0 + RULES.speed_tolerance, stats, dirty)
     if judge:
-        _judge(stats, touched, dirty, TH, DEFAULTS.rare_drop_p, tick)
+        _judge(stats, touched, dirty, TH, DEFAULTS.rare_drop_p, tick, LEAST)
     return touched, dirty, last_target
 
 
@@ -257,6 +258,18 @@ def test_aim_test_spares_humans_at_its_rate_and_catches_a_difficulty_blind_aim()
 
 
 @pytest.mark.kernel
+def test_a_tail_test_by_its_least_extreme_count_agrees_with_the_tail():
+    least = np.full(300, -1, np.int64)
+    for stop in (np.log(1e-4), np.log(1e-7)):
+        least[:] = -1
+        for n in range(0, 400, 7):
+            for p in (0.02, 0.15, 0.5):
+                cut = _least_extreme(least, n, p, stop) if p == 0.15 else _least_extreme(NO_MEMO, n, p, stop)
+                assert all((_log_binom_tail(k, n, p, stop) < stop) == (k >= cut) for k in range(n + 2))
+    assert (least[:300:7] > 0).all()  # each count asked for is kept
+
+
+@pytest.mark.kernel
 def test_binomial_tail_stops_early_only_when_the_answer_is_no():
     for k, n, p in ((5, 40, 0.02), (30, 200, 0.1), (400, 2000, 0.15), (9, 10, 0.31)):
         exact = _log_binom_tail(k, n, p)
@@ -300,7 +313,7 @@ def test_judging_only_changed_evidence_flags_the_same_players_at_the_same_ticks(
                                      grouped=not judge_all, tick=float(tick))
             if judge_all:
                 dirty[touched] = _ALL_CHANGED
-            _judge(fast[k], touched, dirty, TH, DEFAULTS.rare_drop_p, float(tick))
+            _judge(fast[k], touched, dirty, TH, DEFAULTS.rare_drop_p, float(tick), LEAST if k == 0 else NO_MEMO)
             assert (dirty == 0).all()
         assert (fast[0][:, F["flags"]] == fast[1][:, F["flags"]]).all()
         assert (fast[0][:, F["flag_tick"]] == fast[1][:, F["flag_tick"]]).all()
