@@ -10,8 +10,10 @@ from __future__ import annotations
 from enum import IntEnum
 
 import numpy as np
+from numba import njit
 
-from systems.columns import read_rows, tables_in
+from ecs.config import JIT
+from systems.columns import tables_in
 from systems.components import Health, Loot, Position, Velocity
 
 
@@ -94,28 +96,61 @@ CLIENT_FIELDS = tuple(name for name, _ in ACTION_FIELDS[:8])
 
 # Each action's target as validation (tick step 2) sees it: the tick-start state the later steps
 # judge the action against too (``ActionBatch.targets_seen``, (n, SEEN_FIELDS) float64; zeros
-# where the target is gone or lacks the component): dead, x, y for every target, Loot.container
-# for loot actions only, velocity for ranged attacks only (the anomaly score judges the shot).
-TARGET_SEEN = ((Health, "dead"), (Position, "x"), (Position, "y"))
+# where the target is gone or lacks the component): Health.dead and Position for every target,
+# Loot.container for loot actions only, Velocity for ranged attacks only (the anomaly score
+# judges the shot by it).
 SEEN_DEAD, SEEN_X, SEEN_Y, SEEN_CONTAINER, SEEN_VX, SEEN_VY = range(6)
 SEEN_FIELDS = 6
 _LOOT, _RANGED = int(ActionKind.LOOT), int(ActionKind.RANGED)  # ints: an IntEnum is slower to compare with
 
 
 def read_targets(world, batch: ActionBatch) -> np.ndarray:
-    """Each action's target's state now, as ``TARGET_SEEN`` and ``SEEN_*`` lay it out. Fields
-    are read only where some action needs them: the reads are cache misses, one a field and
-    target."""
+    """Each action's target's state now, as the ``SEEN_*`` columns lay it out. Fields
+    are read only where some action needs them (the reads are cache misses): one kernel pass
+    per table that holds a target."""
     table, row = batch.where(world, "target")
     out = np.zeros((batch.n, SEEN_FIELDS), np.float64)
-    read_rows(world, table, row, TARGET_SEEN, out)
-    loots = batch.kind == _LOOT
-    if loots.any():
-        read_rows(world, np.where(loots, table, -1), row, ((Loot, "container"),), out, SEEN_CONTAINER)
-    shots = batch.kind == _RANGED
-    if shots.any():
-        read_rows(world, np.where(shots, table, -1), row, ((Velocity, "vx"), (Velocity, "vy")), out, SEEN_VX)
+    for t in batch.tables_of(world, "target"):
+        _seen_in(table, row, t, batch.kind, *_seen_columns(world.tables[t]), out)
     return out
+
+
+_NO_BLOCK = np.empty((0, 2)).T  # (2, 0): a table without the component (the type of a row-major block)
+_NO_COLUMN = np.empty(0, np.uint8)
+
+
+def _seen_columns(held) -> tuple[np.ndarray, ...]:
+    """What ``_seen_in`` reads of a table: Position and Velocity as (2, capacity) blocks,
+    Health.dead and Loot.container columns; empty where the table lacks the component.
+    Derived once per layout of the table."""
+    found = held.plans.get("seen")
+    if found is None:
+        def block(c):
+            return held.block(c, c.fields[0])[0] if held.has(c) else _NO_BLOCK
+        found = held.plans["seen"] = (
+            block(Position), block(Velocity), held.column(Health, "dead") if held.has(Health) else _NO_COLUMN,
+            held.column(Loot, "container") if held.has(Loot) else _NO_COLUMN)
+    return found
+
+
+@njit(**JIT)
+def _seen_in(table, row, t, kind, pos, vel, dead, container, out):
+    """Fill ``out`` (n, SEEN_FIELDS) for the actions whose target lives in table ``t`` (dead, x,
+    y; velocity for ranged attacks; container for loot): see ``_seen_columns``."""
+    for i in range(table.shape[0]):
+        if table[i] != t:
+            continue
+        r = row[i]
+        if pos.shape[1]:
+            out[i, SEEN_X] = pos[0, r]
+            out[i, SEEN_Y] = pos[1, r]
+        if dead.shape[0]:
+            out[i, SEEN_DEAD] = dead[r]
+        if kind[i] == _RANGED and vel.shape[1]:
+            out[i, SEEN_VX] = vel[0, r]
+            out[i, SEEN_VY] = vel[1, r]
+        if kind[i] == _LOOT and container.shape[0]:
+            out[i, SEEN_CONTAINER] = container[r]
 
 
 class ActionBatch:
@@ -166,13 +201,21 @@ class ActionBatch:
         once for all the steps of a tick that ask: the batch's ids never change, and the
         answer holds, in that world, until a row leaves one of the tables it names
         (``Table.removals``) or ids come back (``World.adoptions``)."""
+        found = self._located(world, column)
+        return found[3], found[4]
+
+    def tables_of(self, world, column: str) -> list[int]:
+        """The tables the entities ``column`` names live in (see ``where``)."""
+        return [t for t, _ in self._located(world, column)[2]]
+
+    def _located(self, world, column: str) -> tuple:
         found = self._where.get(column)
         if found is None or found[0] is not world or found[1] != world.adoptions or any(
                 world.tables[t].removals != k for t, k in found[2]):
             table, row = world.locate_many(getattr(self, column))
             found = self._where[column] = (world, world.adoptions,
                                            [(t, world.tables[t].removals) for t in tables_in(table)], table, row)
-        return found[3], found[4]
+        return found
 
     def refuse(self, mask: np.ndarray, reason: Refusal) -> None:
         """Refuse the still-accepted actions under ``mask`` with ``reason``."""

@@ -4,10 +4,10 @@ counted, and nothing in the game state changed."""
 import numpy as np
 import pytest
 
-from systems.actions import ActionBatch
-from systems.components import CheatStats, Health, Link, Player, Position, Static
+from systems.actions import ActionBatch, read_targets
+from systems.components import CheatStats, Health, Link, Loot, Npc, Player, Position, Static, Velocity
 from tests.conftest import WORLDS
-from worlds import Simulation
+from worlds import Simulation, parse_world
 
 pytestmark = pytest.mark.kernel
 
@@ -146,3 +146,34 @@ def test_a_batch_locates_its_entities_once_until_a_row_leaves_a_table():
     table, row = batch.where(w, "actor")
     assert table[0] == -1 and row[0] == -1
     assert [w.registry.locate(int(e)) for e in ids[1:3]] == list(zip(table[1:3].tolist(), row[1:3].tolist()))
+
+
+def test_targets_are_seen_as_they_stand_where_they_live():
+    """``read_targets``: each action's target's dead, x, y from whichever table holds it, its
+    velocity for ranged attacks only and Loot.container for loot only; zeros for no target."""
+    sim = Simulation(parse_world({
+        "world": {"name": "w", "bounds": [0, 0, 60, 60]},
+        "populations": [
+            {"kind": "players", "name": "p", "count": 2, "spawn": {"shape": "disc", "x": 10, "y": 10, "radius_m": 5}},
+            {"kind": "npcs", "name": "wolf", "count": 1, "spawn": {"shape": "disc", "x": 20, "y": 20, "radius_m": 5}},
+            {"kind": "npcs", "name": "chest", "count": 1, "movement": "static", "container": True, "gold": 5,
+             "respawn": False, "spawn": {"shape": "disc", "x": 30, "y": 30, "radius_m": 0.01}},
+        ],
+    }), generate=False)
+    w = sim.world
+    me, you = (int(e) for e in sim.player_ids)
+    wolf, chest = (int(e) for e in w.query(Npc).ids())
+    assert w.get(chest, Loot)["container"] == 1
+    w.set(wolf, Velocity, vx=1.5, vy=-2.0)
+    w.set(you, Velocity, vx=0.5, vy=0.25)
+    w.set(wolf, Health, dead=1)
+    kinds = np.array([3, 2, 5, 3, 3, 3], np.int8)  # ranged, melee, loot, ranged, ranged, ranged at nothing
+    targets = np.array([wolf, wolf, chest, chest, you, 0], np.int64)
+    n = targets.size
+    batch = ActionBatch(actor=np.full(n, me, np.int64), seq=np.arange(n, dtype=np.int64), client_time_ms=np.zeros(n),
+                        kind=kinds, target=targets, x=np.zeros(n), y=np.zeros(n), value=np.zeros(n),
+                        recv_time_ms=np.zeros(n))
+    at = {e: (w.get(e, Position)["x"], w.get(e, Position)["y"]) for e in (wolf, chest, you)}
+    assert read_targets(w, batch).tolist() == [
+        [1.0, *at[wolf], 0.0, 1.5, -2.0], [1.0, *at[wolf], 0.0, 0.0, 0.0], [0.0, *at[chest], 1.0, 0.0, 0.0],
+        [0.0, *at[chest], 0.0, 0.0, 0.0], [0.0, *at[you], 0.0, 0.5, 0.25], [0.0] * 6]
