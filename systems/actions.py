@@ -156,7 +156,7 @@ def _seen_in(table, row, t, kind, pos, vel, dead, container, out):
 class ActionBatch:
     """Columns of ``n`` actions; ``ActionBatch.empty()`` for none. Arrays are (n,)."""
 
-    __slots__ = tuple(name for name, _ in ACTION_FIELDS) + ("n", "_where", "targets_seen")
+    __slots__ = tuple(name for name, _ in ACTION_FIELDS) + ("n", "_where", "targets_seen", "walk")
 
     def __init__(self, **columns: np.ndarray) -> None:
         n = None
@@ -178,6 +178,9 @@ class ActionBatch:
         self.n = n or 0
         self._where: dict[str, tuple] = {}  # column -> (world, adoptions, [(table, removals)], table, row)
         self.targets_seen: np.ndarray | None = None  # set by validation (see ``read_targets``)
+        # (owner, order): validation's walk of the actors, owner by owner in sequence order
+        # (``owner_walk``), for a later step that walks them by a key in the same order.
+        self.walk: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def empty(cls) -> ActionBatch:

@@ -47,8 +47,8 @@ from ecs import Phase, System
 from ecs.config import JIT
 from systems.actions import SEEN_VX, SEEN_VY, SEEN_X, SEEN_Y, SPELL_HEAL, ActionBatch, by_kind, read_targets
 from systems.apply_actions import ActionEffects
-from systems.columns import (Distinct, SlotMarks, block_fields, gather, gather_fields, owner_walk, read_rows,
-                             scatter, scatter_fields, sole_table)
+from systems.columns import (Distinct, SlotMarks, block_fields, gather, gather_fields, in_key_order, owner_walk,
+                             read_rows, scatter, scatter_fields, sole_table)
 from systems.components import CheatStats, Npc, Player
 from systems.lifecycle import Deaths
 from systems.npc_combat import NpcHits
@@ -703,8 +703,14 @@ class AnomalyScore(System):
         seen = batch.targets_seen if batch.targets_seen is not None else read_targets(world, batch)
         deaths = world.resources.get(Deaths) or Deaths()
         hurt, pending = np.empty(n, np.bool_), np.empty((n, 2), np.int64)
-        # Each actor's actions in client-time order (its clock offset is one for the tick).
-        order, grouped = owner_walk(owner, batch.client_time_ms, rows)
+        # Each actor's actions in client-time order (its clock offset is one for the tick): the
+        # order validation walked them in (by sequence number) when it is that one, as for
+        # honest clients.
+        if batch.walk is not None and batch.walk[0] is owner and in_key_order(batch.walk[1], owner,
+                                                                                batch.client_time_ms):
+            order, grouped = batch.walk[1], True
+        else:
+            order, grouped = owner_walk(owner, batch.client_time_ms, rows)
         touched, q = _fold(order, grouped, owner, batch.kind, batch.status, batch.value, batch.client_time_ms,
                            batch.target, batch.x, batch.y, effects.effect, effects.looted_rare, batch.excess_ms,
                            batch.speed_ratio, seen, run, last_target, deaths.ids, deaths.tick, 1000.0 * ctx.dt_s,

@@ -200,6 +200,18 @@ def owner_walk(owner: np.ndarray, key: np.ndarray, n_owners: int) -> tuple[np.nd
 BY_OWNER_MAX = 16_384
 
 
+@njit(**JIT)
+def in_key_order(order, owner, key):
+    """Whether ``order``, a walk that holds each owner's items together (``owner_walk``), takes
+    each owner's items by ``key``, stably: then it is the walk ``owner_walk`` would give for
+    that key, and a step that walks by another key than the last can take it as it is."""
+    for k in range(1, order.shape[0]):
+        a, b = order[k - 1], order[k]
+        if owner[a] == owner[b] and owner[b] >= 0 and (key[b] < key[a] or (key[b] == key[a] and b < a)):
+            return False
+    return True
+
+
 def _as_came(inverse: np.ndarray, key: np.ndarray, n_owners: int) -> np.ndarray:
     """As the items came, except that each owner's own items take their places sorted by key
     (stably); only an owner whose items came out of order (a client's late packets) is sorted,

@@ -331,7 +331,8 @@ class ActionValidation(System):
             slot_base = np.cumsum([0] + [t.n for t in world.tables], dtype=np.int64)
             marks = self._marks.clear_for(int(slot_base[-1]))
 
-        order, _ = owner_walk(owner, batch.seq, rows)
+        order, grouped = owner_walk(owner, batch.seq, rows)
+        batch.walk = (owner, order) if grouped and actors is None else None
         _validate(order, owner, batch.actor, batch.target, batch.seq, batch.client_time_ms, batch.kind, batch.x,
                   batch.y, batch.recv_time_ms, batch.value, self.targeted, *record, t_table, t_row, t_state, t_what,
                   slot_base, marks, self.reach, self.limits, self.walls, self.occluders, batch.status,

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from ecs import Component, World
 from systems.action_order import _fair_order
-from systems.columns import (Distinct, SlotMarks, _as_came, gather, gather_fields, has_component, locate, owner_walk,
-                             read_rows, scatter_fields, sole_table)
+from systems.columns import (Distinct, SlotMarks, _as_came, gather, gather_fields, has_component, in_key_order, locate,
+                             owner_walk, read_rows, scatter_fields, sole_table)
 
 Pos = Component("Pos", [("x", "f8"), ("y", "f8")])
 Tag = Component("Tag", [("level", "i8"), ("score", "f8")], defaults={"level": 3})
@@ -120,6 +120,17 @@ def test_owner_walk_goes_owner_by_owner_each_by_key_stably(items, floats):
         walked = [i for i in with_places.tolist() if owner[i] == o]
         assert walked == (mine.tolist() if o < 0 else sorted(mine.tolist(), key=lambda i: (key[i], i)))
         assert sorted(np.flatnonzero(np.isin(with_places, mine)).tolist()) == mine.tolist()
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.integers(-1, 4), st.integers(0, 5), st.integers(0, 5)), max_size=60))
+def test_a_walk_by_one_key_is_kept_for_another_exactly_when_it_is_that_walk(items):
+    owner = np.array([o for o, _, _ in items], np.int64).reshape(-1)
+    seq = np.array([s for _, s, _ in items], np.int64).reshape(-1)
+    t = np.array([k for _, _, k in items], np.float64).reshape(-1)
+    by_seq, _ = owner_walk(owner, seq, 5)
+    assert in_key_order(by_seq, owner, seq)
+    assert in_key_order(by_seq, owner, t) == (by_seq.tolist() == owner_walk(owner, t, 5)[0].tolist())
 
 
 def test_owner_walk_sorts_a_long_scrambled_run():
