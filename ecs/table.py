@@ -88,6 +88,13 @@ class Table:
         bkey, k = self._layout[(component.name, field)]
         return self._blocks[bkey], k
 
+    def full_column(self, component: Component, field: str) -> np.ndarray:
+        """(capacity,) view of one field over every row, live or not: for a kernel indexed by
+        row, kept across spawns (``column`` ends at the rows live when it was asked). Stale
+        after the table grows, like ``block``."""
+        block, k = self.block(component, field)
+        return block[k]
+
     @property
     def capacity(self) -> int:
         return self._ids.shape[0]

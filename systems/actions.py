@@ -128,8 +128,8 @@ def _seen_columns(held) -> tuple[np.ndarray, ...]:
         def block(c):
             return held.block(c, c.fields[0])[0] if held.has(c) else _NO_BLOCK
         found = held.plans["seen"] = (
-            block(Position), block(Velocity), held.column(Health, "dead") if held.has(Health) else _NO_COLUMN,
-            held.column(Loot, "container") if held.has(Loot) else _NO_COLUMN)
+            block(Position), block(Velocity), held.full_column(Health, "dead") if held.has(Health) else _NO_COLUMN,
+            held.full_column(Loot, "container") if held.has(Loot) else _NO_COLUMN)
     return found
 
 

@@ -737,7 +737,7 @@ class AnomalyScore(System):
         found = table.plans.get("score_record", False)
         if found is False:
             found = table.plans["score_record"] = (
-                (table.block(CheatStats, "shots")[0].T, table.column(CheatStats, "last_target"),
+                (table.block(CheatStats, "shots")[0].T, table.full_column(CheatStats, "last_target"),
                  table.block(Player, _PLAYER_F8[0])[0].T)
                 if table.has(CheatStats) and table.has(Player) else None)
         return found

@@ -349,7 +349,8 @@ class ActionValidation(System):
         if found is False:
             found = table.plans["validation_record"] = (
                 (table.block(Player, _PLAYER_F8[0])[0].T, table.block(Player, _PLAYER_I8[0])[0].T,
-                 table.block(Link, _LINK_F8[0])[0].T, table.column(Health, "dead"), table.column(Player, "connected"))
+                 table.block(Link, _LINK_F8[0])[0].T, table.full_column(Health, "dead"),
+                 table.full_column(Player, "connected"))
                 if all(table.has(c) for c in (Player, Link, Health)) else None)
         return found
 

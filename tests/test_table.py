@@ -33,6 +33,18 @@ def test_every_field_is_its_own_contiguous_column():
     assert t.row_values(1)[Position]["x"] == 20.0
 
 
+def test_a_full_column_covers_rows_appended_later_until_the_table_grows():
+    t = Table([Position, Health], capacity=8)
+    t.append(np.array([11, 12]), {Position: {"x": np.array([1.0, 2.0]), "y": 0.0}})
+    full, live = t.full_column(Position, "x"), t.column(Position, "x")
+    assert full.shape == (8,) and live.shape == (2,) and np.shares_memory(full, live)
+    t.append(np.array([13]), {Position: {"x": 3.0, "y": 0.0}})
+    assert full[:3].tolist() == [1.0, 2.0, 3.0]  # the row after the first two, seen through the same view
+    t.append(np.arange(20, 30), {})  # grows: the old view no longer is the table's
+    assert not np.shares_memory(full, t.full_column(Position, "x"))
+    assert t.full_column(Position, "x")[:3].tolist() == [1.0, 2.0, 3.0]
+
+
 def test_column_sets_by_attribute_and_by_key():
     t = Table([Position])
     t.append(np.array([1, 2]), {Position: {"x": [3.0, 4.0]}})
