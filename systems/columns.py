@@ -29,13 +29,19 @@ def tables_in(table_idx: np.ndarray) -> list[int]:
 @njit(**JIT)
 def _tables_present(table_idx):
     top = 0
-    for t in table_idx:
-        top = max(top, t + 1)
-    present = np.zeros(top, np.bool_)
-    for t in table_idx:
-        if t >= 0:
-            present[t] = True
-    return np.flatnonzero(present)
+    for i in range(table_idx.shape[0]):
+        top = max(top, table_idx[i] + 1)
+    present = np.zeros(top, np.int64)
+    for i in range(table_idx.shape[0]):
+        if table_idx[i] >= 0:
+            present[table_idx[i]] = 1
+    out = np.empty(top, np.int64)
+    m = 0
+    for t in range(top):
+        if present[t]:
+            out[m] = t
+            m += 1
+    return out[:m]
 
 
 class Located:
@@ -165,8 +171,10 @@ def _scrambled(inverse, key, n_owners):
 
 @njit(**JIT)
 def _sort_run(out, lo, hi, key):
-    """Sort ``out[lo:hi]`` (positions, ascending) by ``key`` of each, stably."""
-    if hi - lo <= 32:  # insertion sort: the few items of one owner
+    """Sort ``out[lo:hi]`` (positions, ascending) by ``key`` of each, stably: insertion for the
+    few items of one owner, a bottom-up merge for a long run (numba's own stable sort would
+    add seconds to every cold start, for a case that only a flooding client makes)."""
+    if hi - lo <= 32:
         for a in range(lo + 1, hi):
             v = out[a]
             b = a - 1
@@ -174,9 +182,27 @@ def _sort_run(out, lo, hi, key):
                 out[b + 1] = out[b]
                 b -= 1
             out[b + 1] = v
-    else:
-        run = out[lo:hi].copy()
-        out[lo:hi] = run[np.argsort(key[run], kind="mergesort")]
+        return
+    n = hi - lo
+    src, dst = np.empty(n, np.int64), np.empty(n, np.int64)
+    for a in range(n):
+        src[a] = out[lo + a]
+    width = 1
+    while width < n:
+        for start in range(0, n, 2 * width):
+            mid, end = min(start + width, n), min(start + 2 * width, n)
+            a, b = start, mid
+            for o in range(start, end):  # the left one first on a tie: stable
+                if b >= end or (a < mid and key[src[b]] >= key[src[a]]):
+                    dst[o] = src[a]
+                    a += 1
+                else:
+                    dst[o] = src[b]
+                    b += 1
+        src, dst = dst, src
+        width *= 2
+    for a in range(n):
+        out[lo + a] = src[a]
 
 
 def owner_walk(owner: np.ndarray, key: np.ndarray, n_owners: int) -> tuple[np.ndarray, bool]:
