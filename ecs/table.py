@@ -88,6 +88,14 @@ class Table:
         bkey, k = self._layout[(component.name, field)]
         return self._blocks[bkey], k
 
+    def plan(self, key: object, derive):
+        """What ``derive(table)`` makes of this table's layout (views of its blocks, which
+        blocks hold some fields), derived once and kept in ``plans`` until the blocks are
+        reallocated."""
+        if key not in self.plans:
+            self.plans[key] = derive(self)
+        return self.plans[key]
+
     def full_column(self, component: Component, field: str) -> np.ndarray:
         """(capacity,) view of one field over every row, live or not: for a kernel indexed by
         row, kept across spawns (``column`` ends at the rows live when it was asked). Stale

@@ -101,7 +101,8 @@ CLIENT_FIELDS = tuple(name for name, _ in ACTION_FIELDS[:8])
 # judges the shot by it).
 SEEN_DEAD, SEEN_X, SEEN_Y, SEEN_CONTAINER, SEEN_VX, SEEN_VY = range(6)
 SEEN_FIELDS = 6
-_LOOT, _RANGED = int(ActionKind.LOOT), int(ActionKind.RANGED)  # ints: an IntEnum is slower to compare with
+# Kinds as ints, for numpy and kernels: comparing an array with an IntEnum member is three times slower.
+LOOT, RANGED = int(ActionKind.LOOT), int(ActionKind.RANGED)
 
 
 def read_targets(world, batch: ActionBatch) -> np.ndarray:
@@ -123,14 +124,12 @@ def _seen_columns(held) -> tuple[np.ndarray, ...]:
     """What ``_seen_in`` reads of a table: Position and Velocity as (2, capacity) blocks,
     Health.dead and Loot.container columns; empty where the table lacks the component.
     Derived once per layout of the table."""
-    found = held.plans.get("seen")
-    if found is None:
+    def derive(t):
         def block(c):
-            return held.block(c, c.fields[0])[0] if held.has(c) else _NO_BLOCK
-        found = held.plans["seen"] = (
-            block(Position), block(Velocity), held.full_column(Health, "dead") if held.has(Health) else _NO_COLUMN,
-            held.full_column(Loot, "container") if held.has(Loot) else _NO_COLUMN)
-    return found
+            return t.block(c, c.fields[0])[0] if t.has(c) else _NO_BLOCK
+        return (block(Position), block(Velocity), t.full_column(Health, "dead") if t.has(Health) else _NO_COLUMN,
+                t.full_column(Loot, "container") if t.has(Loot) else _NO_COLUMN)
+    return held.plan("seen", derive)
 
 
 @njit(**JIT)
@@ -146,10 +145,10 @@ def _seen_in(table, row, t, kind, pos, vel, dead, container, out):
             out[i, SEEN_Y] = pos[1, r]
         if dead.shape[0]:
             out[i, SEEN_DEAD] = dead[r]
-        if kind[i] == _RANGED and vel.shape[1]:
+        if kind[i] == RANGED and vel.shape[1]:
             out[i, SEEN_VX] = vel[0, r]
             out[i, SEEN_VY] = vel[1, r]
-        if kind[i] == _LOOT and container.shape[0]:
+        if kind[i] == LOOT and container.shape[0]:
             out[i, SEEN_CONTAINER] = container[r]
 
 

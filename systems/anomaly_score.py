@@ -734,13 +734,9 @@ class AnomalyScore(System):
         """A table's scored record in place: CheatStats' float64 block as (capacity, fields),
         its last_target column and Player's float64 block as (capacity, fields); None when the
         table's entities are not scored players. Derived once per layout of the table."""
-        found = table.plans.get("score_record", False)
-        if found is False:
-            found = table.plans["score_record"] = (
-                (table.block(CheatStats, "shots")[0].T, table.full_column(CheatStats, "last_target"),
-                 table.block(Player, _PLAYER_F8[0])[0].T)
-                if table.has(CheatStats) and table.has(Player) else None)
-        return found
+        return table.plan("score_record", lambda t: (
+            t.block(CheatStats, "shots")[0].T, t.full_column(CheatStats, "last_target"),
+            t.block(Player, _PLAYER_F8[0])[0].T) if t.has(CheatStats) and t.has(Player) else None)
 
 
 def flag_names(flags: int) -> list[str]:

@@ -351,11 +351,7 @@ def _by_block(table, fields):
     for the fields this table holds: one kernel call moves all the fields of a float64 block;
     the few integer fields go one by one (a kernel per dtype would cost compile time for
     nothing). Columns are whole (the table's capacity). Derived once per layout of the table."""
-    key = ("by_block", tuple(fields))
-    found = table.plans.get(key)
-    if found is None:
-        found = table.plans[key] = _plan_blocks(table, fields)
-    return found
+    return table.plan(("by_block", tuple(fields)), lambda held: _plan_blocks(held, fields))
 
 
 def _plan_blocks(table, fields):
@@ -421,13 +417,13 @@ def sole_table(table):
 
 
 @njit(**JIT)
-def _take_where(block, src, dst, table, row, t, out, first):
-    """out[i, first + dst[j]] = block[src[j], row[i]] for every i with table[i] == t."""
+def _take_where(block, src, dst, table, row, t, out):
+    """out[i, dst[j]] = block[src[j], row[i]] for every i with table[i] == t."""
     for i in range(table.shape[0]):
         if table[i] == t:
             r = row[i]
             for j in range(src.shape[0]):
-                out[i, first + dst[j]] = block[src[j], r]
+                out[i, dst[j]] = block[src[j], r]
 
 
 @njit(**JIT)
@@ -439,20 +435,19 @@ def _take_column_where(col, table, row, t, out, j):
 
 
 def read_rows(world: World, table: np.ndarray, row: np.ndarray, fields: Sequence[tuple[Component, str]],
-              out: np.ndarray, first: int = 0) -> None:
-    """Fill columns ``first`` to ``first + len(fields)`` of ``out`` (n, k) float64 with the
-    fields of the entities at (table[i], row[i]) (``locate_many``), leaving entries as they are
-    where an entity is not located or lacks the component. No grouping: one kernel pass over
-    the list per table and block, so a long list spread over a few tables costs a few calls,
-    however it interleaves."""
+              out: np.ndarray) -> None:
+    """Fill ``out`` (n, len(fields)) float64 with the fields of the entities at (table[i], row[i])
+    (``locate_many``), leaving entries as they are where an entity is not located or lacks
+    the component. No grouping: one kernel pass over the list per table and block, so a long
+    list spread over a few tables costs a few calls, however it interleaves."""
     for t, held in enumerate(world.tables):
         if held.n == 0:
             continue
         blocks, others = _by_block(held, fields)
         for block, src, dst in blocks:
-            _take_where(block, src, dst, table, row, t, out, first)
+            _take_where(block, src, dst, table, row, t, out)
         for j, col in others:
-            _take_column_where(col, table, row, t, out, first + j)
+            _take_column_where(col, table, row, t, out, j)
 
 
 def has_component(world: World, at: Located, component: Component) -> np.ndarray:

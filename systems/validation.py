@@ -37,7 +37,7 @@ from numba import njit
 
 from ecs import Phase, System
 from ecs.config import JIT
-from systems.actions import (SEEN_CONTAINER, SEEN_DEAD, SEEN_X, SEEN_Y, SPELL_HEAL, TARGETED, ActionBatch, ActionKind,
+from systems.actions import (LOOT, SEEN_CONTAINER, SEEN_DEAD, SEEN_X, SEEN_Y, SPELL_HEAL, TARGETED, ActionBatch,
                              by_kind, read_targets)
 from systems.columns import (Distinct, SlotMarks, block_fields, gather, gather_fields, has_component, owner_walk,
                              scatter, scatter_fields, sole_table)
@@ -58,7 +58,6 @@ _LINK_F8 = block_fields(Link, np.float64)
                                   "tokens", "tokens_ms"))
 _SEQ, _SEQ_WINDOW = (_PLAYER_I8.index(f) for f in ("last_seq", "seq_window"))
 _RECV, _GAP, _GAP_END = (_LINK_F8.index(f) for f in ("last_recv_ms", "gap_ms", "gap_end_ms"))
-_LOOT = int(ActionKind.LOOT)  # an int: comparing an array with an IntEnum member is three times slower
 # Rules, in one tuple for the kernel.
 LIMITS = ("future_tolerance_ms", "stale_limit_ms", "rewind_window_ms", "speed_tolerance", "min_x", "min_y", "max_x",
           "max_y", "max_speed_mps", "teleport_m", "stall_gap_ms", "melee_interval_ms", "ranged_interval_ms",
@@ -327,7 +326,7 @@ class ActionValidation(System):
                  for t in world.tables], np.int64))
         t_what = self._t_what[1]
         slot_base, marks = self._no_marks, self._no_marks
-        if (batch.kind == _LOOT).any():  # marks for the targets this tick's attacks hit
+        if (batch.kind == LOOT).any():  # marks for the targets this tick's attacks hit
             slot_base = np.cumsum([0] + [t.n for t in world.tables], dtype=np.int64)
             marks = self._marks.clear_for(int(slot_base[-1]))
 
@@ -345,14 +344,10 @@ class ActionValidation(System):
         """A table's actor record in place: (run, seqs, link, dead, connected) as ``_validate``
         reads them ((rows, fields) views of the blocks, whole columns); None when the table's
         entities are not players. Derived once per layout of the table."""
-        found = table.plans.get("validation_record", False)
-        if found is False:
-            found = table.plans["validation_record"] = (
-                (table.block(Player, _PLAYER_F8[0])[0].T, table.block(Player, _PLAYER_I8[0])[0].T,
-                 table.block(Link, _LINK_F8[0])[0].T, table.full_column(Health, "dead"),
-                 table.full_column(Player, "connected"))
-                if all(table.has(c) for c in (Player, Link, Health)) else None)
-        return found
+        return table.plan("validation_record", lambda t: (
+            t.block(Player, _PLAYER_F8[0])[0].T, t.block(Player, _PLAYER_I8[0])[0].T, t.block(Link, _LINK_F8[0])[0].T,
+            t.full_column(Health, "dead"), t.full_column(Player, "connected"))
+            if all(t.has(c) for c in (Player, Link, Health)) else None)
 
     @staticmethod
     def _gather(world, ids, at) -> list[np.ndarray]:

@@ -45,6 +45,17 @@ def test_a_full_column_covers_rows_appended_later_until_the_table_grows():
     assert t.full_column(Position, "x")[:3].tolist() == [1.0, 2.0, 3.0]
 
 
+def test_a_plan_is_derived_once_per_layout_and_again_after_growth():
+    t = Table([Position], capacity=2)
+    derived = []
+    def derive(table):
+        derived.append(table.capacity)
+        return table.full_column(Position, "x")
+    assert t.plan("x", derive) is t.plan("x", derive) and derived == [2]
+    t.append(np.arange(1, 4), {})  # grows: the blocks are new, so is the plan
+    assert t.plan("x", derive).shape == (t.capacity,) and derived == [2, t.capacity]
+
+
 def test_column_sets_by_attribute_and_by_key():
     t = Table([Position])
     t.append(np.array([1, 2]), {Position: {"x": [3.0, 4.0]}})
