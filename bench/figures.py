@@ -7,6 +7,7 @@ measure. Worlds come from ``bench.scenes``; what ticks spend is read from ``Tick
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -107,6 +108,32 @@ def continent_tick(ticks: int, warmup: int) -> dict:
     """The shipped continent (5k players, 100k NPCs) with its built-in client simulation."""
     progress(f"continent tick: {warmup} warm-up + {ticks} ticks")
     return run_ticks({"continent": Simulation(continent())}, ticks, warmup)["continent"]
+
+
+def state_hash(rounds: int, warmup: int) -> dict:
+    """``World.state_hash`` of the continent (5k players, 100k NPCs), timed alone right after
+    each of ``rounds`` ticks, as a server hashing every tick runs it: on the memory the tick
+    leaves. The simulation is told not to hash, so its ticks do not warm the tables for it; the
+    garbage is collected before the tick (not between the tick and the hash, which would be
+    another cache state) and the collector is off through both."""
+    progress(f"state hash: continent, {warmup} warm-up ticks + {rounds} hashes, one after each tick")
+    sim = Simulation(continent(), hash_every=0)
+    for _ in range(warmup):
+        sim.step()
+    sim.world.state_hash()  # loads (or compiles) the kernels
+    ms = []
+    for _ in range(rounds):
+        gc.collect()
+        gc.disable()
+        try:
+            sim.step()
+            t0 = time.perf_counter()
+            sim.world.state_hash()
+            ms.append((time.perf_counter() - t0) * 1e3)
+        finally:
+            gc.enable()
+    cells = sum(t.n * sum(len(c.fields) for c in t.components if c.hashed) for t in sim.world.tables)
+    return {"entities": sim.world.entity_count, "cells": cells, "ms": Spread.of(ms).as_dict()}
 
 
 def tick_1m(ticks: int, warmup: int, players: int = 5000, npcs: int = 1_000_000) -> dict:

@@ -30,6 +30,7 @@ def headline(r: dict) -> dict:
     ft = r.get("first_tick") or {}
     return {
         "tick_100k_ms": _get(r, "tick", "tick_ms", "median"),
+        "state_hash_100k_ms": _get(r, "state_hash", "ms", "median"),
         "ours_mgp_100k_clustered_ms": _get(ms, "ours", "median"),
         "bare_numba_mgp_100k_clustered_ms": _get(ms, "bare", "median"),
         "numpy_mgp_100k_clustered_ms": _get(ms, "numpy", "median"),
@@ -69,6 +70,8 @@ def judge(h: dict, r: dict) -> dict:
     return {
         "tick_100k": bar("continent tick (5k players, 100k NPCs), median", h["tick_100k_ms"], "<= 10 ms",
                          lambda v: v <= 10, "ms"),
+        "state_hash_100k": bar("state hash at 100k entities (continent, after each tick), median",
+                               h["state_hash_100k_ms"], "<= 1 ms", lambda v: v <= 1.0, "ms"),
         "esper_mgp_over_tick": bar("esper move+grid+pairs at 100k clustered / our full tick", esper_x, ">= 50x",
                                    lambda v: v >= 50, "x", skipped.get("esper")),
         "ours_vs_bare": bar("our move+grid+pairs / bare numba kernel, 100k clustered (median of round ratios)",
@@ -145,6 +148,11 @@ def markdown(r: dict, h: dict, bars: dict, meta: dict) -> str:
             other = f" {_spread(_get(m1, 'system_ms', name), digits=3)} |" if m1 else ""
             out.append(f"| {name} | {_spread(s, digits=3)} |{other}")
         out.append(f"| **tick** | {_spread(t['tick_ms'])} |" + (f" {_spread(m1['tick_ms'])} |" if m1 else ""))
+
+    sh = r.get("state_hash")
+    if sh:
+        out += ["", f"State hash of the continent ({sh['entities']:,} entities, {sh['cells']:,} hashed cells), "
+                    f"timed alone after each of {sh['ms']['n']} ticks: {_spread(sh['ms'], ' ms', 3)}."]
 
     out += ["", "### Full tick at ~1M entities", ""]
     if m1:

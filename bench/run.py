@@ -29,6 +29,7 @@ OUT = Path(__file__).resolve().parent / "out"
 PLANS = {
     "quick": {
         "tick": {"ticks": 30, "warmup": 10},
+        "state_hash": {"rounds": 20, "warmup": 5},
         "mgp": {"sizes": (10_000, 100_000), "rounds": {10_000: 7, 100_000: 5}, "esper_sizes": (10_000,)},
         "actions": {"levels": (2_500, 25_000, 250_000), "rounds": 3, "warmup": 1},
         "scaling": {"players": (1_000, 2_500, 5_000, 10_000), "ticks": 8, "warmup": 4},
@@ -37,6 +38,7 @@ PLANS = {
     },
     "full": {
         "tick": {"ticks": 100, "warmup": 20},
+        "state_hash": {"rounds": 50, "warmup": 5},
         "mgp": {"sizes": (10_000, 100_000, 1_000_000), "rounds": {10_000: 15, 100_000: 9, 1_000_000: 5},
                 "esper_sizes": (10_000, 100_000)},
         "actions": {"levels": (2_500, 25_000, 250_000), "rounds": 10, "warmup": 2},
@@ -72,6 +74,7 @@ def measure(plan: dict) -> dict:
         r["skipped"]["esper"] = (f"esper move+grid+pairs is not run at {', '.join(f'{n:,}' for n in not_esper)} "
                                  "points in this mode (pure Python: about 2 s per round at 100k, 30 s at 1M)")
     r["tick"] = figures.continent_tick(**plan["tick"])
+    r["state_hash"] = figures.state_hash(**plan["state_hash"])
     r["mgp"] = figures.mgp(**plan["mgp"])
     r["actions"] = figures.actions(**plan["actions"])
     r["scaling"] = figures.scaling(**plan["scaling"])

@@ -11,22 +11,32 @@ from ecs.rng import mix64
 
 Position = Component("Position", [("x", "f8"), ("y", "f4")])
 Stats = Component("Stats", [("hp", "i4"), ("gold", "u8"), ("alive", "?")])
+# Row-major records of every width the kernels treat apart (2, 3, 4, more; one field goes by
+# columns), with float32/64, signed and unsigned ints, bools, and a float16 (converted).
+Record = Component("Record", [(f"r{i}", "f8") for i in range(6)]
+                   + [("n0", "i2"), ("n1", "i2"), ("flag", "?"), ("half", "f2")], row_major=True)
+Pair = Component("Pair", [("a", "f4"), ("b", "f4"), ("c", "u4"), ("d", "u4"), ("e", "u4")], row_major=True)
+Quad = Component("Quad", [(f"q{i}", "i8") for i in range(4)], row_major=True)
+Local = Component("Local", [("cell", "i4")], hashed=False)
+WIDE = (Position, Stats, Record, Pair, Quad)
 
 _M = (1 << 64) - 1
 
 
-def _hash_ref(world: World) -> int:
-    """Cell by cell, from the public reads: sum of mix(mix(id ^ salt) + bits(value)) mod 2**64."""
+def _hash_ref(world: World, exclude=()) -> int:
+    """Cell by cell, from the public reads: the sum of mix(mix(id) ^ salt + bits(value)) mod 2**64
+    over the cells of the hashed components not in ``exclude``."""
+    skip = {c.name for c in exclude}
     acc = 0
     for t in world.tables:
         for e in t.ids.tolist():
+            key = int(mix64(np.uint64(e & _M)))
             for c in t.components:
-                if not getattr(c, "hashed", True):
+                if not c.hashed or c.name in skip:
                     continue
                 for f in c.fields:
                     bits = int(value_bits(np.array([world.get(e, c)[f]], c.dtype[f]))[0])
-                    inner = int(mix64(np.uint64((e & _M) ^ c.salts[f])))
-                    acc = (acc + int(mix64(np.uint64((inner + bits) & _M)))) & _M
+                    acc = (acc + int(mix64(np.uint64(((key ^ c.salts[f]) + bits) & _M)))) & _M
     return acc
 
 
@@ -53,6 +63,91 @@ def test_hash_matches_the_cell_by_cell_definition():
     w.add_component(ids[5], Component("Extra", [("k", "i8")]), {"k": -4})
     assert w.state_hash() == _hash_ref(w)
     assert 0 <= w.state_hash() < 1 << 64
+
+
+def _wide(n, shard=0, seed=0):
+    """``n`` entities holding WIDE (and Local), with random values in every field."""
+    w = World(shard=shard)
+    rng = np.random.default_rng(seed)
+    values = {}
+    for c in WIDE + (Local,):
+        values[c] = {}
+        for f in c.fields:
+            dt = c.dtype[f]
+            if dt.kind == "f":
+                values[c][f] = rng.normal(size=n).astype(dt)
+            elif dt.kind == "b":
+                values[c][f] = rng.random(n) < 0.5
+            else:
+                values[c][f] = rng.integers(np.iinfo(dt).min, np.iinfo(dt).max, size=n, dtype=dt, endpoint=True)
+    ids = w.spawn_batch(WIDE + (Local,), n, values)
+    return w, ids.tolist()
+
+
+@pytest.mark.kernel
+def test_hash_matches_the_cell_by_cell_definition_on_every_layout():
+    # 300 rows: more than one tile of the column kernel, and a partial last one.
+    w, ids = _wide(300)
+    w.set(ids[7], Record, r0=-0.0, r3=np.nan, half=np.nan)
+    w.set(ids[8], Pair, a=-0.0, b=np.float32("nan"))
+    w.despawn(ids[0])
+    assert w.state_hash() == _hash_ref(w)
+    assert w.state_hash(exclude=[Record, Stats]) == _hash_ref(w, exclude=[Record, Stats])
+
+
+@pytest.mark.kernel
+def test_hash_is_the_sum_over_worlds_holding_the_entities():
+    """What makes a sharded world's hash the sum of its shards' partial hashes."""
+    whole, ids = _wide(300, shard=1)
+    total = whole.state_hash()
+    a, _ = _wide(300, shard=1)
+    b, c = World(shard=2), World(shard=3)
+    for e in ids[::3]:
+        values = a.hand_off(e)
+        b.adopt([e], tuple(values), values)
+    for e in ids[1::7]:
+        if a.is_alive(e):
+            values = a.hand_off(e)
+            c.adopt([e], tuple(values), values)
+    parts = [a.state_hash(), b.state_hash(), c.state_hash()]
+    assert 0 not in parts and total not in parts
+    assert sum(parts) % (1 << 64) == total
+    # And so over tables, and over components.
+    w, _ = _populated(range(16))
+    tables = w.tables + [Table([Position, Stats]), _wide(20)[0].tables[0]]
+    assert hash_tables(tables) == sum(hash_tables([t]) for t in tables) % (1 << 64)
+    assert w.state_hash() == (w.state_hash(exclude=[Position]) + w.state_hash(exclude=[Stats])) % (1 << 64)
+
+
+@pytest.mark.kernel
+def test_any_single_field_change_changes_the_hash_on_every_layout():
+    w, ids = _wide(300)
+    before = w.state_hash()
+    e = ids[290]  # in the last, partial tile
+    for c in WIDE:
+        for f in c.fields:
+            old = w.get(e, c)[f]
+            kind = c.dtype[f].kind
+            new = (not old) if kind == "b" else (old + 1 if kind in "iu" and old < np.iinfo(c.dtype[f]).max
+                                                 else old - 1 if kind in "iu" else old * 0.5 + 0.25)
+            w.set(e, c, **{f: new})
+            assert w.state_hash() != before, (c.name, f, old, new)
+            w.set(e, c, **{f: old})
+            assert w.state_hash() == before, (c.name, f)
+
+
+@pytest.mark.kernel
+def test_unhashed_components_are_left_out():
+    w, ids = _wide(30)
+    before = w.state_hash()
+    w.set(ids[3], Local, cell=-12345)
+    assert w.state_hash() == before
+    w.remove_component(ids[4], Local)  # another table, same hashed values
+    assert len(w.tables) == 2 and w.state_hash() == before
+    w2, _ = _wide(30)
+    w2.add_component(w2.spawn([Local]), Position)
+    w.add_component(w.spawn([Local]), Position)
+    assert w.state_hash() == w2.state_hash() != before
 
 
 @pytest.mark.kernel
@@ -158,6 +253,16 @@ def test_negative_zero_and_nan_payloads_hash_like_their_canonical_values():
     assert world_with(quiet, 0.0) == world_with(other_nan, 0.0) == world_with(-quiet, 0.0)
     assert world_with(0.0, 0.0) != world_with(quiet, 0.0)
     assert world_with(1.0, 0.0) != world_with(-1.0, 0.0)
+
+    def record_with(x, y):  # the same through the row-major kernel, float64 and float32
+        w = World()
+        w.spawn([Record, Pair], {Record: {"r1": x, "r5": y}, Pair: {"a": y, "b": x}})
+        return w.state_hash()
+
+    assert record_with(0.0, 0.0) == record_with(-0.0, -0.0)
+    assert record_with(quiet, 1.0) == record_with(other_nan, 1.0) == record_with(-quiet, 1.0)
+    assert record_with(0.0, 0.0) != record_with(quiet, 0.0)
+    assert record_with(1.0, 0.0) != record_with(-1.0, 0.0)
 
 
 @pytest.mark.kernel
