@@ -9,6 +9,11 @@ a despawn never matches the slot's next occupant; a slot whose generation is exh
 retired, never reused. Id 0 (``NULL_ID``) is never issued. The shard prefix makes ids minted
 by different shards distinct; an entity handed to another shard keeps its id there
 (``adopt``), stored in a local slot, so nothing that refers to it has to be rewritten.
+
+The shards of one sharded world share one id space instead (``share_space``): every shard's
+registry takes its ids from one world-wide allocator and holds each entity in the slot its id
+names, so an id means the same entity on every shard, resolves on the fast path wherever it
+lives, and matches the id the same entity has in the same world on one shard.
 """
 
 from __future__ import annotations
@@ -106,6 +111,17 @@ class EntityRegistry:
         self._foreign: dict[int, int] = {}  # adopted id -> local slot
         self._lent: set[int] = set()  # our slots whose entity lives on another shard
         self.alive = 0
+        self.allocator: EntityRegistry | None = None  # the world-wide one, when sharing a space
+        self.released: list[int] = []  # ids freed here for the world-wide one to take back
+        self._retired: list[int] = []  # dead ids whose slots the next sync point frees
+
+    def share_space(self, allocator: EntityRegistry) -> None:
+        """Take ids from ``allocator`` (the world-wide registry of a sharded world, which holds
+        no tables) and give freed ones back to it; entities of that space are adopted into the
+        slot their id names."""
+        if allocator.shard != self.shard:
+            raise ValueError(f"a shared id space has one prefix: {allocator.shard} is not {self.shard}")
+        self.allocator = allocator
 
     # -- allocation -------------------------------------------------------------------------
     def _grow(self, need: int) -> None:
@@ -133,6 +149,10 @@ class EntityRegistry:
 
     def allocate(self, n: int) -> np.ndarray:
         """Mint ``n`` new ids of this shard; they are reserved until ``place`` is called."""
+        if self.allocator is not None:
+            ids = self.allocator.allocate(n)
+            self._hold(ids)
+            return ids
         slots = self._take_slots(n)
         ids = (np.int64(self.shard) << np.int64(48)) | (self.slots[slots, _GEN] << np.int64(32)) | slots
         self.slots[slots, _ID] = ids
@@ -153,6 +173,10 @@ class EntityRegistry:
         for e in ids:
             if e == NULL_ID or self.contains(e):
                 raise ValueError(f"entity {e:#x} cannot be adopted: null or already alive here")
+        if self.allocator is not None:
+            self._hold(np.asarray(ids, np.int64))
+            return
+        for e in ids:
             if id_shard(e) == self.shard and id_index(e) not in self._lent:
                 raise ValueError(f"entity {e:#x} has this shard's prefix but was never lent out")
         for e in ids:
@@ -167,10 +191,41 @@ class EntityRegistry:
             self.slots[s, _ROW] = -1
         self.alive += len(ids)
 
-    def release(self, entity: int) -> None:
-        """Free an id's slot; its generation moves on so old handles stop matching."""
+    def _hold(self, ids: np.ndarray) -> None:
+        """Reserve the slots a shared space's ids name (they must be free here)."""
+        slots = ids & np.int64(_INDEX_MASK)
+        if ids.size:
+            self._grow(int(slots.max()) + 1)
+            self._used = max(self._used, int(slots.max()) + 1)
+            busy = self.slots[slots, _ID] != 0
+            if busy.any():
+                raise ValueError(f"entity {int(ids[busy][0]):#x} cannot be held: its slot is taken here")
+        self.slots[slots, _ID] = ids
+        self.slots[slots, _GEN] = (ids >> np.int64(32)) & MAX_GENERATION
+        self.slots[slots, _TABLE] = self.RESERVED
+        self.slots[slots, _ROW] = -1
+        self.alive += int(ids.size)
+
+    def release(self, entity: int, now: bool = True) -> None:
+        """Free an id's slot; its generation moves on so old handles stop matching. With
+        ``now=False`` the id is dead at once but its slot is freed by ``recycle_retired``,
+        together with the others of a sync point, in ascending order of id."""
         s = self._vacate(entity)
-        if self._foreign.pop(int(entity), None) is not None:
+        if now:
+            self._recycle(int(entity), s)
+        else:
+            self._retired.append(int(entity))
+
+    def recycle_retired(self) -> None:
+        retired, self._retired = sorted(self._retired), []
+        for e in retired:
+            self._recycle(e, self._foreign.get(e, id_index(e)))
+
+    def _recycle(self, entity: int, s: int) -> None:
+        if self.allocator is not None:  # the id space is world-wide: so is reuse, in one order
+            self.released.append(entity)
+            return
+        if self._foreign.pop(entity, None) is not None:
             self._free.append(s)
             return
         gen = self.slots[s, _GEN] + 1
@@ -185,6 +240,8 @@ class EntityRegistry:
         A slot of ours is lent, not freed, so the id cannot be reissued while it lives on.
         """
         s = self._vacate(entity)
+        if self.allocator is not None:
+            return
         if self._foreign.pop(int(entity), None) is not None:
             self._free.append(s)
         else:

@@ -106,8 +106,20 @@ class Schedule:
 
     def run(self, world: Any, ctx: Any) -> None:
         """One tick: each system in order, a sync point after any that queued commands."""
+        for _ in self.steps(world, ctx):
+            pass
+
+    def steps(self, world: Any, ctx: Any, skip: Iterable[str] = ()):
+        """The tick one system at a time: runs a system and its sync point, then yields it.
+        The shards of a sharded world are stepped side by side this way, exchanging what a
+        step changed before the next one runs. Systems named in ``skip`` are passed over
+        (a sharded world runs those once for all its shards)."""
         timings = self.last_timings_ms
+        skip = set(skip)
         for s in self.systems:
+            if s.name in skip:
+                yield s
+                continue
             t0 = time.perf_counter()
             world.locked_by = s.name
             try:
@@ -117,3 +129,4 @@ class Schedule:
             if len(world.commands):
                 world.apply_commands()
             timings[s.name] = (time.perf_counter() - t0) * 1e3
+            yield s

@@ -37,6 +37,11 @@ class World:
         self.resources: dict[type, object] = {}
         self.commands = CommandBuffer(self)
         self.locked_by: str | None = None
+        # Keyed spawns of a sync point waiting for ids from a sharded world's allocator.
+        self.keyed_pending: list[tuple] = []
+        # Tables whose rows are read-only copies of entities another shard owns (holding this
+        # component): removing one of those rows never frees its id, which is not ours.
+        self.copy_component: Component | None = None
 
     # -- tables -----------------------------------------------------------------------------
     def table_for(self, components: Iterable[Component]) -> tuple[int, Table]:
@@ -178,10 +183,16 @@ class World:
         if moved:
             self.registry.place(moved, t, r)
 
-    def _despawn_now(self, entity: int) -> None:
+    def _despawn_now(self, entity: int, now: bool = True) -> None:
+        """Remove the entity and free its id (at once, or with the sync point's others: see
+        ``EntityRegistry.release``); a copy's id is not ours to free."""
         t, r = self.registry.locate(entity)
+        copy = self.copy_component is not None and self.tables[t].has(self.copy_component)
         self._drop_row(t, r)
-        self.registry.release(entity)
+        if copy:
+            self.registry.hand_off(entity)
+        else:
+            self.registry.release(entity, now=now)
 
     def _move(self, entity: int, components: tuple[Component, ...], extra: Values) -> None:
         t, r = self.registry.locate(entity)

@@ -302,8 +302,17 @@ class ActionOrder(System):
                                 0.0], np.float64)
 
     def run(self, world, ctx) -> None:
-        batch: ActionBatch = world.resources[ActionBatch]
-        index: SpatialIndex = world.resources[SpatialIndex]
+        order = self.order(world.resources[ActionBatch], world.resources[SpatialIndex], ctx)
+        world.resources[ActionOrderIndex] = order
+        ctx.stats["conflict_groups"] = order.n_groups
+        ctx.stats["largest_group"] = order.largest_group
+        ctx.stats["cycles_broken"] = order.cycles_broken
+
+    def order(self, batch: ActionBatch, index, ctx) -> ActionOrderIndex:
+        """The tick's order from the batch and where its participants stand (``index``: the
+        spatial index, or any points with ``ids``, ``x``, ``y`` and ``index_of``, such as the
+        participants a sharded world gathers from its shards: the order depends only on the
+        participants' positions, not on how they are numbered)."""
         self.delays[3] = ctx.max_speed_mps  # the walk to the loot, at top speed
         live = batch.status == 0
         actor_node = index.index_of(batch.actor)
@@ -322,8 +331,4 @@ class ActionOrder(System):
         near = neighbor_pairs(np.stack([index.x[nodes], index.y[nodes]], axis=1), self.radius_m)
         if not live.all():
             batch.status[(batch.status == 0) & ~live] = 2  # UNKNOWN_ACTOR: not in the world any more
-        order = order_actions(ctx.rng.seed, ctx.tick, batch, effect, actor_node, target_node, nodes.size, near)
-        world.resources[ActionOrderIndex] = order
-        ctx.stats["conflict_groups"] = order.n_groups
-        ctx.stats["largest_group"] = order.largest_group
-        ctx.stats["cycles_broken"] = order.cycles_broken
+        return order_actions(ctx.rng.seed, ctx.tick, batch, effect, actor_node, target_node, nodes.size, near)

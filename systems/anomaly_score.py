@@ -632,10 +632,19 @@ def _flags(stats: np.ndarray, th: np.ndarray, rare_p: float) -> tuple[np.ndarray
     return judged[:, _FLAGS].astype(np.int64), _aim_scores(judged, th)
 
 
+class HitVictims:
+    """Who this tick's scored hits hurt (``ids``), and when they see it (``seen_ms``): a shard
+    tells the owners of victims that stand on other shards."""
+
+    def __init__(self, ids: np.ndarray, seen_ms: float) -> None:
+        self.ids = ids
+        self.seen_ms = seen_ms
+
+
 class AnomalyScore(System):
     phase = Phase.SCORE
     reads = (ActionBatch, ActionEffects, NpcHits, Deaths, Player, Npc)
-    writes = (CheatStats,)
+    writes = (CheatStats, HitVictims)
 
     def __init__(self, world, defn) -> None:
         c = defn.cheat
@@ -665,11 +674,14 @@ class AnomalyScore(System):
         table, row = np.empty(0, np.int32), np.empty(0, np.int64)
         if batch.n:
             table, row = self._fold_tick(world, ctx, batch, effects)
+        seen_ms = ctx.time_ms + 1000.0 * ctx.dt_s
+        world.resources[HitVictims] = HitVictims(
+            np.concatenate([world.tables[t].ids[row[table == t]] for t in np.unique(table).tolist()] or
+                           [np.empty(0, np.int64)]), seen_ms)
         bites = world.resources.get(NpcHits)
         if bites is not None and bites.victims.size:
             bitten = world.locate_many(bites.victims)
             table, row = np.concatenate([table, bitten[0]]), np.concatenate([row, bitten[1]]).astype(np.int64)
-        seen_ms = ctx.time_ms + 1000.0 * ctx.dt_s
         for t, held in enumerate(world.tables):
             if held.n and held.has(CheatStats):
                 held.column(CheatStats, "hurt_ms")[row[table == t]] = seen_ms

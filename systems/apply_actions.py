@@ -283,7 +283,7 @@ class ApplyActions(System):
             world.commands.despawn(e)
         new = table[k:used]
         new = new[new[:, 4] == 1]
-        if new.shape[0]:
-            world.commands.spawn_batch((TradeOffer,), new.shape[0], {TradeOffer: {
-                "giver": touched[new[:, 0]], "taker": touched[new[:, 1]], "gold": new[:, 2],
-                "expires_tick": new[:, 3]}})
+        if new.shape[0]:  # keyed by who offers to whom: ids independent of where they were decided
+            giver, taker = touched[new[:, 0]], touched[new[:, 1]]
+            world.commands.spawn_keyed((TradeOffer,), np.stack([giver, taker], axis=1), {TradeOffer: {
+                "giver": giver, "taker": taker, "gold": new[:, 2], "expires_tick": new[:, 3]}})

@@ -70,7 +70,15 @@ Npc = Component(
 # lootable at any time). Looting is a first claim.
 Loot = Component("Loot", [("gold", "i8"), ("container", "u1")], merge={"gold": "first_claim"})
 
-Static = tag("Static")  # entities that never move (props, chests)
+Static = tag("Static")
+
+# Held by the read-only copies a shard keeps of entities other shards own (``owner``: the shard
+# that does): layout bookkeeping, out of the state hash. Systems that create or destroy
+# entities for reasons found in rows leave copies alone: their owner does it.
+Ghost = Component("Ghost", [("owner", "i4")], hashed=False)
+# A copy lent to a shard for one tick only (the rows a conflict group it resolves touches,
+# from beyond its interest zone): kept apart from the ghosts, dropped when the tick ends.
+Borrowed = Component("Borrowed", [("_", "u1")], hashed=False)  # entities that never move (props, chests)
 
 # Streaming evidence about one player, updated by the anomaly score each tick (see that system).
 # A row is read and written whole for the tick's actors, so what every action touches comes

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ecs import Phase, System
-from systems.components import Health, Inventory, Link, Loot, Npc, Player, Position, Velocity
+from systems.components import Ghost, Health, Inventory, Link, Loot, Npc, Player, Position, Velocity
 from systems.spawning import spawn_points
 
 STREAM_RESPAWN = 7
@@ -69,7 +69,7 @@ class Lifecycle(System):
         self._defn = defn
         self._npc_archetype = npc_archetype  # components a replacement NPC gets
         self._npc_pops = population_of_npc_kind  # Npc.kind -> schema Npcs
-        self._dead_npcs = world.query(Npc, Health)
+        self._dead_npcs = world.query(Npc, Health, without=(Ghost,))  # a copy's owner buries it
         self._players = world.query(Player, Health, Position)
         self._player_pops = {i: p for i, p in enumerate(defn.players())}
 
@@ -84,6 +84,8 @@ class Lifecycle(System):
                 continue
             ids = t.ids[gone].copy()
             kinds = t.column(Npc, "kind")[gone].copy()
+            order = np.argsort(ids)  # by id: the same on any layout of rows
+            ids, kinds = ids[order], kinds[order]
             for e in ids.tolist():
                 world.commands.despawn(e)
             for k in np.unique(kinds).tolist():
@@ -114,7 +116,8 @@ class Lifecycle(System):
     def _replace_npcs(self, world, ctx, pop, kind: int, dead_ids: np.ndarray) -> None:
         n = dead_ids.shape[0]
         x, y = spawn_points(self._defn, pop.spawn, dead_ids, ctx.tick, ctx.rng, STREAM_RESPAWN + 1)
-        world.commands.spawn_batch(self._npc_archetype, n, npc_values(pop, kind, x, y))
+        # Each newcomer is keyed by the corpse it replaces: its id does not depend on row order.
+        world.commands.spawn_keyed(self._npc_archetype, dead_ids, npc_values(pop, kind, x, y))
 
 
 def npc_values(pop, kind: int, x: np.ndarray, y: np.ndarray) -> dict:

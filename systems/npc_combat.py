@@ -33,7 +33,9 @@ class NpcHits:
 
 @njit(**JIT)
 def _bite(pairs, biter, x, y, npc_ids, damage, chance, reach, seed, tick, target_hp, out_victim):
-    """Choose, for each biting NPC, its nearest player in reach, and apply the bites in NPC order.
+    """Choose, for each biting NPC, its nearest player in reach (the lower id on a tie), and
+    apply the bites in NPC order (the result does not depend on that order: a bite takes what
+    health is left).
 
     pairs: (m, 2) int64 index pairs (NPC, player) within the largest reach, read. biter: (n,)
     bool per index point, read. x, y: (n,) float64; npc_ids: (n,) int64; damage, chance, reach:
@@ -52,7 +54,9 @@ def _bite(pairs, biter, x, y, npc_ids, damage, chance, reach, seed, tick, target
         if not biter[a] or biter[b]:
             continue
         d2 = (x[a] - x[b]) ** 2 + (y[a] - y[b]) ** 2
-        if d2 <= reach[a] * reach[a] and (d2 < best_d2[a] or (d2 == best_d2[a] and b < best[a])):
+        # Ties go to the lower id, not the lower index: the index's order is the tables' row
+        # order, which differs between one world and its shards.
+        if d2 <= reach[a] * reach[a] and (d2 < best_d2[a] or (d2 == best_d2[a] and npc_ids[b] < npc_ids[best[a]])):
             best[a] = b
             best_d2[a] = d2
     dealt = 0.0

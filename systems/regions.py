@@ -34,7 +34,7 @@ from ecs import Component, Phase, System
 from ecs.config import JIT
 from systems.actions import ActionBatch, ActionKind
 from systems.columns import gather
-from systems.components import Position
+from systems.components import Ghost, Position
 
 MAX_REGIONS = 64  # routes are uint64 bit masks
 
@@ -336,7 +336,7 @@ class Regions(System):
         self.cfg = cfg
         self.layout = RegionLayout(defn.bounds, cfg.count)
         self.stats = RegionStats(cfg.count)
-        self._cells = world.query(RegionCell, Position)
+        self._cells = world.query(RegionCell, Position, without=(Ghost,))  # a shard counts what it owns
         self._world_rect = np.asarray(defn.bounds, np.float64)
         # The recent window of accepted actions: positions (for a new layout) and per-region counts.
         self._recent_xy: list[tuple[np.ndarray, np.ndarray]] = []

@@ -2,10 +2,14 @@
 
     python -m worlds run FILE [--ticks N] [--seed S] [--realtime] [--json]
                               [--actions STREAM.jsonl] [--record STREAM.jsonl]
+                              [--shards N] [--hashes FILE] [--verify [HASHES]]
 
 Without ``--realtime`` ticks run back to back, as fast as they go; with it they are paced at
 the world's tick rate, as a server would run them. ``--json`` prints exactly one JSON object
 on stdout (the summary); the progress bar and any refused stream lines go to stderr.
+``--shards N`` splits the world across N shards (it evolves exactly as on one); ``--hashes``
+writes ``TICK HASH`` per tick; ``--verify`` steps a one-shard reference beside the run (or, given
+a hashes file, compares with it) and reports the first divergence in the summary's ``shards``.
 """
 
 from __future__ import annotations
@@ -21,8 +25,12 @@ from tqdm import tqdm
 
 from systems.orchestration import events_summary
 from worlds.cheat_report import cheat_summary
+from worlds.cluster import open_world
 from worlds.loader import WorldFileError, load_world
 from worlds.runtime import Simulation
+
+
+_REFERENCE = "<reference>"  # --verify without a file: a one-shard reference run beside
 
 
 def _percentiles(values: np.ndarray) -> dict[str, float]:
@@ -32,8 +40,10 @@ def _percentiles(values: np.ndarray) -> dict[str, float]:
     return {"p50": round(float(p50), 3), "p99": round(float(p99), 3), "max": round(float(values.max()), 3)}
 
 
-def run_world(sim: Simulation, ticks: int, realtime: bool = False, progress: bool | None = None) -> dict:
-    """Step ``sim`` for ``ticks`` ticks and return the summary dict the command prints."""
+def run_world(sim: Simulation, ticks: int, realtime: bool = False, progress: bool | None = None,
+              on_tick=None) -> dict:
+    """Step ``sim`` (a world on any number of shards) for ``ticks`` ticks and return the summary
+    dict the command prints; ``on_tick(report)`` is called after each tick."""
     tick_ms, a2e = [], []
     refused: dict[str, int] = {}
     submitted = applied = 0
@@ -54,6 +64,8 @@ def run_world(sim: Simulation, ticks: int, realtime: bool = False, progress: boo
             elif k:
                 overruns += 1
         report = sim.step(wall_start=due if realtime else None)
+        if on_tick is not None:
+            on_tick(report)
         if first_tick_ms is None:
             first_tick_ms = report.tick_ms
         tick_ms.append(report.tick_ms)
@@ -96,7 +108,17 @@ def run_world(sim: Simulation, ticks: int, realtime: bool = False, progress: boo
         "events": events_summary(sim.world),  # None when the world has no [events] section
         "conflicts": conflicts,
         "cheat": cheat_summary(sim),
+        "shards": shards_summary(sim),
     }
+
+
+def shards_summary(sim) -> dict:
+    """The ``shards`` section: a sharded world's own figures, or one shard's."""
+    if hasattr(sim, "summary"):
+        return sim.summary()
+    return {"count": 1, "per_shard": [{"shard": 0, "owned": sim.world.entity_count, "ghosts": 0}], "handoffs": 0,
+            "forwarded": 0, "cross_shard_actions": 0, "borrowed": 0, "bytes_per_tick": {"p50": 0.0, "p99": 0.0},
+            "sync_lag_ticks": {"p50": 0, "p99": 0}, "rebalance_moves": 0, "desync": None}
 
 
 def _print_readable(summary: dict) -> None:
@@ -121,7 +143,23 @@ def _run(args: argparse.Namespace) -> int:
         for line in e.problems:
             print(line, file=sys.stderr)
         return 2
-    sim = Simulation(defn, seed=args.seed, generate=args.actions is None, hash_every=args.hash_every)
+    from worlds.cluster.sharded import ShardingError
+    from worlds.cluster.verify import HashFile, Verifier
+
+    try:
+        sim = open_world(defn, shards=args.shards, seed=args.seed, generate=args.actions is None,
+                         hash_every=args.hash_every)
+        check = None
+        if args.verify == _REFERENCE:
+            check = Verifier(sim)
+        elif args.verify is not None:
+            check = HashFile(args.verify)
+    except ShardingError as e:
+        print(f"{Path(args.file).name}: {e}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as e:
+        print(f"{args.verify}: {e}", file=sys.stderr)
+        return 2
     stream_errors: list[dict] = []
     if args.actions is not None:
         from worlds.stream import StreamReader
@@ -137,12 +175,28 @@ def _run(args: argparse.Namespace) -> int:
             stream_errors.append({"line": no, "reason": reason})
         sim.external = reader
     record = open(args.record, "w", encoding="utf-8") if args.record else None
+    hashes = open(args.hashes, "w", encoding="utf-8") if args.hashes else None
     sim.recorder = record
+    desync = None
+
+    def on_tick(report) -> None:
+        nonlocal desync
+        h = report.state_hash or (sim.state_hash() if hashes is not None or isinstance(check, HashFile) else None)
+        if hashes is not None:
+            hashes.write(f"{report.tick} {h}\n")
+        if isinstance(check, HashFile):
+            desync = check.check(report.tick, h)
+        elif check is not None:
+            desync = check.check(report)
+
     try:
-        summary = run_world(sim, args.ticks, realtime=args.realtime, progress=None if not args.json else False)
+        summary = run_world(sim, args.ticks, realtime=args.realtime, progress=None if not args.json else False,
+                            on_tick=on_tick)
     finally:
-        if record is not None:
-            record.close()
+        for f in (record, hashes):
+            if f is not None:
+                f.close()
+    summary["shards"]["desync"] = desync
     if stream_errors:
         summary["stream_errors"] = stream_errors
         summary["actions_refused"]["malformed"] = summary["actions_refused"].get("malformed", 0) + len(stream_errors)
@@ -166,6 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--record", metavar="STREAM", help="write every action of the run to a JSONL stream")
     run.add_argument("--hash-every", type=int, default=1, metavar="N",
                      help="state hash every N ticks (0: only at the end); default 1")
+    run.add_argument("--shards", type=int, default=None, metavar="N",
+                     help="run on N shards (default: the file's [shards] count)")
+    run.add_argument("--hashes", metavar="FILE", help="write 'TICK HASH' after every tick")
+    run.add_argument("--verify", nargs="?", const=_REFERENCE, default=None, metavar="HASHES",
+                     help="check every tick against a one-shard reference run beside it, or a hashes file")
     check = sub.add_parser("check", help="validate world files and report every problem")
     check.add_argument("files", nargs="+")
     args = parser.parse_args(argv)
@@ -182,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         return status
     if args.ticks < 0:
         parser.error("--ticks must be >= 0")
+    if args.shards is not None and not 1 <= args.shards <= 64:
+        parser.error("--shards must be in 1..64")
     return _run(args)
 
 

@@ -400,7 +400,7 @@ class ActionGenerator:
         self_ix = index.index_of(self.ids[who])
         _nearest_eligible(g.sx, g.sy, g.order, g.cell_start, g.n_cols, g.cell_m, g.origin_x, g.origin_y,
                           np.asarray(px, np.float64), np.asarray(py, np.float64), radius, eligible,
-                          team_of_point, skip_team, self_ix, out)
+                          team_of_point, skip_team, self_ix, index.ids, out)
         return np.where(out >= 0, index.ids[np.maximum(out, 0)], 0)
 
     def _team_of_point(self, index: SpatialIndex) -> np.ndarray:
@@ -444,10 +444,13 @@ class ActionGenerator:
             target[k] = self._nearest(index, who[k], ex[who[k]], ey[who[k]], 0.8 * rules.trade_reach_m,
                                       eligible, team, none)
             # A client answers an offer made to it (if the offerer is in reach) before making its own.
+            # The oldest offer made to it (then the lowest id): not the first row of a table,
+            # whose order is the server's business (and differs between one world and shards).
             offers = self.world.query(TradeOffer)
             giver, taker = offers.concat(TradeOffer, "giver"), offers.concat(TradeOffer, "taker")
             if giver.size:
-                first_offer = dict(zip(taker[::-1].tolist(), giver[::-1].tolist()))
+                oldest = np.lexsort((offers.ids(), offers.concat(TradeOffer, "expires_tick")))[::-1]
+                first_offer = dict(zip(taker[oldest].tolist(), giver[oldest].tolist()))
                 for j, i in zip(k.tolist(), who[k].tolist()):
                     g = first_offer.get(int(self.ids[i]))
                     gi = index.index_of(np.array([g]))[0] if g is not None else -1
@@ -459,14 +462,15 @@ class ActionGenerator:
 
 
 @njit(**JIT)
-def _scan_cells(sx, sy, order, lo, hi, qx, qy, r2, eligible, team, skip_team, self_ix, best, best_d2):
-    """Best eligible point among sorted positions [lo, hi): returns (best, best_d2)."""
+def _scan_cells(sx, sy, order, lo, hi, qx, qy, r2, eligible, team, skip_team, self_ix, best, best_d2, ids):
+    """Best eligible point among sorted positions [lo, hi): returns (best, best_d2). Ties go to
+    the lower id (``ids``: (n,) int64 per original point), whatever order the points are in."""
     for b in range(lo, hi):
         o = order[b]
         if not eligible[o] or o == self_ix or (skip_team >= 0 and team[o] == skip_team):
             continue
         d2 = (sx[b] - qx) ** 2 + (sy[b] - qy) ** 2
-        if d2 <= r2 and (d2 < best_d2 or (d2 == best_d2 and o < best)):
+        if d2 <= r2 and (d2 < best_d2 or (d2 == best_d2 and ids[o] < ids[best])):
             best = o
             best_d2 = d2
     return best, best_d2
@@ -474,8 +478,8 @@ def _scan_cells(sx, sy, order, lo, hi, qx, qy, r2, eligible, team, skip_team, se
 
 @njit(**JIT)
 def _nearest_eligible(sx, sy, order, cell_start, n_cols, cell_m, origin_x, origin_y, qx, qy, radius_m,
-                      eligible, team, skip_team, self_ix, out):
-    """Nearest eligible point within radius of each query, by distance then index.
+                      eligible, team, skip_team, self_ix, ids, out):
+    """Nearest eligible point within radius of each query, by distance then id.
 
     Scans rings of cells outward and stops once no unscanned cell can hold a nearer point,
     so a query in a crowd costs a few cells, not the whole radius.
@@ -501,13 +505,13 @@ def _nearest_eligible(sx, sy, order, cell_start, n_cols, cell_m, origin_x, origi
                 if r == qr - k or r == qr + k:  # a full edge row of the ring
                     best, best_d2 = _scan_cells(sx, sy, order, cell_start[r * n_cols + c_lo],
                                                 cell_start[r * n_cols + c_hi + 1], qx[q], qy[q], r2, eligible,
-                                                team, skip_team[q], self_ix[q], best, best_d2)
+                                                team, skip_team[q], self_ix[q], best, best_d2, ids)
                 else:  # only the two side cells
                     for c in (qc - k, qc + k):
                         if 0 <= c < n_cols:
                             best, best_d2 = _scan_cells(sx, sy, order, cell_start[r * n_cols + c],
                                                         cell_start[r * n_cols + c + 1], qx[q], qy[q], r2, eligible,
-                                                        team, skip_team[q], self_ix[q], best, best_d2)
+                                                        team, skip_team[q], self_ix[q], best, best_d2, ids)
                 if k == 0:
                     break
         out[q] = best

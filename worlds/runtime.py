@@ -100,11 +100,38 @@ class Inbox:
         return sum(b.n for b in self._batches)
 
 
+def tick_systems(world: World, defn: WorldDef, max_speed_mps: float) -> list:
+    """The systems of one tick, in DESIGN.md's ten steps, built for ``world``: one world's, or
+    one shard's of a sharded world (which runs the same list)."""
+    npc_pops = dict(enumerate(defn.npcs()))
+    return [
+        Ingest(),
+        ActionValidation(defn, max_speed_mps),
+        Lifecycle(world, defn, NPC_ARCHETYPE, npc_pops),
+        Movement(world),
+        SpatialHash(world, defn),
+        Regions(world, defn),
+        ActionOrder(defn),
+        ApplyActions(world, defn),
+        NpcCombat(world),
+        AnomalyScore(world, defn),
+        *event_systems(world, defn, NPC_ARCHETYPE),  # step 8: density field, event director
+        Telemetry(),
+    ]
+
+
+def index_world(world: World, schedule: Schedule) -> None:
+    """Build the spatial index before the first tick (the client simulation reads it)."""
+    spatial = next(s for s in schedule.systems if isinstance(s, SpatialHash))
+    spatial.index.rebuild(world, world.query(Position))
+    world.resources[SpatialIndex] = spatial.index
+
+
 class Simulation:
     def __init__(self, defn: WorldDef, seed: int | None = None, shard: int = 0, generate: bool = True,
                  hash_every: int = 1) -> None:
         """``hash_every``: compute the state hash every that many ticks (0: only on request);
-        at 100k entities it costs a few milliseconds, which a paced server may want back."""
+        it costs under a millisecond at 100k entities, so every tick is hashed by default."""
         self.hash_every = hash_every
         self.defn = defn
         self.seed = defn.world.seed if seed is None else int(seed)
@@ -125,24 +152,8 @@ class Simulation:
             ActionGenerator(defn, self.world, self.player_ids, player_pop, network, self.rng, self.clock.dt_s)
             if generate else None
         )
-        npc_pops = dict(enumerate(defn.npcs()))
-        self._spatial = SpatialHash(self.world, defn)
-        self.schedule = Schedule([
-            Ingest(),
-            ActionValidation(defn, self.max_speed_mps),
-            Lifecycle(self.world, defn, NPC_ARCHETYPE, npc_pops),
-            Movement(self.world),
-            self._spatial,
-            Regions(self.world, defn),
-            ActionOrder(defn),
-            ApplyActions(self.world, defn),
-            NpcCombat(self.world),
-            AnomalyScore(self.world, defn),
-            *event_systems(self.world, defn, NPC_ARCHETYPE),  # step 8: density field, event director
-            Telemetry(),
-        ])
-        self._spatial.index.rebuild(self.world, self.world.query(Position))
-        self.world.resources[SpatialIndex] = self._spatial.index
+        self.schedule = Schedule(tick_systems(self.world, defn, self.max_speed_mps))
+        index_world(self.world, self.schedule)
         self._placed = self.world.query(Position)
         self.truth = GroundTruth(self.generator)
         self.recorder = None

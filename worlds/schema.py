@@ -77,6 +77,13 @@ class RegionsSection(Strict):
     max_migrations: Annotated[int, Field(ge=1)] = 20_000  # entities moved to another region per rebalance
 
 
+class ShardsSection(Strict):
+    """How many shards the world runs on (``worlds run --shards`` overrides it); each owns a
+    contiguous part of the region tree, and the world evolves exactly as on one shard."""
+
+    count: Annotated[int, Field(ge=1, le=64)] = 1
+
+
 class Expectations(Strict):
     """Figures a scenario file promises; tests read them and assert them from the summary."""
 
@@ -220,6 +227,7 @@ class WorldDef(Strict):
     world: WorldSection
     rules: Rules = Rules()
     regions: RegionsSection = RegionsSection()
+    shards: ShardsSection = ShardsSection()
     cheat: CheatSection = CheatSection()
     expect: Expectations = Expectations()
     obstacles: list[Obstacle] = []

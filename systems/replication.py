@@ -1,0 +1,89 @@
+"""Tick step 9: what a shard owes its neighbours at the barrier that ends the tick.
+
+For every entity the shard owns, the shard whose rectangle now holds it (a hand-off when that
+is another shard) and the neighbours within whose interest radius it stands (they hold it as
+a ghost: a read-only copy, refreshed from the owner). A shard's rectangles come from the
+sharded world's ``ShardMap``; this system only reads positions, so it is the same kernel for
+a shard of two and a shard of sixty-four, and costs one pass over the owned rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ecs import Phase, System
+from ecs.config import JIT
+from systems.components import Ghost, Position
+
+MAX_SHARDS = 64  # interest sets are uint64 bit masks
+
+
+@njit(**JIT)
+def _near(x, y, dest, rects, radius_m, out_near):
+    """Interest mask of each point.
+
+    x, y: (n,) float64; dest: (n,) int64 owner shard of each point; rects: (shards, 4) float64
+    x0, y0, x1, y1 of each shard; all read. out_near: (n,) uint64, written: bit s set when the
+    point lies within ``radius_m`` of shard s's rectangle, s not being its owner.
+    """
+    r2 = radius_m * radius_m
+    for i in range(x.shape[0]):
+        mask = np.uint64(0)
+        for s in range(rects.shape[0]):
+            if s == dest[i]:
+                continue
+            dx = max(rects[s, 0] - x[i], 0.0, x[i] - rects[s, 2])
+            dy = max(rects[s, 1] - y[i], 0.0, y[i] - rects[s, 3])
+            if dx * dx + dy * dy <= r2:
+                mask |= np.uint64(1) << np.uint64(s)
+        out_near[i] = mask
+
+
+class ReplicationPlan:
+    """ids: (n,) int64 owned positioned entities; dest: (n,) int64 where each belongs now;
+    near: (n,) uint64 interest mask (see ``_near``)."""
+
+    def __init__(self, ids: np.ndarray, dest: np.ndarray, near: np.ndarray) -> None:
+        self.ids = ids
+        self.dest = dest
+        self.near = near
+
+    def leaving(self, shard: int) -> np.ndarray:
+        """Owned entities that now stand in another shard's rectangle."""
+        return self.ids[self.dest != shard]
+
+    def seen_by(self, other: int) -> np.ndarray:
+        """Owned entities within the interest radius of shard ``other``'s rectangle."""
+        return self.ids[(self.near & (np.uint64(1) << np.uint64(other))) != 0]
+
+
+class Replication(System):
+    """Runs on each shard of a sharded world. ``shard_map`` (``worlds.cluster.shardmap``) says
+    which shard holds a point and each shard's rectangle; it is shared by the world's shards
+    and may change between ticks (a rebalance)."""
+
+    phase = Phase.REPLICATE
+    reads = (Position,)
+    writes = (ReplicationPlan,)
+
+    def __init__(self, world, shard: int, shard_map, radius_m: float) -> None:
+        if shard_map.shards > MAX_SHARDS:
+            raise ValueError(f"at most {MAX_SHARDS} shards, got {shard_map.shards}")
+        self.shard = shard
+        self.shard_map = shard_map
+        self.radius_m = float(radius_m)
+        self._owned = world.query(Position, without=(Ghost,))
+
+    def plan(self, world) -> ReplicationPlan:
+        tables = [t for t in self._owned if t.n]
+        ids = np.concatenate([t.ids for t in tables]) if tables else np.empty(0, np.int64)
+        x = np.concatenate([t.column(Position, "x") for t in tables]) if tables else np.empty(0)
+        y = np.concatenate([t.column(Position, "y") for t in tables]) if tables else np.empty(0)
+        dest = self.shard_map.shard_of(x, y)
+        near = np.empty(ids.shape[0], np.uint64)
+        _near(x, y, dest, np.ascontiguousarray(self.shard_map.rects, np.float64), self.radius_m, near)
+        return ReplicationPlan(ids, dest, near)
+
+    def run(self, world, ctx) -> None:
+        world.resources[ReplicationPlan] = self.plan(world)

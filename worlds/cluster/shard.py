@@ -1,0 +1,152 @@
+"""One shard of a sharded world: a world holding the entities it owns and ghost copies of its
+neighbours' border entities, the same schedule one world runs, and its side of replication.
+
+Ghosts are read-only. The shard's systems read them like any entity (so movement, NPC combat
+and the cheat checks see across the border exactly what one world would), and whatever they
+write into a ghost is put back once the step is over (``snapshot`` / ``restore``): a copy
+changes only when its owner says so (``receive_ghosts``). The one exception is the step that
+resolves conflict groups, whose writes into others' entities are the group's results: those
+are collected (``changes``) and sent to the owners instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ecs import Component, Schedule, World
+from ecs.hashing import hash_tables
+from ecs.ids import EntityRegistry
+from systems.components import Borrowed, Ghost
+from systems.replication import Replication
+from worlds.cluster.protocol import GhostDelta, Rows, ids_of, unpack
+from worlds.cluster.rows import DeltaEncoder, write_rows
+from worlds.runtime import index_world, tick_systems
+
+
+class Shard:
+    def __init__(self, index: int, shards: int, defn, allocator: EntityRegistry, shard_map, halo_m: float,
+                 max_speed_mps: float) -> None:
+        self.index = index
+        self.world = World(shard=allocator.shard)
+        self.world.registry.share_space(allocator)
+        self.world.copy_component = Ghost
+        # The layout of regions is the sharded world's to redraw, for all shards at once.
+        local = defn.model_copy(update={"regions": defn.regions.model_copy(update={"rebalance": False})})
+        systems = tick_systems(self.world, local, max_speed_mps)
+        self.replication = Replication(self.world, index, shard_map, halo_m)
+        self.schedule = Schedule([*systems, self.replication])
+        self.encoders = {d: DeltaEncoder(skip=(Ghost, Borrowed)) for d in range(shards) if d != index}
+        self.interest: dict[int, np.ndarray] = {d: np.empty(0, np.int64) for d in self.encoders}
+        self._owned = self.world.query(Ghost)  # refreshed views below filter by the tag
+        self._snap: list[tuple[np.ndarray, dict]] = []
+
+    def index_now(self) -> None:
+        index_world(self.world, self.schedule)
+
+    # -- what the shard holds ----------------------------------------------------------------
+    def owned_tables(self):
+        return [t for t in self.world.tables if not t.has(Ghost) and t.n]
+
+    def copy_tables(self):
+        return [t for t in self.world.tables if t.has(Ghost) and t.n]
+
+    def owned_ids(self) -> np.ndarray:
+        parts = [t.ids for t in self.owned_tables()]
+        return np.concatenate(parts) if parts else np.empty(0, np.int64)
+
+    def unplaced_owned(self) -> np.ndarray:
+        """Owned entities without a position (the world's, not a place's)."""
+        parts = [t.ids for t in self.owned_tables() if not any(c.name == "Position" for c in t.components)]
+        return np.concatenate(parts) if parts else np.empty(0, np.int64)
+
+    def hash_part(self) -> int:
+        """This shard's part of the state hash: its owned rows (parts add up modulo 2**64)."""
+        return hash_tables(self.owned_tables())
+
+    def counts(self) -> tuple[int, int]:
+        owned = sum(t.n for t in self.owned_tables())
+        return owned, sum(t.n for t in self.copy_tables())
+
+    # -- ghosts --------------------------------------------------------------------------------
+    def ghost_delta(self, dst: int, tick: int, components: tuple[Component, ...] | None = None) -> GhostDelta:
+        ids = self.interest[dst]
+        if ids.size:
+            table, _ = self.world.locate_many(ids)
+            ids = ids[table >= 0]  # died or left since the set was drawn
+        rows, drop = self.encoders[dst].delta(self.world, ids, components)
+        return GhostDelta(tick, self.index, dst, rows, drop.astype("<i8").tobytes())
+
+    def receive_ghosts(self, deltas: list[GhostDelta], catalog: dict[str, Component]) -> None:
+        """Drops first (an entity that changed owner is dropped by the old one and sent whole
+        by the new one), then new and changed rows."""
+        for d in deltas:
+            for e in unpack(d.drop, np.int64, "GhostDelta.drop").tolist():
+                t, _ = self.world.registry.locate(e)
+                if t >= 0 and self.world.tables[t].has(Ghost):
+                    self.world.hand_off(e)
+        for d in deltas:
+            if d.rows:
+                write_rows(self.world, d.rows, catalog, extra={Ghost: {"owner": d.src}})
+
+    def lend(self, rows: list[Rows], owner_of, catalog: dict[str, Component]) -> None:
+        """Borrow rows for this tick's conflict groups (see ``Borrowed``)."""
+        for r in rows:
+            ids = ids_of(r)
+            owners = owner_of(ids)
+            for o in np.unique(owners).tolist():
+                sel = owners == o
+                part = Rows(r.archetype, ids[sel].astype("<i8").tobytes(),
+                            [_subset(c, sel) for c in r.columns])
+                write_rows(self.world, [part], catalog, extra={Ghost: {"owner": o}, Borrowed: {}})
+
+    def return_borrowed(self) -> None:
+        for t in [t for t in self.world.tables if t.has(Borrowed) and t.n]:
+            for e in t.ids.copy().tolist():
+                self.world.hand_off(e)
+
+    # -- a step's writes into copies --------------------------------------------------------------
+    def snapshot(self, components: tuple[Component, ...]) -> None:
+        """Remember the copies' values of ``components`` before a step runs."""
+        self._snap = []
+        for t in self.copy_tables():
+            fields = {(c, f): t.column(c, f).copy() for c in t.components if c in components for f in c.fields}
+            if fields:
+                self._snap.append((t.ids.copy(), fields))
+
+    def changes(self) -> tuple[list[tuple[np.ndarray, Component, str, np.ndarray]], np.ndarray]:
+        """What the step wrote into copies: (ids, component, field, new values) per changed
+        field, and the copies it removed."""
+        out, gone = [], []
+        for ids, fields in self._snap:
+            table, row = self.world.locate_many(ids)
+            here = table >= 0
+            gone.append(ids[~here])
+            for (c, f), old in fields.items():
+                for t in np.unique(table[here]).tolist():
+                    sel = np.flatnonzero(table == t)
+                    now = self.world.tables[t].column(c, f)[row[sel]]
+                    diff = _bits(now) != _bits(old[sel])
+                    if diff.any():
+                        out.append((ids[sel][diff], c, f, now[diff].copy()))
+        return out, (np.concatenate(gone) if gone else np.empty(0, np.int64))
+
+    def restore(self) -> None:
+        """Put the copies back as they were before the step."""
+        for ids, fields in self._snap:
+            table, row = self.world.locate_many(ids)
+            for t in np.unique(table[table >= 0]).tolist():
+                sel = np.flatnonzero(table == t)
+                for (c, f), old in fields.items():
+                    self.world.tables[t].column(c, f)[row[sel]] = old[sel]
+        self._snap = []
+
+
+def _bits(v: np.ndarray) -> np.ndarray:
+    return v.view(np.uint64) if v.dtype.itemsize == 8 else v
+
+
+def _subset(col, sel: np.ndarray):
+    from worlds.cluster.protocol import Column
+
+    v = unpack(col.data, col.dtype)
+    return Column(col.component, col.field, col.dtype, np.ascontiguousarray(v[sel]).tobytes())
