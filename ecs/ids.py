@@ -167,15 +167,20 @@ class EntityRegistry:
         One of our own ids coming back returns to the slot it was lent from; an id minted by
         another shard gets a local slot of its own.
         """
+        if self.allocator is not None:  # a shared space: the slot each id names must be free
+            arr = np.asarray(ids, np.int64)
+            if np.unique(arr).size != arr.size:
+                raise ValueError("an entity cannot be adopted twice in one batch")
+            if (arr == NULL_ID).any():
+                raise ValueError("the null entity cannot be adopted")
+            self._hold(arr)
+            return
         ids = np.asarray(ids, np.int64).tolist()
         if len(set(ids)) != len(ids):
             raise ValueError("an entity cannot be adopted twice in one batch")
         for e in ids:
             if e == NULL_ID or self.contains(e):
                 raise ValueError(f"entity {e:#x} cannot be adopted: null or already alive here")
-        if self.allocator is not None:
-            self._hold(np.asarray(ids, np.int64))
-            return
         for e in ids:
             if id_shard(e) == self.shard and id_index(e) not in self._lent:
                 raise ValueError(f"entity {e:#x} has this shard's prefix but was never lent out")
@@ -199,7 +204,8 @@ class EntityRegistry:
             self._used = max(self._used, int(slots.max()) + 1)
             busy = self.slots[slots, _ID] != 0
             if busy.any():
-                raise ValueError(f"entity {int(ids[busy][0]):#x} cannot be held: its slot is taken here")
+                raise ValueError(f"entity {int(ids[busy][0]):#x} cannot be adopted: already alive here, or its "
+                                 "slot is taken")
         self.slots[slots, _ID] = ids
         self.slots[slots, _GEN] = (ids >> np.int64(32)) & MAX_GENERATION
         self.slots[slots, _TABLE] = self.RESERVED

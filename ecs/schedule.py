@@ -38,6 +38,10 @@ class System:
     phase: Phase = Phase.MEASURE
     reads: tuple = ()
     writes: tuple = ()
+    # What the system reads of entities other than the one it updates (a target's health, a
+    # neighbour's position): on a shard of a sharded world, that is what ghosts must hold up
+    # to date before it runs. None: assume everything it reads or writes.
+    reads_others: tuple | None = None
     after: tuple[str, ...] = ()
     before: tuple[str, ...] = ()
 

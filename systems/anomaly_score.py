@@ -645,6 +645,7 @@ class AnomalyScore(System):
     phase = Phase.SCORE
     reads = (ActionBatch, ActionEffects, NpcHits, Deaths, Player, Npc)
     writes = (CheatStats, HitVictims)
+    reads_others = (Player, Npc)  # a target's top speed
 
     def __init__(self, world, defn) -> None:
         c = defn.cheat

@@ -198,6 +198,7 @@ class ApplyActions(System):
     phase = Phase.APPLY
     reads = (ActionBatch, ActionOrderIndex, Player)
     writes = (ActionBatch, Health, Inventory, Loot, TradeOffer, ActionEffects, Deaths)
+    reads_others = (Health, Inventory, Loot, Player, TradeOffer)  # everyone a group touches
 
     def __init__(self, world, defn) -> None:
         self.defn = defn

@@ -17,6 +17,7 @@ class Ingest(System):
     phase = Phase.INGEST
     reads = ()
     writes = (ActionBatch,)
+    reads_others = ()
 
     def run(self, world, ctx) -> None:
         b: ActionBatch = world.resources[ActionBatch]

@@ -63,6 +63,7 @@ class Lifecycle(System):
     phase = Phase.MOVE
     reads = (Npc,)
     writes = (Health, Player, Link, Position, Velocity, Loot, Inventory)
+    reads_others = ()  # each entity's own rows only
     before = ("Movement",)
 
     def __init__(self, world, defn, npc_archetype, population_of_npc_kind) -> None:

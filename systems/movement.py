@@ -71,6 +71,7 @@ class Movement(System):
     phase = Phase.MOVE
     reads = (Player, Npc, Health)
     writes = (Position, Velocity)
+    reads_others = ()  # each entity's own rows only
 
     def __init__(self, world) -> None:
         self._players = world.query(Player, Position, Velocity)

@@ -78,6 +78,7 @@ class NpcCombat(System):
     phase = Phase.APPLY
     reads = (SpatialIndex, Npc, Player)
     writes = (Health, NpcHits, Deaths)
+    reads_others = (Npc, Player, Health)  # the biters and their prey
     after = ("ApplyActions",)
 
     def __init__(self, world) -> None:

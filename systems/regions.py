@@ -329,6 +329,7 @@ class Regions(System):
     phase = Phase.SPATIAL
     reads = (Position, ActionBatch)
     writes = (RegionCell, RegionLayout, RegionStats, ActionRoutes)
+    reads_others = ()  # the regions of what it holds
     after = ("SpatialHash",)
 
     def __init__(self, world, defn) -> None:

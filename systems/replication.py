@@ -66,6 +66,7 @@ class Replication(System):
     phase = Phase.REPLICATE
     reads = (Position,)
     writes = (ReplicationPlan,)
+    reads_others = ()
 
     def __init__(self, world, shard: int, shard_map, radius_m: float) -> None:
         if shard_map.shards > MAX_SHARDS:
@@ -76,14 +77,19 @@ class Replication(System):
         self._owned = world.query(Position, without=(Ghost,))
 
     def plan(self, world) -> ReplicationPlan:
-        tables = [t for t in self._owned if t.n]
-        ids = np.concatenate([t.ids for t in tables]) if tables else np.empty(0, np.int64)
-        x = np.concatenate([t.column(Position, "x") for t in tables]) if tables else np.empty(0)
-        y = np.concatenate([t.column(Position, "y") for t in tables]) if tables else np.empty(0)
-        dest = self.shard_map.shard_of(x, y)
-        near = np.empty(ids.shape[0], np.uint64)
-        _near(x, y, dest, np.ascontiguousarray(self.shard_map.rects, np.float64), self.radius_m, near)
-        return ReplicationPlan(ids, dest, near)
+        rects = np.ascontiguousarray(self.shard_map.rects, np.float64)
+        ids, dests, nears = [], [], []
+        for t in self._owned:
+            x, y = t.column(Position, "x"), t.column(Position, "y")
+            dest = self.shard_map.shard_of(x, y)
+            near = np.empty(t.n, np.uint64)
+            _near(x, y, dest, rects, self.radius_m, near)
+            ids.append(t.ids.copy())
+            dests.append(dest)
+            nears.append(near)
+        if not ids:
+            return ReplicationPlan(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.uint64))
+        return ReplicationPlan(np.concatenate(ids), np.concatenate(dests), np.concatenate(nears))
 
     def run(self, world, ctx) -> None:
         world.resources[ReplicationPlan] = self.plan(world)

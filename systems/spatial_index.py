@@ -130,6 +130,7 @@ class SpatialHash(System):
     phase = Phase.SPATIAL
     reads = (Position, Health)
     writes = (SpatialIndex,)
+    reads_others = (Position, Health)
 
     def __init__(self, world, defn) -> None:
         x0, y0, x1, y1 = defn.bounds

@@ -12,6 +12,7 @@ class Telemetry(System):
     phase = Phase.MEASURE
     reads = (ActionBatch,)
     writes = ()
+    reads_others = ()
 
     def run(self, world, ctx) -> None:
         b: ActionBatch = world.resources[ActionBatch]

@@ -184,10 +184,12 @@ def _check(message: Message) -> None:
             where = f"{name}.rows[{i}].{col.component}.{col.field}"
             try:
                 dt = np.dtype(col.dtype)
-            except TypeError:
+            except (TypeError, ValueError, SyntaxError):
                 raise ProtocolError(f"{where}: unknown dtype {col.dtype!r}") from None
             if dt.kind not in "biuf" or dt.shape != ():
                 raise ProtocolError(f"{where}: dtype {col.dtype!r} is not a scalar number")
+            if dt.byteorder == ">" or (dt.byteorder == "=" and np.little_endian is False):
+                raise ProtocolError(f"{where}: dtype {col.dtype!r} is big-endian; the wire is little-endian")
             values, at = column_values(rows, col)
             want = n if at is None else at.shape[0]
             if values.shape[0] != want:
@@ -205,6 +207,10 @@ def _check(message: Message) -> None:
         unpack(message.effect, np.float64, f"{name}.effect")
         if len(sizes) != 1:
             raise ProtocolError(f"{name}: actors, seqs, status and effect differ in length")
+    if isinstance(message, ShardHash) and not 0 <= message.part < 2**64:
+        raise ProtocolError(f"{name}.part: {message.part} is not a uint64")
+    if isinstance(message, RoutedActions) and message.reason not in ("route", "forward"):
+        raise ProtocolError(f"{name}.reason: expected 'route' or 'forward', got {message.reason!r}")
     if isinstance(message, RoutedActions):
         from systems.actions import ACTION_FIELDS
 

@@ -92,7 +92,9 @@ def write_rows(world: World, rows_list: Iterable[Rows], comps: Mapping[str, Comp
         want = frozenset(rows.archetype) | {c.name for c in extra}
         moved = [t for t in np.unique(table[table >= 0]).tolist() if world.tables[t].key != want]
         if moved:  # the entity gained or lost a component on its owner: placed again, whole
-            for e in ids[np.isin(table, moved)].tolist():
+            again = np.isin(table, moved)
+            _values(rows, comps, np.flatnonzero(again))  # refuses a partial row before anything moves
+            for e in ids[again].tolist():
                 world.hand_off(e)
             table, row = world.locate_many(ids)
         new = np.flatnonzero(table < 0)
@@ -124,13 +126,14 @@ class DeltaEncoder:
     ``delta(world, ids, components)``: rows for ``ids`` (whole rows for entities new to the
     destination or whose archetype changed; otherwise the fields of ``components``, all when
     None, whose values changed) and the ids it held that are no longer in ``ids`` (to drop).
-    ``forget`` makes the next delta of those ids whole rows again.
+    ``forget`` makes the next delta of those ids whole rows again. Values are compared a
+    block at a time (a component's fields of one dtype, as the table keeps them), by bits.
     """
 
     def __init__(self, skip: Iterable[Component] = (Ghost,)) -> None:
         self._skip = frozenset(c.name for c in skip)
-        # archetype -> (sorted ids, {(component, field): values aligned with ids})
-        self._sent: dict[frozenset[str], tuple[np.ndarray, dict[tuple[str, str], np.ndarray]]] = {}
+        # archetype -> (sorted ids, {(component, dtype): (fields, values) with values (k, m)})
+        self._sent: dict[frozenset[str], tuple[np.ndarray, dict]] = {}
 
     def held(self) -> np.ndarray:
         parts = [ids for ids, _ in self._sent.values()]
@@ -138,9 +141,9 @@ class DeltaEncoder:
 
     def forget(self, ids: np.ndarray) -> None:
         ids = np.asarray(ids, np.int64)
-        for key, (sent, vals) in list(self._sent.items()):
+        for key, (sent, blocks) in list(self._sent.items()):
             keep = ~np.isin(sent, ids)
-            self._sent[key] = (sent[keep], {k: v[keep] for k, v in vals.items()})
+            self._sent[key] = (sent[keep], {b: (f, v[:, keep]) for b, (f, v) in blocks.items()})
 
     def delta(self, world: World, ids: np.ndarray,
               components: Iterable[Component] | None = None) -> tuple[list[Rows], np.ndarray]:
@@ -154,29 +157,39 @@ class DeltaEncoder:
             order = np.argsort(tids)
             tids, rows = tids[order], rows[order]
             prev_ids, prev = self._sent.get(key, (np.empty(0, np.int64), {}))
-            pos = np.searchsorted(prev_ids, tids).clip(0, max(prev_ids.shape[0] - 1, 0))
-            known = prev_ids[pos] == tids if prev_ids.size else np.zeros(tids.shape[0], np.bool_)
-            fresh = ~known
+            same = prev_ids.shape == tids.shape and np.array_equal(prev_ids, tids)  # the usual case
+            if same:
+                pos, known = slice(None), np.ones(tids.shape[0], np.bool_)
+            else:
+                pos = np.searchsorted(prev_ids, tids).clip(0, max(prev_ids.shape[0] - 1, 0))
+                known = prev_ids[pos] == tids if prev_ids.size else np.zeros(tids.shape[0], np.bool_)
+            any_known, any_fresh = bool(known.any()), not bool(known.all())
             cols, now = [], {}
-            for c, f in _fields(table, self._skip):
+            for c, fields, block in _blocks(table, self._skip):
+                bkey = (c.name, block.dtype.str)
                 compare = only is None or c.name in only
-                if not compare and not fresh.any():  # carried over, not read
-                    now[(c.name, f)] = prev[(c.name, f)][pos]
+                if not compare and not any_fresh:  # carried over, not read
+                    now[bkey] = prev[bkey] if same else (fields, prev[bkey][1][:, pos])
                     continue
-                v = table.column(c, f)[rows].copy()
-                if known.any():
-                    old = prev[(c.name, f)][pos]
-                    changed = fresh | ((_bits(v) != _bits(old)) if compare else False)
-                    if not compare:
-                        v = np.where(known, old, v)
+                cur = block[:, rows]
+                if any_known:
+                    old = prev[bkey][1][:, pos]
+                    if compare:
+                        diff = _bits(cur) != _bits(old)
+                    else:
+                        cur[:, known] = old[:, known]
+                        diff = np.zeros(cur.shape, np.bool_)
+                    diff[:, ~known] = True
                 else:
-                    changed = fresh
-                now[(c.name, f)] = v
-                if changed.all():
-                    cols.append(Column(c.name, f, v.dtype.str, pack(v)))
-                elif changed.any():
-                    at = np.flatnonzero(changed)
-                    cols.append(Column(c.name, f, v.dtype.str, pack(v[at]), pack(at, np.int32)))
+                    diff = np.ones(cur.shape, np.bool_)
+                now[bkey] = (fields, cur)
+                for j in np.flatnonzero(diff.any(axis=1)).tolist():
+                    changed = diff[j]
+                    if changed.all():
+                        cols.append(Column(c.name, fields[j], cur.dtype.str, pack(cur[j])))
+                    else:
+                        at = np.flatnonzero(changed)
+                        cols.append(Column(c.name, fields[j], cur.dtype.str, pack(cur[j, at]), pack(at, np.int32)))
             sent_now[key] = (tids, now)
             if cols:
                 # Rows with nothing changed are left out of the message.
@@ -189,8 +202,24 @@ class DeltaEncoder:
         return out, drop
 
 
+def _blocks(table, skip: frozenset[str]) -> list[tuple[Component, tuple[str, ...], np.ndarray]]:
+    """(component, fields, (k, capacity) block) of each block of the table, derived once per
+    layout; ``skip``'s components left out."""
+    return table.plan(("delta_blocks", skip), lambda t: [
+        (c, fields, t.block(c, fields[0])[0]) for c in t.components if c.name not in skip
+        for fields in _by_dtype(c)])
+
+
+def _by_dtype(c: Component) -> list[tuple[str, ...]]:
+    groups: dict[str, list[str]] = {}
+    for f in c.fields:
+        groups.setdefault(c.dtype[f].str, []).append(f)
+    return [tuple(v) for v in groups.values()]
+
+
 def _bits(v: np.ndarray) -> np.ndarray:
-    return v.view(np.uint64) if v.dtype.itemsize == 8 else v
+    """Floats as their bit patterns (so -0.0 differs from 0.0 and a NaN equals itself)."""
+    return v.view(f"u{v.dtype.itemsize}") if v.dtype.kind == "f" else v
 
 
 def _only(archetype: list[str], ids: np.ndarray, cols: list[Column], touched: np.ndarray) -> Rows:

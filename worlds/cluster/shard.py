@@ -16,11 +16,15 @@ import numpy as np
 from ecs import Component, Schedule, World
 from ecs.hashing import hash_tables
 from ecs.ids import EntityRegistry
-from systems.components import Borrowed, Ghost
+from systems.components import Borrowed, CheatStats, Ghost, Link
+from systems.regions import RegionCell
 from systems.replication import Replication
 from worlds.cluster.protocol import GhostDelta, Rows, ids_of, unpack
 from worlds.cluster.rows import DeltaEncoder, write_rows
 from worlds.runtime import index_world, tick_systems
+
+
+GHOST_SKIPS = (Ghost, Borrowed, RegionCell, CheatStats, Link)
 
 
 class Shard:
@@ -35,9 +39,10 @@ class Shard:
         systems = tick_systems(self.world, local, max_speed_mps)
         self.replication = Replication(self.world, index, shard_map, halo_m)
         self.schedule = Schedule([*systems, self.replication])
-        self.encoders = {d: DeltaEncoder(skip=(Ghost, Borrowed)) for d in range(shards) if d != index}
+        # A ghost is sent without what only its owner reads: the layout's bookkeeping (its region
+        # cell), a player's cheat statistics and link record.
+        self.encoders = {d: DeltaEncoder(skip=GHOST_SKIPS) for d in range(shards) if d != index}
         self.interest: dict[int, np.ndarray] = {d: np.empty(0, np.int64) for d in self.encoders}
-        self._owned = self.world.query(Ghost)  # refreshed views below filter by the tag
         self._snap: list[tuple[np.ndarray, dict]] = []
 
     def index_now(self) -> None:

@@ -43,14 +43,14 @@ from systems.apply_actions import ActionEffects, TradeOffer
 from systems.components import Borrowed, CheatStats, Ghost, Health, Link, Player, Position
 from systems.context import TickContext
 from systems.lifecycle import Deaths
-from systems.regions import RegionLayout, RegionStats
+from systems.regions import RegionCell, RegionLayout, RegionStats
 from systems.replication import ReplicationPlan
 from systems.spatial_hash import SpatialGrid
 from worlds.cluster.points import PointSet
 from worlds.cluster.protocol import (Actions, GroupResult, HandOff, HandOffAck, RoutedActions, ShardHash, pack,
                                      unpack)
 from worlds.cluster.rows import catalog, encode_rows, write_rows
-from worlds.cluster.shard import Shard
+from worlds.cluster.shard import GHOST_SKIPS, Shard
 from worlds.cluster.shardmap import ShardMap
 from worlds.cluster.transport import InProcessTransport, Transport
 from worlds.runtime import NPC_ARCHETYPE, PLAYER_ARCHETYPE, Inbox, Simulation, TickReport
@@ -99,6 +99,7 @@ class ShardedSimulation:
                                 *(c for t in template.world.tables for c in t.components)])
         self._owner = np.zeros(max(self.allocator.slots.shape[0], 1), np.int16)  # by id slot
         self._orderer = ActionOrder(defn)
+        self._newcomers = False
         self._distribute(template.world)
         for sh in self.shards:
             sh.index_now()
@@ -246,7 +247,7 @@ class ShardedSimulation:
         applied = batch.status == 0
         wait_ms = np.maximum(self.clock.time_ms_of(tick) - batch.recv_time_ms[applied], 0.0)
         self.truth.record(batch, truth)
-        self.stats.record_tick(self.transport.bytes_tick)
+        self.stats.record_tick(self.transport.bytes_tick, (t1 - t0) * 1000.0, self.systems_ms)
         refused_ix = np.flatnonzero(~applied)
         return TickReport(
             tick=tick, submitted=batch.n, applied=int(applied.sum()), refused=batch.refusal_counts(),
@@ -273,10 +274,18 @@ class ShardedSimulation:
                                 max_speed_mps=self.max_speed_mps)
         self._timings: dict[str, float] = {}
         order = effects = None
+        dirty: set = set()  # components some step changed since the ghosts last heard of them
         for system in self.shards[0].schedule.systems:
             name = system.name
             t0 = time.perf_counter()
             comps = tuple(c for c in system.writes if hasattr(c, "fields"))
+            # Ghosts hear of a change just before a step that reads (or writes) what changed.
+            # (Everything that changed goes at once: one exchange instead of several.)
+            others = (*system.reads, *comps) if system.reads_others is None else system.reads_others
+            if any(c in dirty for c in others) or (name == "SpatialHash" and self._newcomers):
+                self._refresh(tick, tuple(sorted(dirty, key=lambda c: c.name)))
+                dirty.clear()
+                self._newcomers = False
             for sh in self.shards:
                 sh.snapshot(comps)
             deaths_before = [_deaths_copy(sh.world) for sh in self.shards]
@@ -300,13 +309,15 @@ class ShardedSimulation:
                 self._stood = self._where_everyone_stands()
             for sh in self.shards:
                 sh.restore()
-            if name == "Lifecycle":  # newcomers near a border: ghosts before the spatial step
+            if name == "Lifecycle":  # newcomers near a border, and the revived: drawn again
                 self._draw_interest(tick, own)
-            if comps and name != "Replication":
-                self._refresh(tick, comps)
+                self._newcomers = True
+            dirty |= {c for c in comps if c not in GHOST_SKIPS}  # what ghosts do not hold cannot go stale
             self._timings[name] = (time.perf_counter() - t0) * 1e3
         for sh in self.shards:
             sh.return_borrowed()
+        # The shards' own systems, against the whole tick: the rest is replication's share.
+        self.systems_ms = sum(sum(sh.schedule.last_timings_ms.values()) for sh in self.shards)
         world_ctx.stats.update(ctxs[0].stats)
         world_ctx.stats["conflict_groups"] = order.n_groups if order is not None else 0
         world_ctx.stats["largest_group"] = order.largest_group if order is not None else 0
@@ -396,11 +407,11 @@ class ShardedSimulation:
         shard, the entities another shard's actions name, and (from shard 0) the world's
         entities without a position, which every shard holds."""
         named = [np.unique(np.concatenate([sub.actor, sub.target])) for _, sub in own]
+        named_owner = [self.owner_of(ids) for ids in named]
         for s, sh in enumerate(self.shards):
             plan = sh.replication.plan(sh.world)
-            mine = sh.owned_ids()
             for d in sh.encoders:
-                want = [plan.seen_by(d), np.intersect1d(named[d], mine, assume_unique=False)]
+                want = [plan.seen_by(d), named[d][named_owner[d] == s]]
                 if s == 0:
                     want.append(sh.unplaced_owned())
                 sh.interest[d] = np.unique(np.concatenate(want))
@@ -448,15 +459,20 @@ class ShardedSimulation:
         """The tick's order, found once over every action, from the positions of the entities
         they name as their owners hold them now."""
         named = np.unique(np.concatenate([batch.actor, batch.target]))
+        owner = self.owner_of(named)
         ids, xs, ys = [], [], []
-        for sh in self.shards:
-            for t in sh.owned_tables():
-                if t.has(Position):
-                    hit = np.isin(t.ids, named)
-                    ids.append(t.ids[hit])
-                    xs.append(t.column(Position, "x")[hit])
-                    ys.append(t.column(Position, "y")[hit])
-        points = PointSet(np.concatenate(ids), np.concatenate(xs), np.concatenate(ys))
+        for s, sh in enumerate(self.shards):
+            mine = named[owner == s]
+            table, row = sh.world.locate_many(mine)
+            for t in np.unique(table[table >= 0]).tolist():
+                held = sh.world.tables[t]
+                if held.has(Position) and not held.has(Ghost):
+                    sel = table == t
+                    ids.append(mine[sel])
+                    xs.append(held.column(Position, "x")[row[sel]])
+                    ys.append(held.column(Position, "y")[row[sel]])
+        cat = (lambda parts, dt: np.concatenate(parts) if parts else np.empty(0, dt))
+        points = PointSet(cat(ids, np.int64), cat(xs, np.float64), cat(ys, np.float64))
         return self._orderer.order(batch, points, ctx)
 
     def _resolved(self, tick: int, batch: ActionBatch, own, order: ActionOrderIndex) -> ActionEffects:
@@ -624,11 +640,13 @@ class ShardStats:
         self.borrowed = 0
         self.cross_shard_actions = 0
         self.bytes_per_tick: list[int] = []
+        self.replication_share: list[float] = []  # of each tick's time, what was not the systems
         self.rebalance_moves = 0
         self.desync = None
 
-    def record_tick(self, sent: int) -> None:
+    def record_tick(self, sent: int, tick_ms: float, systems_ms: float) -> None:
         self.bytes_per_tick.append(sent)
+        self.replication_share.append(max(tick_ms - systems_ms, 0.0) / tick_ms if tick_ms > 0 else 0.0)
 
     def summary(self, sim: ShardedSimulation) -> dict:
         b = np.asarray(self.bytes_per_tick or [0])
@@ -640,6 +658,7 @@ class ShardStats:
             "count": self.count, "per_shard": per, "handoffs": self.handoffs, "forwarded": self.forwarded,
             "cross_shard_actions": self.cross_shard_actions, "borrowed": self.borrowed,
             "bytes_per_tick": {"p50": float(np.percentile(b, 50)), "p99": float(np.percentile(b, 99))},
+            "replication_share_p50": round(float(np.median(self.replication_share or [0.0])), 4),
             # A ghost shows its owner's change at the barrier after the step that made it.
             "sync_lag_ticks": {"p50": 0, "p99": 0},
             "rebalance_moves": self.rebalance_moves, "desync": self.desync,
@@ -657,6 +676,7 @@ def merged_view(shards: list[Shard], allocator) -> World:
 
     view = World(shard=allocator.shard)
     view.registry.share_space(allocator)
+    view.registry._grow(allocator.slots.shape[0])
     by_key: dict[frozenset, list] = {}
     for sh in shards:
         for t in sh.owned_tables():
