@@ -31,6 +31,8 @@ def headline(r: dict) -> dict:
     return {
         "tick_100k_ms": _get(r, "tick", "tick_ms", "median"),
         "state_hash_100k_ms": _get(r, "state_hash", "ms", "median"),
+        "sharded_4_over_1": _get(r, "sharded", "shards", "4", "over_one_shard"),
+        "sharded_same_hashes": _get(r, "sharded", "same_hashes"),
         "ours_mgp_100k_clustered_ms": _get(ms, "ours", "median"),
         "bare_numba_mgp_100k_clustered_ms": _get(ms, "bare", "median"),
         "numpy_mgp_100k_clustered_ms": _get(ms, "numpy", "median"),
@@ -72,6 +74,11 @@ def judge(h: dict, r: dict) -> dict:
                          lambda v: v <= 10, "ms"),
         "state_hash_100k": bar("state hash at 100k entities (continent, after each tick), median",
                                h["state_hash_100k_ms"], "<= 1 ms", lambda v: v <= 1.0, "ms"),
+        "sharded_4_over_1": bar("continent tick on 4 in-process shards / on 1 (median of round ratios)",
+                                h["sharded_4_over_1"], "<= 1.25x", lambda v: v <= 1.25, "x"),
+        "sharded_same_hashes": bar("continent: every tick's hash on 2, 4 (8) shards is the one-shard hash",
+                                   None if h["sharded_same_hashes"] is None else float(h["sharded_same_hashes"]),
+                                   "= 1", lambda v: v == 1.0),
         "esper_mgp_over_tick": bar("esper move+grid+pairs at 100k clustered / our full tick", esper_x, ">= 50x",
                                    lambda v: v >= 50, "x", skipped.get("esper")),
         "ours_vs_bare": bar("our move+grid+pairs / bare numba kernel, 100k clustered (median of round ratios)",
@@ -153,6 +160,17 @@ def markdown(r: dict, h: dict, bars: dict, meta: dict) -> str:
     if sh:
         out += ["", f"State hash of the continent ({sh['entities']:,} entities, {sh['cells']:,} hashed cells), "
                     f"timed alone after each of {sh['ms']['n']} ticks: {_spread(sh['ms'], ' ms', 3)}."]
+
+    sd = r.get("sharded")
+    if sd:
+        out += ["", f"### Continent on in-process shards ({sd['entities']:,} entities; every tick's hash the same on "
+                    f"all: {'yes' if sd['same_hashes'] else 'NO'})", "",
+                "| shards | tick ms | / one shard | replication share | bytes per tick p50 / p99 |",
+                "|---|---|---|---|---|"]
+        for n, v in sd["shards"].items():
+            b = v["bytes_per_tick"]
+            out.append(f"| {n} | {_spread(v['tick_ms'])} | {v['over_one_shard']:.2f}x | {v['replication_share']:.0%} "
+                       f"| {b['p50']:,.0f} / {b['p99']:,.0f} |")
 
     out += ["", "### Full tick at ~1M entities", ""]
     if m1:
