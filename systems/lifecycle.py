@@ -115,7 +115,6 @@ class Lifecycle(System):
                 t.column(Link, "last_recv_ms")[back] = ctx.time_ms  # a dead client's silence is no stall
 
     def _replace_npcs(self, world, ctx, pop, kind: int, dead_ids: np.ndarray) -> None:
-        n = dead_ids.shape[0]
         x, y = spawn_points(self._defn, pop.spawn, dead_ids, ctx.tick, ctx.rng, STREAM_RESPAWN + 1)
         # Each newcomer is keyed by the corpse it replaces: its id does not depend on row order.
         world.commands.spawn_keyed(self._npc_archetype, dead_ids, npc_values(pop, kind, x, y))

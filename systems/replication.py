@@ -20,18 +20,19 @@ MAX_SHARDS = 64  # interest sets are uint64 bit masks
 
 
 @njit(**JIT)
-def _near(x, y, dest, rects, radius_m, out_near):
+def _near(x, y, home, rects, radius_m, out_near):
     """Interest mask of each point.
 
-    x, y: (n,) float64; dest: (n,) int64 owner shard of each point; rects: (shards, 4) float64
-    x0, y0, x1, y1 of each shard; all read. out_near: (n,) uint64, written: bit s set when the
-    point lies within ``radius_m`` of shard s's rectangle, s not being its owner.
+    x, y: (n,) float64 points owned by shard ``home``; rects: (shards, 4) float64 x0, y0, x1, y1
+    of each shard; all read. out_near: (n,) uint64, written: bit s set when the point lies
+    within ``radius_m`` of shard s's rectangle (inside it too: an entity whose hand-off waits
+    is a ghost where it stands), s not being its owner.
     """
     r2 = radius_m * radius_m
     for i in range(x.shape[0]):
         mask = np.uint64(0)
         for s in range(rects.shape[0]):
-            if s == dest[i]:
+            if s == home:
                 continue
             dx = max(rects[s, 0] - x[i], 0.0, x[i] - rects[s, 2])
             dy = max(rects[s, 1] - y[i], 0.0, y[i] - rects[s, 3])
@@ -41,8 +42,8 @@ def _near(x, y, dest, rects, radius_m, out_near):
 
 
 class ReplicationPlan:
-    """ids: (n,) int64 owned positioned entities; dest: (n,) int64 where each belongs now;
-    near: (n,) uint64 interest mask (see ``_near``)."""
+    """ids: (n,) int64 owned positioned entities; dest: (n,) int64 the shard whose rectangle
+    holds each now; near: (n,) uint64 interest mask (see ``_near``)."""
 
     def __init__(self, ids: np.ndarray, dest: np.ndarray, near: np.ndarray) -> None:
         self.ids = ids
@@ -83,7 +84,7 @@ class Replication(System):
             x, y = t.column(Position, "x"), t.column(Position, "y")
             dest = self.shard_map.shard_of(x, y)
             near = np.empty(t.n, np.uint64)
-            _near(x, y, dest, rects, self.radius_m, near)
+            _near(x, y, self.shard, rects, self.radius_m, near)
             ids.append(t.ids.copy())
             dests.append(dest)
             nears.append(near)

@@ -271,3 +271,21 @@ def test_worlds_run_refuses_an_events_world_on_shards_with_one_line_and_status_2
     out = subprocess.run([sys.executable, "-m", "worlds", "run", str(WORLDS / EVENT_WORLDS[0]), "--shards", "2"],
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "event director" in out.stderr
+
+
+def test_borders_follow_the_load_mid_battle_a_capped_few_hand_offs_a_tick():
+    defn = load_world(WORLDS / "shard_rebalance.toml")
+    one, sim = Simulation(defn, seed=3), open_world(defn, seed=3)  # the file says 2 shards
+    assert isinstance(sim, ShardedSimulation) and len(sim.shards) == 2
+    loads0 = [ids.size for ids in sim.owned_by()]
+    before, per_tick = 0, []
+    for _ in range(80):
+        assert one.step().state_hash == sim.step().state_hash
+        per_tick.append(sim.stats.handoffs - before)
+        before = sim.stats.handoffs
+        every = np.concatenate(sim.owned_by())
+        assert np.unique(every).size == every.size == sum(t.n for t in one.world.tables)
+    loads = [ids.size for ids in sim.owned_by()]
+    assert sim.balancer.moves >= 1 and sim.stats.rebalance_moves > 0
+    assert max(per_tick) <= defn.shards.max_handoffs_per_tick and sim.stats.handoffs_deferred >= 1
+    assert max(loads) / np.mean(loads) < max(loads0) / np.mean(loads0)  # the borders moved to the load

@@ -158,6 +158,7 @@ class Simulation:
         self.truth = GroundTruth(self.generator)
         self.recorder = None
         self.external = None  # a StreamReader replacing the generator
+        self.sealed_hook = None  # called with each sealed batch (a verifier's reference eats it)
 
     @classmethod
     def from_file(cls, path: str | Path, seed: int | None = None, **kw) -> Simulation:
@@ -249,21 +250,12 @@ class Simulation:
     def step(self, wall_start: float | None = None) -> TickReport:
         """Run one tick. ``wall_start``: when (perf_counter) the tick was due, for latency."""
         tick = self.clock.tick
-        if self.external is not None:
-            replay = self.external.batch_for(tick, self.clock.dt_ms)
-            self.inbox.put(replay, np.full(replay.n, tick, np.int64))
-        elif self.generator is not None:
-            batch, due = self.generator.generate(tick, self.world.resources.get(SpatialIndex))
-            self.inbox.put(batch, due, self.generator.truth)
+        self._clients_send(tick, self.world.resources.get(SpatialIndex))
         # The tick proper starts here: what came before is the clients' side of the wire.
         t0 = time.perf_counter()
         if wall_start is None:
             wall_start = t0
-        batch, truth = self.inbox.seal(tick)
-        if self.recorder is not None:
-            from worlds.stream import write_batch
-
-            write_batch(self.recorder, tick, batch)
+        batch, truth = self._seal(tick)
         self.world.resources[ActionBatch] = batch
         ctx = TickContext(tick=tick, dt_s=self.clock.dt_s, seed=self.seed, rng=self.rng, defn=self.defn,
                           max_speed_mps=self.max_speed_mps)
@@ -298,6 +290,27 @@ class Simulation:
             action_to_effect_ms=a2e,
             conflicts=self._conflicts(ctx, batch, effects),
         )
+
+    def _clients_send(self, tick: int, index) -> None:
+        """The clients' side of the wire: this tick's replayed or simulated actions, into the
+        inbox (the simulated clients look at the world through ``index``)."""
+        if self.external is not None:
+            replay = self.external.batch_for(tick, self.clock.dt_ms)
+            self.inbox.put(replay, np.full(replay.n, tick, np.int64))
+        elif self.generator is not None:
+            batch, due = self.generator.generate(tick, index)
+            self.inbox.put(batch, due, self.generator.truth)
+
+    def _seal(self, tick: int) -> tuple[ActionBatch, np.ndarray]:
+        """The tick's batch (recorded, and shown to ``sealed_hook``, when asked)."""
+        batch, truth = self.inbox.seal(tick)
+        if self.sealed_hook is not None:
+            self.sealed_hook(batch)
+        if self.recorder is not None:
+            from worlds.stream import write_batch
+
+            write_batch(self.recorder, tick, batch)
+        return batch, truth
 
     @staticmethod
     def _conflicts(ctx: TickContext, batch: ActionBatch, effects: ActionEffects | None) -> dict[str, int]:

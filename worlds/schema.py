@@ -82,6 +82,11 @@ class ShardsSection(Strict):
     contiguous part of the region tree, and the world evolves exactly as on one shard."""
 
     count: Annotated[int, Field(ge=1, le=64)] = 1
+    # Borders follow the load (the [regions] rebalance knobs say when): a new layout is reached
+    # over ``rebalance_ticks`` ticks, and no tick hands more than ``max_handoffs_per_tick`` over.
+    rebalance: bool = True
+    rebalance_ticks: Annotated[int, Field(ge=1, le=10_000)] = 20
+    max_handoffs_per_tick: Annotated[int, Field(ge=1)] = 2_000
 
 
 class Expectations(Strict):

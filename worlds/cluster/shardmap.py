@@ -28,6 +28,7 @@ class ShardMap:
         self.region_shard = np.full(layout.count, -1, np.int64)
         self._node_of_shard = np.full(shards, -1, np.int64)
         self._deal(0, 0, shards)
+        self.refresh()
 
     def _deal(self, node: int, first: int, count: int) -> None:
         lay = self.layout
@@ -47,14 +48,20 @@ class ShardMap:
         self._deal(int(lay.left[node]), first, sl)
         self._deal(int(lay.right[node]), first + sl, count - sl)
 
-    @property
-    def rects(self) -> np.ndarray:
+    def refresh(self) -> None:
+        """Recompute the shards' rectangles after the layout's splits moved."""
         out = np.empty((self.shards, 4), np.float64)
         region_rects = self.layout.rects
         for s in range(self.shards):
             r = region_rects[self.region_shard == s]
             out[s] = (r[:, 0].min(), r[:, 1].min(), r[:, 2].max(), r[:, 3].max())
-        return out
+        self._rects, self._split_seen = out, self.layout.split.copy()
+
+    @property
+    def rects(self) -> np.ndarray:
+        if not np.array_equal(self._split_seen, self.layout.split):  # moved behind our back
+            self.refresh()
+        return self._rects
 
     def shard_of(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """(n,) int64 owner shard of each point."""

@@ -1,0 +1,139 @@
+"""The barrier between two ticks of a sharded world: hand-offs, routing, ghosts.
+
+Entities that now stand in another shard's rectangle are handed over in two phases (the new
+owner takes the whole row, then the old one lets go and the routing table changes), at most
+``max_handoffs_per_tick`` a tick; each action goes to its actor's owner, and a shard that no
+longer holds an actor forwards the action; each shard's interest in its neighbours (their
+entities within the interest radius of its rectangle, and what its actions name) is drawn,
+and owners send those ghosts' changes as deltas. A mixin of ``ShardedSimulation``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from systems.actions import ACTION_FIELDS, ActionBatch
+from systems.components import Ghost
+from systems.replication import ReplicationPlan
+from worlds.cluster.protocol import Actions, HandOff, HandOffAck, RoutedActions, pack, unpack
+from worlds.cluster.rows import encode_rows, write_rows
+
+_SLOT = np.int64(0xFFFFFFFF)
+
+
+class BorderExchange:
+    def _hand_over(self, tick: int) -> None:
+        """Two-phase transfer of every entity that now belongs to another shard."""
+        moves = []  # (id, from, to) of every entity that belongs elsewhere now
+        for s, sh in enumerate(self.shards):
+            plan = sh.world.resources.get(ReplicationPlan)
+            if plan is not None:
+                away = plan.dest != s
+                moves.append(np.stack([plan.ids[away], np.full(int(away.sum()), s), plan.dest[away]], axis=1))
+            unplaced = sh.unplaced_owned()
+            if s != 0 and unplaced.size:
+                moves.append(np.stack([unplaced, np.full(unplaced.size, s), np.zeros(unplaced.size, np.int64)], axis=1))
+        moves = np.concatenate(moves) if moves else np.empty((0, 3), np.int64)
+        if moves.shape[0] > self.max_handoffs:  # a border that moved far: the rest go next tick
+            moves = moves[np.argsort(moves[:, 0], kind="stable")[: self.max_handoffs]]
+            self.stats.handoffs_deferred += 1
+        if self.balancer.moving:
+            self.stats.rebalance_moves += int(moves.shape[0])
+        for s in range(len(self.shards)):
+            for d in range(len(self.shards)):
+                ids = moves[(moves[:, 1] == s) & (moves[:, 2] == d), 0]
+                if ids.size:
+                    self.transport.send(d, HandOff(tick, s, d, encode_rows(self.shards[s].world, ids)))
+                    self.stats.handoffs += int(ids.size)
+        offers = [self.transport.receive(d) for d in range(len(self.shards))]
+        for d, sh in enumerate(self.shards):
+            for m in offers[d]:
+                ids = np.concatenate([unpack(r.ids, np.int64) for r in m.rows])
+                for e in ids.tolist():  # a ghost copy gives way to the owned row
+                    t, _ = sh.world.registry.locate(e)
+                    if t >= 0 and sh.world.tables[t].has(Ghost):
+                        sh.world.hand_off(e)
+                write_rows(sh.world, m.rows, self.catalog)
+                self.transport.send(m.src, HandOffAck(tick, d, m.src, pack(ids, np.int64)))
+        for s, sh in enumerate(self.shards):
+            for ack in self.transport.receive(s):
+                ids = unpack(ack.ids, np.int64)
+                for e in ids.tolist():  # its ghosts elsewhere are dropped by the next delta
+                    sh.world.hand_off(e)
+                self._set_owner(ids, ack.src)
+
+    def _route(self, tick: int, batch: ActionBatch) -> list[tuple[np.ndarray, ActionBatch]]:
+        """Each action to the owner of its actor, as protocol bytes. A shard that does not
+        hold an actor it was sent (the routing it was given is older than a hand-off) forwards
+        the action to the owner it knows: an action is never dropped on the way."""
+        owner = (self.router or self.owner_of)(batch.actor)
+        everything = np.arange(batch.n)
+        for s in range(len(self.shards)):
+            idx = everything[owner == s]
+            if idx.size:
+                self.transport.send(s, RoutedActions(tick, -1, s, "route", _actions(batch, idx)))
+        held: list[list[np.ndarray]] = [[] for _ in self.shards]
+        for _ in range(len(self.shards) + 1):
+            moving = False
+            for s, sh in enumerate(self.shards):
+                for m in self.transport.receive(s):
+                    idx = unpack(m.actions.index, np.int64)
+                    actor = unpack(m.actions.columns["actor"], np.int64)
+                    now = self.owner_of(actor)
+                    table, _ = sh.world.locate_many(actor)
+                    owned = np.array([t >= 0 and not sh.world.tables[t].has(Ghost) for t in table.tolist()], np.bool_)
+                    here = owned | ~self._alive_anywhere(actor)
+                    held[s].append(idx[here])
+                    for d in np.unique(now[~here]).tolist():
+                        fwd = idx[~here][now[~here] == d]
+                        self.transport.send(d, RoutedActions(tick, s, d, "forward", _actions(batch, fwd)))
+                        self.stats.forwarded += int(fwd.size)
+                        moving = True
+            if not moving:
+                break
+        else:
+            raise RuntimeError(f"tick {tick}: actions still forwarded after {len(self.shards)} hops")
+        own = []
+        for s in range(len(self.shards)):
+            idx = np.sort(np.concatenate(held[s])) if held[s] else np.empty(0, np.int64)
+            own.append((idx, batch.take(idx)))
+        return own
+
+    def _alive_anywhere(self, ids: np.ndarray) -> np.ndarray:
+        slots = (np.asarray(ids, np.int64) & _SLOT).clip(0, self.allocator.slots.shape[0] - 1)
+        return (self.allocator.slots[slots, 0] == ids) & (ids != 0)
+
+    def _ghosts_at_start(self, tick: int, own) -> None:
+        self._draw_interest(tick, own)
+        self._refresh(tick, None)
+
+    def _draw_interest(self, tick: int, own) -> None:
+        """Who sees what: each shard's owned entities within the interest radius of another
+        shard, the entities another shard's actions name, and (from shard 0) the world's
+        entities without a position, which every shard holds."""
+        named = [np.unique(np.concatenate([sub.actor, sub.target])) for _, sub in own]
+        named_owner = [self.owner_of(ids) for ids in named]
+        for s, sh in enumerate(self.shards):
+            plan = sh.replication.plan(sh.world)
+            for d in sh.encoders:
+                want = [plan.seen_by(d), named[d][named_owner[d] == s]]
+                if s == 0:
+                    want.append(sh.unplaced_owned())
+                sh.interest[d] = np.unique(np.concatenate(want))
+
+    def _refresh(self, tick: int, comps) -> None:
+        """Owners send their ghosts' changes (of ``comps``; everything when None)."""
+        for s, sh in enumerate(self.shards):
+            for d in sh.encoders:
+                delta = sh.ghost_delta(d, tick, comps)
+                if delta.rows or delta.drop:
+                    self.transport.send(d, delta)
+        for d, sh in enumerate(self.shards):
+            sh.receive_ghosts(self.transport.receive(d), self.catalog)
+
+
+def _actions(batch: ActionBatch, idx: np.ndarray) -> Actions:
+    return Actions({name: pack(getattr(batch, name)[idx], dtype) for name, dtype in ACTION_FIELDS},
+                   pack(idx, np.int64))
+
+

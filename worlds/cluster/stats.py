@@ -1,0 +1,42 @@
+"""The ``shards`` section of a sharded run's summary, counted as the run goes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class ShardStats:
+    """The ``shards`` section of the run summary."""
+
+    def __init__(self, shards: int) -> None:
+        self.count = shards
+        self.handoffs = 0
+        self.forwarded = 0
+        self.borrowed = 0
+        self.handoffs_deferred = 0  # ticks whose hand-offs hit the cap (the rest went later)
+        self.cross_shard_actions = 0
+        self.bytes_per_tick: list[int] = []
+        self.replication_share: list[float] = []  # of each tick's time, what was not the systems
+        self.rebalance_moves = 0
+        self.desync = None
+
+    def record_tick(self, sent: int, tick_ms: float, systems_ms: float) -> None:
+        self.bytes_per_tick.append(sent)
+        self.replication_share.append(max(tick_ms - systems_ms, 0.0) / tick_ms if tick_ms > 0 else 0.0)
+
+    def summary(self, sim) -> dict:
+        b = np.asarray(self.bytes_per_tick or [0])
+        per = []
+        for s, sh in enumerate(sim.shards):
+            owned, ghosts = sh.counts()
+            per.append({"shard": s, "owned": owned, "ghosts": ghosts})
+        return {
+            "count": self.count, "per_shard": per, "handoffs": self.handoffs, "forwarded": self.forwarded,
+            "cross_shard_actions": self.cross_shard_actions, "borrowed": self.borrowed,
+            "bytes_per_tick": {"p50": float(np.percentile(b, 50)), "p99": float(np.percentile(b, 99))},
+            "replication_share_p50": round(float(np.median(self.replication_share or [0.0])), 4),
+            # A ghost shows its owner's change at the barrier after the step that made it.
+            "sync_lag_ticks": {"p50": 0, "p99": 0},
+            "rebalance_moves": self.rebalance_moves, "rebalances": sim.balancer.moves,
+            "handoffs_deferred": self.handoffs_deferred, "desync": self.desync,
+        }
