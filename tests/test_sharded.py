@@ -143,6 +143,8 @@ def test_no_damage_lost_when_fighters_and_boars_strike_across_the_border():
         bitten += sum(sh.world.resources[NpcHits].victims.size for sh in sim.shards)
         dealt += b.conflicts["damage_dealt"]
     assert bitten > 0 and dealt > 0
+    lag = sim.summary()["sync_lag_ticks"]
+    assert sim.stats.lag_rows[0] > 0 and lag["p50"] == 0 and lag["p99"] <= 1  # ghosts kept up within the tick
 
 
 def test_a_player_disconnecting_mid_hand_off_ends_up_owned_once_and_disconnected():

@@ -123,9 +123,13 @@ class BorderExchange:
 
     def _refresh(self, tick: int, comps) -> None:
         """Owners send their ghosts' changes (of ``comps``; everything when None)."""
+        # A change shown within the tick it was made (a refresh before a step that reads it)
+        # lags 0 ticks; one first shown at the next tick's start (nothing read it) lags 1.
+        lag = 1 if comps is None else 0
         for s, sh in enumerate(self.shards):
             for d in sh.encoders:
                 delta = sh.ghost_delta(d, tick, comps)
+                self.stats.lag_rows[lag] += sh.encoders[d].changed
                 if delta.rows or delta.drop:
                     self.transport.send(d, delta)
         for d, sh in enumerate(self.shards):

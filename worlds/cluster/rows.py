@@ -134,6 +134,7 @@ class DeltaEncoder:
         self._skip = frozenset(c.name for c in skip)
         # archetype -> (sorted ids, {(component, dtype): (fields, values) with values (k, m)})
         self._sent: dict[frozenset[str], tuple[np.ndarray, dict]] = {}
+        self.changed = 0
 
     def held(self) -> np.ndarray:
         parts = [ids for ids, _ in self._sent.values()]
@@ -150,6 +151,7 @@ class DeltaEncoder:
         ids = np.asarray(ids, np.int64)
         only = None if components is None else frozenset(c.name for c in components)
         before = self.held()
+        self.changed = 0  # rows already held there that this delta changes
         out, sent_now = [], {}
         for t, tids, rows in _grouped(world, ids):
             table = world.tables[t]
@@ -196,6 +198,7 @@ class DeltaEncoder:
                 touched = np.zeros(tids.shape[0], np.bool_)
                 for col in cols:
                     touched[np.arange(tids.shape[0]) if not col.at else np.frombuffer(col.at, "<i4")] = True
+                self.changed += int((touched & known).sum())
                 out.append(_only(sorted(key), tids, cols, touched))
         self._sent = sent_now
         drop = np.setdiff1d(before, ids)
