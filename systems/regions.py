@@ -32,11 +32,18 @@ from numba import njit
 
 from ecs import Component, Phase, System
 from ecs.config import JIT
+from ecs.rng import mix64
 from systems.actions import ActionBatch, ActionKind
 from systems.columns import gather
 from systems.components import Ghost, Position
 
 MAX_REGIONS = 64  # routes are uint64 bit masks
+# A rebalance of more points than this finds its new layout on a fixed sample: the entities whose
+# id hashes into one 2**SAMPLE_BITS-th, and every 2**SAMPLE_BITS-th action of the window, each
+# weighing that much more. The layout it finds is as good to within a few per cent, and the
+# rebalance tick costs a few milliseconds at 100k entities instead of some fifty.
+SAMPLE_ABOVE = 20_000
+SAMPLE_BITS = 4
 
 RegionCell = Component(
     "RegionCell",
@@ -47,6 +54,14 @@ RegionCell = Component(
 
 
 # --------------------------------------------------------------------------- kernels
+
+
+@njit(**JIT)
+def sampled(ids, bits, out):
+    """ids: (n,) int64, read; out: (n,) bool, written: whether each id's hash falls in the
+    fixed sample (its top ``bits`` bits all zero): the same entities whatever the row order."""
+    for i in range(ids.shape[0]):
+        out[i] = (mix64(np.uint64(ids[i])) >> np.uint64(64 - bits)) == 0
 
 
 @njit(**JIT)
@@ -354,6 +369,10 @@ class Regions(System):
         self._reach[ActionKind.TRADE] = r.trade_reach_m
         world.resources[RegionLayout] = self.layout
         world.resources[RegionStats] = self.stats
+        # Load the rebalance's kernels now, not on the tick of the first rebalance.
+        one = np.zeros(1)
+        self.layout.balanced_split(one, one, np.ones(1))
+        sampled(np.ones(1, np.int64), SAMPLE_BITS, np.empty(1, np.bool_))
 
     # -- the tick -------------------------------------------------------------------------
     def run(self, world, ctx) -> None:
@@ -404,8 +423,11 @@ class Regions(System):
             self._above = 0
             stats.rebalances += 1
             stats.rebalance_ticks.append(ctx.tick)
-            # Re-assign under the new layout; a layout change is a migration, not a crossing.
-            self._update(world)
+            # Re-assign under the new layout; a layout change is a migration, not a crossing
+            # (and the entities whose region changed are exactly the migrations).
+            moved = self._update(world)
+            stats.migrations_last = moved
+            stats.migrations_total += moved
             for t in self._cells:
                 t.column(RegionCell, "crossed")[:] = 0
             stats.loads = self._loads()
@@ -419,9 +441,16 @@ class Regions(System):
         ey = np.concatenate([t.column(Position, "y") for t in tables]) if tables else np.empty(0)
         ax = np.concatenate([a for a, _ in self._recent_xy]) if self._recent_xy else np.empty(0)
         ay = np.concatenate([b for _, b in self._recent_xy]) if self._recent_xy else np.empty(0)
+        scale = 1.0
+        if ex.shape[0] + ax.shape[0] > SAMPLE_ABOVE:
+            keep = np.empty(ex.shape[0], np.bool_)
+            sampled(np.concatenate([t.ids for t in tables]), SAMPLE_BITS, keep)
+            ex, ey = ex[keep], ey[keep]
+            ax, ay = ax[:: 1 << SAMPLE_BITS], ay[:: 1 << SAMPLE_BITS]
+            scale = float(1 << SAMPLE_BITS)
         x, y = np.concatenate([ex, ax]), np.concatenate([ey, ay])
-        w = np.full(x.shape[0], cfg.action_weight / max(len(self._recent_xy), 1))
-        w[: ex.shape[0]] = 1.0
+        w = np.full(x.shape[0], scale * cfg.action_weight / max(len(self._recent_xy), 1))
+        w[: ex.shape[0]] = scale
         target = lay.balanced_split(x, y, w)
         now = lay.assign(x, y)
         ratio = _ratio(np.bincount(now, weights=w, minlength=lay.count))
@@ -429,22 +458,22 @@ class Regions(System):
             return False  # not worth moving anyone
         now_e = now[: ex.shape[0]]
         step = 1.0
-        if int((lay.assign(ex, ey, target) != now_e).sum()) > cfg.max_migrations:
+
+        def moving(split) -> float:  # entities a layout hands to another region (estimated on a sample)
+            return scale * int((lay.assign(ex, ey, split) != now_e).sum())
+
+        if moving(target) > cfg.max_migrations:
             lo, hi = 0.0, 1.0  # the largest step along the straight line that stays under the cap
             for _ in range(10):
                 mid = 0.5 * (lo + hi)
-                moved = int((lay.assign(ex, ey, lay.split + mid * (target - lay.split)) != now_e).sum())
-                lo, hi = (mid, hi) if moved <= cfg.max_migrations else (lo, mid)
+                lo, hi = (mid, hi) if moving(lay.split + mid * (target - lay.split)) <= cfg.max_migrations else (lo, mid)
             step = lo
         new_split = lay.split + step * (target - lay.split)
-        moved = int((lay.assign(ex, ey, new_split) != now_e).sum())
-        if moved == 0:
+        if moving(new_split) == 0:
             return False
         lay.set_split(new_split)
         # The window's action counts, re-counted under the new layout.
         self._recent_counts = [np.bincount(lay.assign(a, b), minlength=lay.count) for a, b in self._recent_xy]
-        stats.migrations_last = moved
-        stats.migrations_total += moved
         return True
 
     def _route(self, world, batch: ActionBatch) -> np.ndarray:

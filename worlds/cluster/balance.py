@@ -16,12 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from numba import njit
-
-from ecs.config import JIT
-from ecs.rng import mix64
-
-SAMPLE_BITS = 4  # one entity in 2**SAMPLE_BITS is looked at
+from systems.regions import SAMPLE_BITS, sampled
 
 
 class ShardBalancer:
@@ -53,7 +48,7 @@ class ShardBalancer:
             return False
         ids, x, y = positions()
         keep = np.empty(ids.shape[0], np.bool_)
-        _sampled(ids, SAMPLE_BITS, keep)
+        sampled(ids, SAMPLE_BITS, keep)
         if keep.sum() < 16:
             keep[:] = True
         x, y = x[keep], y[keep]
@@ -79,11 +74,3 @@ class ShardBalancer:
         self.map.refresh()
         if f >= 1.0:
             self.moving = False
-
-
-@njit(**JIT)
-def _sampled(ids, bits, out):
-    """ids: (n,) int64, read; out: (n,) bool, written: whether the id's hash falls in the sample
-    (its top ``bits`` bits all zero)."""
-    for i in range(ids.shape[0]):
-        out[i] = (mix64(np.uint64(ids[i])) >> np.uint64(64 - bits)) == 0

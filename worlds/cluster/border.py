@@ -127,7 +127,9 @@ class BorderExchange:
         # lags 0 ticks; one first shown at the next tick's start (nothing read it) lags 1.
         lag = 1 if comps is None else 0
         for s, sh in enumerate(self.shards):
-            for d in sh.encoders:
+            for d, enc in sh.encoders.items():
+                if not sh.interest[d].size and enc.empty:  # shards that are not neighbours
+                    continue
                 delta = sh.ghost_delta(d, tick, comps)
                 self.stats.lag_rows[lag] += sh.encoders[d].changed
                 if delta.rows or delta.drop:

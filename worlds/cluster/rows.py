@@ -136,6 +136,11 @@ class DeltaEncoder:
         self._sent: dict[frozenset[str], tuple[np.ndarray, dict]] = {}
         self.changed = 0
 
+    @property
+    def empty(self) -> bool:
+        """Whether the destination holds nothing of ours."""
+        return not any(ids.size for ids, _ in self._sent.values())
+
     def held(self) -> np.ndarray:
         parts = [ids for ids, _ in self._sent.values()]
         return np.sort(np.concatenate(parts)) if parts else np.empty(0, np.int64)
