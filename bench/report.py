@@ -20,6 +20,10 @@ def _get(d: dict | None, *path, default=None):
     return d
 
 
+def _ratio(a, b):
+    return a / b if a is not None and b else None
+
+
 def headline(r: dict) -> dict:
     """The flat keys of the JSON report (None where a figure was not measured)."""
     scene = _get(r, "mgp", SCENE) or {}
@@ -47,6 +51,8 @@ def headline(r: dict) -> dict:
         "actions_per_s_whole_tick": _get(top, "actions_per_s_tick", "median"),
         "actions_accepted_share": _get(top, "accepted_share"),
         "tick_1m_ms": _get(r, "tick_1m", "tick_ms", "median"),
+        "tick_100k_max_over_median": _ratio(_get(r, "tick", "tick_ms", "max"), _get(r, "tick", "tick_ms", "median")),
+        "tick_1m_max_over_median": _ratio(_get(r, "tick_1m", "tick_ms", "max"), _get(r, "tick_1m", "tick_ms", "median")),
         "realtime_p99_action_to_effect_ms": _get(rt, "with_clients", "action_to_effect_ms", "p99"),
         "cpu_utilisation_peak": _get(rt, "with_clients", "cpu_utilisation_peak"),
         "realtime_server_only_p99_action_to_effect_ms": _get(rt, "server_only", "action_to_effect_ms", "p99"),
@@ -93,6 +99,10 @@ def judge(h: dict, r: dict) -> dict:
                                  h["cheat_checks_2500_ms"], "<= 1 ms", lambda v: v <= 1.0, "ms"),
         "tick_1m": bar("full tick at ~1M entities (5k players, 1M NPCs), median", h["tick_1m_ms"], "<= 100 ms",
                        lambda v: v <= 100, "ms", skipped.get("tick_1m")),
+        "tick_100k_spike": bar("largest continent tick (rebalances included) / median", h["tick_100k_max_over_median"],
+                               "<= 2x", lambda v: v <= 2.0, "x"),
+        "tick_1m_spike": bar("largest ~1M-entity tick (rebalances included) / median", h["tick_1m_max_over_median"],
+                             "<= 2x", lambda v: v <= 2.0, "x", skipped.get("tick_1m")),
         "realtime_p99": bar("realtime 20 Hz p99 action-to-effect (run_world, client simulation in process)",
                             h["realtime_p99_action_to_effect_ms"], f"<= {interval + 5:g} ms",
                             lambda v: v <= interval + 5, "ms"),
