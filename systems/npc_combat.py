@@ -78,7 +78,9 @@ class NpcCombat(System):
     phase = Phase.APPLY
     reads = (SpatialIndex, Npc, Player)
     writes = (Health, NpcHits, Deaths)
-    reads_others = (Npc, Player, Health)  # the biters and their prey
+    # The biters and their prey: who bites whom is a matter of distance (positions from the
+    # index); a bite's effect is the prey's own health, read where the prey is owned.
+    reads_others = (Npc, Player)
     after = ("ApplyActions",)
 
     def __init__(self, world) -> None:

@@ -104,8 +104,11 @@ class BorderExchange:
         return (self.allocator.slots[slots, 0] == ids) & (ids != 0)
 
     def _ghosts_at_start(self, tick: int, own) -> None:
+        """Interest drawn anew; ghosts hear of what changed since they last heard (the
+        components in ``self.stale``: the tick's late steps, and the API between ticks)."""
         self._draw_interest(tick, own)
-        self._refresh(tick, None)
+        self._refresh(tick, tuple(sorted(self.stale, key=lambda c: c.name)), lag=1)
+        self.stale.clear()
 
     def _draw_interest(self, tick: int, own) -> None:
         """Who sees what: each shard's owned entities within the interest radius of another
@@ -121,11 +124,10 @@ class BorderExchange:
                     want.append(sh.unplaced_owned())
                 sh.interest[d] = np.unique(np.concatenate(want))
 
-    def _refresh(self, tick: int, comps) -> None:
-        """Owners send their ghosts' changes (of ``comps``; everything when None)."""
-        # A change shown within the tick it was made (a refresh before a step that reads it)
-        # lags 0 ticks; one first shown at the next tick's start (nothing read it) lags 1.
-        lag = 1 if comps is None else 0
+    def _refresh(self, tick: int, comps, lag: int = 0) -> None:
+        """Owners send their ghosts' changes (of ``comps``; everything when None), and new
+        ghosts whole. ``lag``: 0 for a refresh before a step that reads what changed in the
+        same tick, 1 at a tick's start (what nothing read since the change), for the stats."""
         for s, sh in enumerate(self.shards):
             for d, enc in sh.encoders.items():
                 if not sh.interest[d].size and enc.empty:  # shards that are not neighbours

@@ -97,6 +97,8 @@ class ShardedSimulation(BorderExchange, GroupResolution, ClientView):
                                 *(c for t in template.world.tables for c in t.components)])
         self._owner = np.zeros(max(self.allocator.slots.shape[0], 1), np.int16)  # by id slot
         self._orderer = ActionOrder(defn)
+        # Components changed since ghosts last heard of them; at first, everything they hold.
+        self.stale: set = {c for c in self.catalog.values() if c not in GHOST_SKIPS}
         self._newcomers = False
         self.balancer = ShardBalancer(self.map, defn.regions, defn.shards)
         self.max_handoffs = defn.shards.max_handoffs_per_tick
@@ -190,6 +192,7 @@ class ShardedSimulation(BorderExchange, GroupResolution, ClientView):
     def disconnect(self, player: int) -> None:
         owner = self.shards[int(self.owner_of(np.array([player]))[0])]
         owner.world.set(player, Player, connected=0)
+        self.stale |= {Player, TradeOffer}
         for sh in self.shards:  # withdraw its offers where they are owned
             offers = [t for t in sh.owned_tables() if t.has(TradeOffer)]
             for t in offers:
@@ -202,6 +205,7 @@ class ShardedSimulation(BorderExchange, GroupResolution, ClientView):
         owner = self.shards[int(self.owner_of(np.array([player]))[0])]
         owner.world.set(player, Player, connected=1)
         owner.world.set(player, Link, last_recv_ms=self.clock.time_ms_of(self.tick))
+        self.stale |= {Player, Link}
 
     def state_hash(self) -> str:
         parts = [sh.hash_part() for sh in self.shards]
@@ -266,7 +270,7 @@ class ShardedSimulation(BorderExchange, GroupResolution, ClientView):
                                 max_speed_mps=self.max_speed_mps)
         self._timings: dict[str, float] = {}
         order = effects = None
-        dirty: set = set()  # components some step changed since the ghosts last heard of them
+        dirty = self.stale  # components changed since the ghosts last heard of them
         for system in self.shards[0].schedule.systems:
             name = system.name
             t0 = time.perf_counter()
