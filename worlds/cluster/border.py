@@ -18,9 +18,6 @@ from systems.replication import ReplicationPlan
 from worlds.cluster.protocol import Actions, HandOff, HandOffAck, RoutedActions, pack, unpack
 from worlds.cluster.rows import encode_rows, write_rows
 
-_SLOT = np.int64(0xFFFFFFFF)
-
-
 class BorderExchange:
     def _hand_over(self, tick: int) -> None:
         """Two-phase transfer of every entity that now belongs to another shard."""
@@ -98,10 +95,6 @@ class BorderExchange:
             idx = np.sort(np.concatenate(held[s])) if held[s] else np.empty(0, np.int64)
             own.append((idx, batch.take(idx)))
         return own
-
-    def _alive_anywhere(self, ids: np.ndarray) -> np.ndarray:
-        slots = (np.asarray(ids, np.int64) & _SLOT).clip(0, self.allocator.slots.shape[0] - 1)
-        return (self.allocator.slots[slots, 0] == ids) & (ids != 0)
 
     def _ghosts_at_start(self, tick: int, own) -> None:
         """Interest drawn anew; ghosts hear of what changed since they last heard (the

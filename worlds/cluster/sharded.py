@@ -152,8 +152,13 @@ class ShardedSimulation(BorderExchange, GroupResolution, ClientView):
         """(n,) int64 shard that owns each id (0 for ids alive nowhere: it refuses them)."""
         ids = np.asarray(ids, np.int64)
         slots = (ids & _SLOT).clip(0, self._owner.shape[0] - 1)
-        alive = self.allocator.slots[slots.clip(0, self.allocator.slots.shape[0] - 1), 0] == ids
-        return np.where(alive & (ids != 0), self._owner[slots], 0).astype(np.int64)
+        return np.where(self._alive_anywhere(ids), self._owner[slots], 0).astype(np.int64)
+
+    def _alive_anywhere(self, ids: np.ndarray) -> np.ndarray:
+        """(n,) bool: the id names a live entity of the world (on whichever shard)."""
+        ids = np.asarray(ids, np.int64)
+        slots = (ids & _SLOT).clip(0, self.allocator.slots.shape[0] - 1)
+        return (self.allocator.slots[slots, 0] == ids) & (ids != 0)
 
     def owned_by(self) -> list[np.ndarray]:
         return [sh.owned_ids() for sh in self.shards]
