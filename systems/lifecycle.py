@@ -57,12 +57,19 @@ class Deaths:
         self.ids, self.tick = every[latest], when[latest]
 
 
+class Revived:
+    """``ids``: (k,) int64 the players revived this tick (they stand somewhere new)."""
+
+    def __init__(self, ids: np.ndarray) -> None:
+        self.ids = ids
+
+
 class Lifecycle(System):
     # Before movement: a revived player or a newcomer NPC is then in place for the spatial
     # hash and the regions of this very tick.
     phase = Phase.MOVE
     reads = (Npc,)
-    writes = (Health, Player, Link, Position, Velocity, Loot, Inventory)
+    writes = (Health, Player, Link, Position, Velocity, Loot, Inventory, Revived)
     reads_others = ()  # each entity's own rows only
     before = ("Movement",)
 
@@ -93,11 +100,13 @@ class Lifecycle(System):
                 pop = self._npc_pops.get(k)  # NPCs of other systems (event mobs) are theirs to replace
                 if pop is not None and pop.respawn:
                     self._replace_npcs(world, ctx, pop, k, ids[kinds == k])
+        revived = []
         for t in self._players:
             h = t.columns(Health)
             back = np.flatnonzero((h.dead != 0) & (h.died_tick + respawn_ticks <= ctx.tick))
             if back.size == 0:
                 continue
+            revived.append(t.ids[back].copy())
             p = t.columns(Player)
             for b in np.unique(p.population[back]).tolist():
                 rows = back[p.population[back] == b]
@@ -113,6 +122,7 @@ class Lifecycle(System):
             p.last_move_ms[back] = ctx.time_ms
             if t.has(Link):
                 t.column(Link, "last_recv_ms")[back] = ctx.time_ms  # a dead client's silence is no stall
+        world.resources[Revived] = Revived(np.concatenate(revived) if revived else np.empty(0, np.int64))
 
     def _replace_npcs(self, world, ctx, pop, kind: int, dead_ids: np.ndarray) -> None:
         x, y = spawn_points(self._defn, pop.spawn, dead_ids, ctx.tick, ctx.rng, STREAM_RESPAWN + 1)

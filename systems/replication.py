@@ -92,5 +92,27 @@ class Replication(System):
             return ReplicationPlan(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.uint64))
         return ReplicationPlan(np.concatenate(ids), np.concatenate(dests), np.concatenate(nears))
 
+    def plan_of(self, world, ids: np.ndarray) -> ReplicationPlan:
+        """The plan for some owned entities only (those that just appeared or moved far)."""
+        ids = np.asarray(ids, np.int64)
+        table, row = world.locate_many(ids)
+        rects = np.ascontiguousarray(self.shard_map.rects, np.float64)
+        out_ids, dests, nears = [], [], []
+        for t in np.unique(table[table >= 0]).tolist():
+            held = world.tables[t]
+            if not held.has(Position) or held.has(Ghost):
+                continue
+            sel = table == t
+            x = np.ascontiguousarray(held.column(Position, "x")[row[sel]])
+            y = np.ascontiguousarray(held.column(Position, "y")[row[sel]])
+            near = np.empty(x.shape[0], np.uint64)
+            _near(x, y, self.shard, rects, self.radius_m, near)
+            out_ids.append(ids[sel])
+            dests.append(self.shard_map.shard_of(x, y))
+            nears.append(near)
+        if not out_ids:
+            return ReplicationPlan(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.uint64))
+        return ReplicationPlan(np.concatenate(out_ids), np.concatenate(dests), np.concatenate(nears))
+
     def run(self, world, ctx) -> None:
         world.resources[ReplicationPlan] = self.plan(world)

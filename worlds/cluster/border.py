@@ -117,6 +117,21 @@ class BorderExchange:
                     want.append(sh.unplaced_owned())
                 sh.interest[d] = np.unique(np.concatenate(want))
 
+    def _add_interest(self, placed: list[np.ndarray]) -> bool:
+        """Entities that appeared or jumped this tick (``placed``, per shard: newcomers and the
+        revived) join the interest of the shards near where they now stand. True if any did."""
+        added = False
+        for s, sh in enumerate(self.shards):
+            if placed[s].size == 0:
+                continue
+            plan = sh.replication.plan_of(sh.world, placed[s])
+            for d in sh.encoders:
+                seen = plan.seen_by(d)
+                if seen.size:
+                    sh.interest[d] = np.union1d(sh.interest[d], seen)
+                    added = True
+        return added
+
     def _refresh(self, tick: int, comps, lag: int = 0) -> None:
         """Owners send their ghosts' changes (of ``comps``; everything when None), and new
         ghosts whole. ``lag``: 0 for a refresh before a step that reads what changed in the

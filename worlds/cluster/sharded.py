@@ -40,6 +40,7 @@ from systems.actions import REFUSAL_NAMES, ActionBatch
 from systems.apply_actions import TradeOffer
 from systems.components import Borrowed, Ghost, Link, Player, Position
 from systems.context import TickContext
+from systems.lifecycle import Revived
 from systems.regions import RegionLayout, RegionStats
 from worlds.cluster.balance import ShardBalancer
 from worlds.cluster.border import BorderExchange
@@ -54,6 +55,7 @@ from worlds.cluster.view import ClientView, merged_view
 from worlds.runtime import NPC_ARCHETYPE, PLAYER_ARCHETYPE, Inbox, Simulation, TickReport
 
 _SLOT = np.int64(0xFFFFFFFF)
+_NONE = np.empty(0, np.int64)
 
 
 class ShardingError(ValueError):
@@ -100,6 +102,7 @@ class ShardedSimulation(BorderExchange, GroupResolution, ClientView):
         # Components changed since ghosts last heard of them; at first, everything they hold.
         self.stale: set = {c for c in self.catalog.values() if c not in GHOST_SKIPS}
         self._newcomers = False
+        self._placed_now: list[np.ndarray] = []
         self.balancer = ShardBalancer(self.map, defn.regions, defn.shards)
         self.max_handoffs = defn.shards.max_handoffs_per_tick
         self._distribute(template.world)
@@ -310,9 +313,8 @@ class ShardedSimulation(BorderExchange, GroupResolution, ClientView):
                 self._stood = self._where_everyone_stands()
             for sh in self.shards:
                 sh.restore()
-            if name == "Lifecycle":  # newcomers near a border, and the revived: drawn again
-                self._draw_interest(tick, own)
-                self._newcomers = True
+            if name == "Lifecycle":  # newcomers near a border, and the revived: seen where they are
+                self._newcomers = self._add_interest(self._placed_now)
             dirty |= {c for c in comps if c not in GHOST_SKIPS}  # what ghosts do not hold cannot go stale
             self._timings[name] = (time.perf_counter() - t0) * 1e3
         for sh in self.shards:
@@ -328,6 +330,8 @@ class ShardedSimulation(BorderExchange, GroupResolution, ClientView):
     # -- world-wide sync points ------------------------------------------------------------------
     def _sync_ids(self) -> None:
         """Ids for every shard's keyed spawns, in key order, then the freed ones, in id order."""
+        self._placed_now = [sh.world.resources[Revived].ids if Revived in sh.world.resources else _NONE
+                            for sh in self.shards]
         pending = [(s, op) for s, sh in enumerate(self.shards) for op in sh.world.keyed_pending]
         if pending:
             ops = [op for _, op in pending]
@@ -341,6 +345,7 @@ class ShardedSimulation(BorderExchange, GroupResolution, ClientView):
                 sh.world.registry._hold(given[start : start + n])
                 place_keyed_ids(sh.world, op, given[start : start + n])
                 self._set_owner(given[start : start + n], s)
+                self._placed_now[s] = np.concatenate([self._placed_now[s], given[start : start + n]])
                 start += n
             for sh in self.shards:
                 sh.world.keyed_pending.clear()
