@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from systems.components import Health, Inventory, Loot, Player, Position
+from systems.components import Borrowed, Health, Inventory, Loot, Player, Position
 from systems.npc_combat import NpcHits
 from tests.conftest import ROOT, WORLDS
 from worlds import Simulation
@@ -291,3 +291,18 @@ def test_borders_follow_the_load_mid_battle_a_capped_few_hand_offs_a_tick():
     assert sim.balancer.moves >= 1 and sim.stats.rebalance_moves > 0
     assert max(per_tick) <= defn.shards.max_handoffs_per_tick and sim.stats.handoffs_deferred >= 1
     assert max(loads) / np.mean(loads) < max(loads0) / np.mean(loads0)  # the borders moved to the load
+
+
+def test_a_group_reaching_beyond_the_ghosts_is_resolved_with_borrowed_rows_as_on_one_shard():
+    import tomllib
+
+    data = tomllib.loads((WORLDS / "shard_border_battle.toml").read_text())
+    data["regions"]["interest_radius_m"] = 0.5  # ghosts barely past the border: shots reach farther
+    data["populations"] = [p for p in data["populations"] if p["kind"] == "players"]
+    defn = parse_world(data)
+    one, sim = Simulation(defn, seed=2), ShardedSimulation(defn, 2, seed=2)
+    for _ in range(30):
+        a, b = one.step(), sim.step()
+        assert a.state_hash == b.state_hash and a.killed == b.killed
+    assert sim.stats.borrowed > 0  # resolvers lent rows they held no ghost of
+    assert all(not any(t.has(Borrowed) and t.n for t in sh.world.tables) for sh in sim.shards)  # given back

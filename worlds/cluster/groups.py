@@ -118,7 +118,7 @@ class GroupResolution:
                     ids = lacking[owners == o]
                     ids = ids[self.shards[o].world.locate_many(ids)[0] >= 0]
                     if ids.size:
-                        sh.lend(encode_rows(self.shards[o].world, ids), self.owner_of, self.catalog)
+                        sh.lend(encode_rows(self.shards[o].world, ids), o, self.catalog)
                         self.stats.borrowed += int(ids.size)
             sh.world.resources[ActionBatch] = sub
             sh.world.resources[ActionOrderIndex] = ActionOrderIndex(

@@ -19,7 +19,7 @@ from ecs.ids import EntityRegistry
 from systems.components import Borrowed, CheatStats, Ghost, Link
 from systems.regions import RegionCell
 from systems.replication import Replication
-from worlds.cluster.protocol import GhostDelta, Rows, ids_of, unpack
+from worlds.cluster.protocol import GhostDelta, Rows, unpack
 from worlds.cluster.rows import DeltaEncoder, write_rows
 from worlds.runtime import index_world, tick_systems
 
@@ -93,16 +93,9 @@ class Shard:
             if d.rows:
                 write_rows(self.world, d.rows, catalog, extra={Ghost: {"owner": d.src}})
 
-    def lend(self, rows: list[Rows], owner_of, catalog: dict[str, Component]) -> None:
-        """Borrow rows for this tick's conflict groups (see ``Borrowed``)."""
-        for r in rows:
-            ids = ids_of(r)
-            owners = owner_of(ids)
-            for o in np.unique(owners).tolist():
-                sel = owners == o
-                part = Rows(r.archetype, ids[sel].astype("<i8").tobytes(),
-                            [_subset(c, sel) for c in r.columns])
-                write_rows(self.world, [part], catalog, extra={Ghost: {"owner": o}, Borrowed: {}})
+    def lend(self, rows: list[Rows], owner: int, catalog: dict[str, Component]) -> None:
+        """Borrow ``owner``'s rows for this tick's conflict groups (see ``Borrowed``)."""
+        write_rows(self.world, rows, catalog, extra={Ghost: {"owner": owner}, Borrowed: {}})
 
     def return_borrowed(self) -> None:
         for t in [t for t in self.world.tables if t.has(Borrowed) and t.n]:
@@ -148,10 +141,3 @@ class Shard:
 
 def _bits(v: np.ndarray) -> np.ndarray:
     return v.view(np.uint64) if v.dtype.itemsize == 8 else v
-
-
-def _subset(col, sel: np.ndarray):
-    from worlds.cluster.protocol import Column
-
-    v = unpack(col.data, col.dtype)
-    return Column(col.component, col.field, col.dtype, np.ascontiguousarray(v[sel]).tobytes())
