@@ -118,10 +118,16 @@ def place_keyed(world: World, keyed: list[tuple], ids: np.ndarray) -> None:
     given = np.empty(order.shape[0], np.int64)
     given[order] = ids
     start = 0
-    for components, keys, values in keyed:
-        n = keys.shape[0]
-        world._place_new(components, given[start : start + n], _rows(values, n))
+    for op in keyed:
+        n = op[1].shape[0]
+        place_op(world, op, given[start : start + n])
         start += n
+
+
+def place_op(world: World, op: tuple, ids: np.ndarray) -> None:
+    """Place the entities of one keyed spawn (components, keys, values) with their ``ids``."""
+    components, keys, values = op
+    world._place_new(components, ids, _rows(values, keys.shape[0]))
 
 
 def _rows(values: Values, n: int) -> Values:

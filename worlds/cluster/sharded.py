@@ -33,14 +33,14 @@ import time
 
 import numpy as np
 
-from ecs.commands import _rows, key_order
+from ecs.commands import key_order, place_op
 from ecs.hashing import combine
 from systems.action_order import ActionOrder
 from systems.actions import REFUSAL_NAMES, ActionBatch
 from systems.apply_actions import TradeOffer
 from systems.components import Borrowed, Ghost, Link, Player, Position
 from systems.context import TickContext
-from systems.lifecycle import Revived
+from systems.lifecycle import Deaths, Revived
 from systems.regions import RegionLayout, RegionStats
 from worlds.cluster.balance import ShardBalancer
 from worlds.cluster.border import BorderExchange
@@ -102,7 +102,6 @@ class ShardedSimulation(BorderExchange, GroupResolution, ClientView):
         # Components changed since ghosts last heard of them; at first, everything they hold.
         self.stale: set = {c for c in self.catalog.values() if c not in GHOST_SKIPS}
         self._newcomers = False
-        self._placed_now: list[np.ndarray] = []
         self.balancer = ShardBalancer(self.map, defn.regions, defn.shards)
         self.max_handoffs = defn.shards.max_handoffs_per_tick
         self._distribute(template.world)
@@ -292,12 +291,13 @@ class ShardedSimulation(BorderExchange, GroupResolution, ClientView):
                 self._newcomers = False
             for sh in self.shards:
                 sh.snapshot(comps)
-            deaths_before = [_deaths_copy(sh.world) for sh in self.shards]
+            kills = Deaths in system.writes  # a step that kills: every shard hears of its deaths
+            deaths_before = [_deaths_copy(sh.world) for sh in self.shards] if kills else None
             for gen in steps:
                 next(gen)
             if name == "ApplyActions":  # the results first: a settled offer is freed with the rest
                 effects = self._resolved(tick, batch, own, order)
-            self._sync_ids()
+            placed = self._sync_ids()
             if name == "ActionValidation":
                 for idx, sub in own:
                     for f in ("status", "event_ms", "excess_ms", "speed_ratio"):
@@ -305,8 +305,8 @@ class ShardedSimulation(BorderExchange, GroupResolution, ClientView):
             elif name == "ActionOrder":
                 order = self._order(tick, batch, world_ctx)
                 self._before_apply(tick, batch, order)
-            written_back = name == "ApplyActions"
-            self._tell_deaths(deaths_before, authoritative=written_back)
+            if kills:
+                self._tell_deaths(deaths_before, authoritative=name == "ApplyActions")
             if name == "AnomalyScore":
                 self._tell_hurt(tick)
             elif name == "SpatialHash" and self.generator is not None:
@@ -314,7 +314,8 @@ class ShardedSimulation(BorderExchange, GroupResolution, ClientView):
             for sh in self.shards:
                 sh.restore()
             if name == "Lifecycle":  # newcomers near a border, and the revived: seen where they are
-                self._newcomers = self._add_interest(self._placed_now)
+                self._newcomers = self._add_interest(
+                    [np.concatenate([sh.world.resources[Revived].ids, new]) for sh, new in zip(self.shards, placed)])
             dirty |= {c for c in comps if c not in GHOST_SKIPS}  # what ghosts do not hold cannot go stale
             self._timings[name] = (time.perf_counter() - t0) * 1e3
         for sh in self.shards:
@@ -328,10 +329,10 @@ class ShardedSimulation(BorderExchange, GroupResolution, ClientView):
         return world_ctx, effects, order
 
     # -- world-wide sync points ------------------------------------------------------------------
-    def _sync_ids(self) -> None:
-        """Ids for every shard's keyed spawns, in key order, then the freed ones, in id order."""
-        self._placed_now = [sh.world.resources[Revived].ids if Revived in sh.world.resources else _NONE
-                            for sh in self.shards]
+    def _sync_ids(self) -> list[np.ndarray]:
+        """Ids for every shard's keyed spawns, in key order, then the freed ones, in id order.
+        Returns the ids placed on each shard."""
+        placed = [_NONE] * len(self.shards)
         pending = [(s, op) for s, sh in enumerate(self.shards) for op in sh.world.keyed_pending]
         if pending:
             ops = [op for _, op in pending]
@@ -343,13 +344,14 @@ class ShardedSimulation(BorderExchange, GroupResolution, ClientView):
                 n = op[1].shape[0]
                 sh = self.shards[s]
                 sh.world.registry._hold(given[start : start + n])
-                place_keyed_ids(sh.world, op, given[start : start + n])
+                place_op(sh.world, op, given[start : start + n])
                 self._set_owner(given[start : start + n], s)
-                self._placed_now[s] = np.concatenate([self._placed_now[s], given[start : start + n]])
+                placed[s] = np.concatenate([placed[s], given[start : start + n]])
                 start += n
             for sh in self.shards:
                 sh.world.keyed_pending.clear()
         self._free_released()
+        return placed
 
     def _free_released(self) -> None:
         freed = sorted(e for sh in self.shards for e in sh.world.registry.released)
@@ -360,12 +362,6 @@ class ShardedSimulation(BorderExchange, GroupResolution, ClientView):
 
     def summary(self) -> dict:
         return self.stats.summary(self)
-
-
-def place_keyed_ids(world, op, ids: np.ndarray) -> None:
-    """Place one keyed spawn of a shard with the ids the world drew for it."""
-    components, keys, values = op
-    world._place_new(components, ids, _rows(values, keys.shape[0]))
 
 
 __all__ = ["ShardedSimulation", "ShardingError", "merged_view"]
