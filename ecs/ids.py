@@ -113,6 +113,7 @@ class EntityRegistry:
         self.alive = 0
         self.allocator: EntityRegistry | None = None  # the world-wide one, when sharing a space
         self.released: list[int] = []  # ids freed here for the world-wide one to take back
+        self.drawn: list[np.ndarray] = []  # ids drawn here from the world-wide one (it learns their owner)
         self._retired: list[int] = []  # dead ids whose slots the next sync point frees
 
     def share_space(self, allocator: EntityRegistry) -> None:
@@ -152,6 +153,7 @@ class EntityRegistry:
         if self.allocator is not None:
             ids = self.allocator.allocate(n)
             self._hold(ids)
+            self.drawn.append(ids)
             return ids
         slots = self._take_slots(n)
         ids = (np.int64(self.shard) << np.int64(48)) | (self.slots[slots, _GEN] << np.int64(32)) | slots

@@ -5,7 +5,9 @@ the field does not depend on how regions or shards are laid out). Every ``densit
 the living, connected players of each cell are counted, and the counts feed two exponential
 averages per cell: a short one (``fast``, half-life ``fast_half_life_s``) that a sudden crowd
 moves within a few ticks, and a long one (``slow``) that is the baseline. Their difference is
-the cell's trend (players): > 0 rising, < 0 falling. Living NPCs (event mobs included) are
+the cell's trend (players): > 0 rising, < 0 falling. Counting (``DensityCount``, over the rows a
+world owns) and folding (``DensityField``) are two steps, so that a sharded world can add its
+shards' counts up in between. Living NPCs (event mobs included) are
 counted every ``npc_every_ticks`` into a long average of their own: they drift slowly, and a
 hundred thousand of them cost more to count than everything else here.
 
@@ -33,7 +35,7 @@ from numba import njit
 
 from ecs import Component, Phase, System
 from ecs.config import JIT
-from systems.components import Health, Npc, Player, Position
+from systems.components import Ghost, Health, Npc, Player, Position
 
 DensityCell = Component(
     "DensityCell",
@@ -204,24 +206,76 @@ def spawn_cells(world, grid: DensityGrid, extra: tuple[Component, ...] = ()) -> 
                              {DensityCell: {"cell": np.arange(grid.count, dtype=np.int32)}})
 
 
-class DensityField(System):
+class DensityCount(System):
+    """The raw counts of each cell, every ``density_every_ticks`` (NPCs every
+    ``npc_every_ticks``), over the rows this world owns: copies of another shard's entities
+    are theirs to count. A sharded world adds its shards' counts up (whole numbers: in any
+    order, the same sum) before the field folds them in."""
+
     phase = Phase.ORCHESTRATE
     reads = (Position, Player, Npc, Health)
-    writes = (DensityCell, DensityGrid)
+    writes = (DensityGrid,)
+    reads_others = ()
 
-    def __init__(self, world, defn, extra: tuple[Component, ...] = ()) -> None:
-        """Build the grid and its cell entities; ``extra``: components the cells also carry
-        (the director's ``DirectorCell``)."""
+    def __init__(self, world, defn, grid: DensityGrid) -> None:
+        self.cfg = defn.events
+        self.grid = grid
+        self._players = world.query(Player, Position, Health, without=(Ghost,))
+        self._npcs = world.query(Npc, Position, Health, without=(Ghost,))
+        self._player_cache: dict[int, tuple] = {}
+
+    def counts(self, tick: int) -> tuple[bool, bool]:
+        """Which rows of ``raw`` (players, NPCs) are counted at ``tick``."""
+        if tick % self.cfg.density_every_ticks:
+            return False, False
+        return True, tick % self.cfg.npc_every_ticks == 0
+
+    def run(self, world, ctx) -> None:
+        players, npcs = self.counts(ctx.tick)
+        g = self.grid
+        if players:  # players (who make spikes) at the field's cadence, NPCs (who drift) at their own
+            g.raw[0] = 0.0
+            for t in self._players:
+                _count_players(*self._player_columns(t), g.geom, g.raw[0])
+        if npcs:
+            g.raw[1] = 0.0
+            for t in self._npcs:
+                _count_alive(t.column(Position, "x"), t.column(Position, "y"), t.column(Health, "dead"), g.geom,
+                             g.raw[1])
+
+    def _player_columns(self, t) -> tuple:
+        """x, y, dead, connected of one player table, kept while the table keeps its size and
+        capacity (players come and go rarely, ticks are many)."""
+        key = (id(t), t.n, t.capacity)
+        cols = self._player_cache.get(id(t))
+        if cols is None or cols[0] != key:
+            cols = (key, (t.column(Position, "x"), t.column(Position, "y"), t.column(Health, "dead"),
+                          t.column(Player, "connected")))
+            self._player_cache[id(t)] = cols
+        return cols[1]
+
+
+class DensityField(System):
+    """Folds the counts ``DensityCount`` took into each cell's averages and flags."""
+
+    phase = Phase.ORCHESTRATE
+    reads = (DensityGrid,)
+    writes = (DensityCell, DensityGrid)
+    reads_others = ()
+    after = ("DensityCount",)
+
+    def __init__(self, world, defn, extra: tuple[Component, ...] = (), build: bool = True) -> None:
+        """Build the grid and (with ``build``) its cell entities; ``extra``: components the
+        cells also carry (the director's ``DirectorCell``). A shard builds no cells: the
+        world's are dealt to the shards with its other entities."""
         cfg = defn.events
         self.cfg = cfg
         self.grid = DensityGrid(defn.bounds, cfg.cell_m)
-        spawn_cells(world, self.grid, extra)
+        if build:
+            spawn_cells(world, self.grid, extra)
         world.resources[DensityGrid] = self.grid
         self._cells = world.query(DensityCell)
-        self._players = world.query(Player, Position, Health)
-        self._npcs = world.query(Npc, Position, Health)
         self._cached_key: tuple | None = None
-        self._player_cache: dict[int, tuple] = {}
         self._cached: tuple = ()
         dt_s = 1.0 / defn.world.tick_rate_hz
         step_s = cfg.density_every_ticks * dt_s
@@ -236,34 +290,13 @@ class DensityField(System):
         if ctx.tick % self.cfg.density_every_ticks:
             return
         g = self.grid
-        # Players (who make spikes) at the field's cadence, NPCs (who drift) at their own.
-        with_npcs = ctx.tick % self.cfg.npc_every_ticks == 0
-        g.raw[0] = 0.0
-        for t in self._players:
-            _count_players(*self._player_columns(t), g.geom, g.raw[0])
-        if with_npcs:
-            g.raw[1] = 0.0
-            for t in self._npcs:
-                _count_alive(t.column(Position, "x"), t.column(Position, "y"), t.column(Health, "dead"), g.geom,
-                             g.raw[1])
         self.knobs[KN_TICK] = ctx.tick
-        self.knobs[KN_WITH_NPCS] = 1.0 if with_npcs else 0.0
+        self.knobs[KN_WITH_NPCS] = 1.0 if ctx.tick % self.cfg.npc_every_ticks == 0 else 0.0
         for t in self._cells:
             cell, state, flags, rise = self._columns(t)
             if _smooth(cell, g.raw, state, flags, rise, self.knobs, g.onsets):
                 self._note_onsets(ctx.tick, t.columns(DensityCell))
         g.updated_tick = ctx.tick
-
-    def _player_columns(self, t) -> tuple:
-        """x, y, dead, connected of one player table, kept like ``_columns`` (players come and go
-        rarely, ticks are many)."""
-        key = (id(t), t.n, t.capacity)
-        cols = self._player_cache.get(id(t))
-        if cols is None or cols[0] != key:
-            cols = (key, (t.column(Position, "x"), t.column(Position, "y"), t.column(Health, "dead"),
-                          t.column(Player, "connected")))
-            self._player_cache[id(t)] = cols
-        return cols[1]
 
     def _columns(self, t) -> tuple:
         """The DensityCell columns ``_smooth`` takes, kept while the table keeps its size and

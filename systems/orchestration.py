@@ -42,7 +42,7 @@ from ecs.config import JIT
 from ecs.rng import key_uniform
 from systems.actions import ActionBatch, ActionKind
 from systems.components import Health, Loot, Npc, Player, Position, Velocity
-from systems.density import DensityCell, DensityField, DensityGrid
+from systems.density import DensityCell, DensityCount, DensityField, DensityGrid
 from systems.regions import RegionLayout
 
 STREAM_EVENT_TYPE = 61
@@ -691,12 +691,17 @@ class EventDirector(System):
     phase = Phase.ORCHESTRATE
     reads = (DensityCell, DensityGrid, Position, Player, Health, Npc, ActionBatch)
     writes = (DirectorCell, WorldEvent, EventMember, EventTally, EventStats, Health, Activity)
-    after = ("DensityField",)
+    after = ("DensityCount", "DensityField")
+    # One director for the world. On a sharded world it runs on the shard that owns the world's
+    # entities without a position (its events, cells, tallies, activity records), reading copies
+    # of every player and mob; the others' directors stand by.
+    directs = True
 
-    def __init__(self, world, defn, npc_archetype) -> None:
+    def __init__(self, world, defn, npc_archetype, build: bool = True) -> None:
         """``npc_archetype``: the components of an NPC; mobs get those plus ``EventMember``.
-        Spawns one ``EventTally`` entity per event type and one ``Activity`` record per player
-        (call while building the world, after the players)."""
+        With ``build``, spawns one ``EventTally`` entity per event type and one ``Activity``
+        record per player (call while building the world, after the players); a shard builds
+        none (the world's are dealt to the shards)."""
         cfg = defn.events
         self.cfg = cfg
         self.defn = defn
@@ -771,15 +776,18 @@ class EventDirector(System):
         self._lookup_key: tuple | None = None
         self._lookup: tuple = ()
         self._now_ms = 0.0
-        world.spawn_batch((EventTally,), len(types), {EventTally: {"type": np.arange(len(types), dtype=np.int32)}})
-        ids = self._players.ids()
-        world.spawn_batch((Activity,), ids.shape[0], {Activity: {  # everyone starts active
-            "player": ids, "last_active_ms": 0.0, "x": self._players.concat(Position, "x"),
-            "y": self._players.concat(Position, "y")}})
+        if build:
+            world.spawn_batch((EventTally,), len(types), {EventTally: {"type": np.arange(len(types), dtype=np.int32)}})
+            ids = self._players.ids()
+            world.spawn_batch((Activity,), ids.shape[0], {Activity: {  # everyone starts active
+                "player": ids, "last_active_ms": 0.0, "x": self._players.concat(Position, "x"),
+                "y": self._players.concat(Position, "y")}})
         self._activity_table = world.tables[world.table_for((Activity,))[0]]
 
     # -- every tick -----------------------------------------------------------------------
     def run(self, world, ctx) -> None:
+        if not self.directs:
+            return
         self._note_actions(world, ctx)
         if ctx.tick % self.bury_every == 0:
             self._bury_dead(world, ctx.tick)
@@ -880,39 +888,42 @@ class EventDirector(System):
 
     # -- views ----------------------------------------------------------------------------
     def _player_view(self, world, ctx) -> tuple[np.ndarray, np.ndarray]:
-        """(4, n) float64 x, y, team, level of every player (see ``_player_rows``), bucketed by
+        """(4, n) float64 x, y, team, level of every player in id order (see ``_player_rows``;
+        not row order: the sums over them are then the same on any layout), bucketed by
         density cell (``self.cell_start``; centroid sums into the cell matrix); and the bucket
         order. Updates the players' ``Activity`` records."""
         q = self._players
         ids = q.ids()
+        sort = np.argsort(ids, kind="stable")
+        ids = np.ascontiguousarray(ids[sort])
         n = ids.shape[0]
         if self._player_buf.shape[1] != n:
             self._player_buf = np.zeros((4, n), np.float64)
         players = self._player_buf
         self._player_knobs[0] = ctx.time_ms
+
+        def col(c, f):
+            return np.ascontiguousarray(q.concat(c, f)[sort])
+
+        floats = (col(Position, "x"), col(Position, "y"), col(Health, "max_hp"))
+        state = (col(Health, "dead"), col(Player, "connected"))
+        team = col(Player, "team")
         a = self._activity_table.columns(Activity)
         act = (a.x, a.y, a.walked_m, a.last_active_ms)
-        for stale in (False, True):
-            rows = self._activity_of(world, ids, rebuild=stale)
-            start = 0
-            for t in q:
-                p, h = t.columns(Player), t.columns(Health)
-                if _player_rows((t.column(Position, "x"), t.column(Position, "y"), h.max_hp), (h.dead, p.connected),
-                                p.team, t.ids, rows[start:start + t.n], a.player, act, self._player_knobs,
-                                players[:, start:start + t.n]) < 0:
-                    break  # (tables before this one are done; a rerun does them again: walks are then 0)
-                start += t.n
-            else:
+        for stale in (False, True):  # a stale mapping is found before anything is written
+            rows = self._activity_of(world, ids, floats[0], floats[1], rebuild=stale)
+            if _player_rows(floats, state, team, ids, rows, a.player, act, self._player_knobs, players) >= 0:
                 break
         order = np.empty(n, np.int64)
         _bucket(players[0], players[1], self.grid.geom, self.cell_start, order, self.sums)
         return players, order
 
-    def _activity_of(self, world, ids: np.ndarray, rebuild: bool = False) -> np.ndarray:
-        """(n,) row of each player's ``Activity`` (-1: none yet). Players that appeared get a
-        record (through the command buffer: from the next run), records of players gone are
-        dropped. The mapping is kept while the player and activity tables keep their shape
-        (``_player_rows`` checks it and asks for a ``rebuild`` if players were swapped)."""
+    def _activity_of(self, world, ids: np.ndarray, x: np.ndarray, y: np.ndarray, rebuild: bool = False) -> np.ndarray:
+        """(n,) row of each player's ``Activity`` (-1: none yet); ``ids`` the players, ``x``,
+        ``y`` where they stand. Players that appeared get a record (through the command buffer:
+        from the next run), records of players gone are dropped. The mapping is kept while the
+        player and activity tables keep their shape (``_player_rows`` checks it and asks for a
+        ``rebuild`` if players were swapped)."""
         tables = self._activity.tables()
         key = (world.structure_version, tuple(t.n for t in self._players.tables()), tuple(t.n for t in tables))
         if not rebuild and key == self._activity_key and self._activity_rows.shape[0] == ids.shape[0]:
@@ -930,8 +941,7 @@ class EventDirector(System):
         new = np.flatnonzero(rows < 0)
         if new.size:
             world.commands.spawn_batch((Activity,), new.size, {Activity: {
-                "player": ids[new], "last_active_ms": self._now_ms, "x": self._players.concat(Position, "x")[new],
-                "y": self._players.concat(Position, "y")[new]}})
+                "player": ids[new], "last_active_ms": self._now_ms, "x": x[new], "y": y[new]}})
         self._activity_key = key
         self._activity_rows = rows
         return rows
@@ -1082,16 +1092,18 @@ class EventDirector(System):
         })
 
 
-def event_systems(world, defn, npc_archetype) -> list[System]:
-    """The density field and the event director for a world, or none when it has no
-    ``[events]`` section. Builds the cell and tally entities (call it while building the world).
+def event_systems(world, defn, npc_archetype, build: bool = True) -> list[System]:
+    """The density count and field and the event director for a world, or none when it has no
+    ``[events]`` section. With ``build``, builds the cell, tally and activity entities (call it
+    while building the world); a shard's systems build none.
 
     ``npc_archetype``: the components of an NPC (``worlds.runtime.NPC_ARCHETYPE``); event mobs
     get those plus ``EventMember``.
     """
     if getattr(defn, "events", None) is None:
         return []
-    return [DensityField(world, defn, extra=(DirectorCell,)), EventDirector(world, defn, npc_archetype)]
+    field = DensityField(world, defn, extra=(DirectorCell,), build=build)
+    return [DensityCount(world, defn, field.grid), field, EventDirector(world, defn, npc_archetype, build=build)]
 
 
 # --------------------------------------------------------------------------- summary

@@ -10,6 +10,7 @@ from worlds.cluster.protocol import (
     Actions,
     Barrier,
     Column,
+    DensityCounts,
     GhostDelta,
     GroupResult,
     HandOff,
@@ -65,6 +66,8 @@ MESSAGES = [
     group_result(),
     ShardHash(99, 4, 2**64 - 1, 10, 2),
     ShardHash(1, 0, 2**64 - 3, 0, 0),
+    DensityCounts(20, 3, 0, pack(np.array([0.0, 2.0, 5.0])), pack(np.array([1.0, 0.0, 9.0]))),
+    DensityCounts(21, 1, 0, pack(np.array([4.0]))),
     Barrier(8, 2, "replicate", sent=5),
     Barrier(8, 2, "hash"),
 ]
@@ -181,6 +184,11 @@ def test_a_hash_part_outside_uint64_and_an_unknown_routing_reason_are_refused():
 @pytest.mark.parametrize("lengths", [{"actors": 3}, {"seqs": 1}, {"status": 0}, {"effect": 4}])
 def test_group_result_lengths_must_agree(lengths):
     refused(group_result(2, **lengths), "GroupResult", "actors, seqs, status and effect differ in length")
+
+
+def test_density_counts_must_be_whole_floats_of_one_length():
+    refused(DensityCounts(4, 1, 0, b"\0" * 12), "DensityCounts.players")
+    refused(DensityCounts(4, 1, 0, pack(np.zeros(3)), pack(np.zeros(2))), "DensityCounts", "differ in length")
 
 
 def test_group_result_status_must_be_whole_int16():

@@ -16,10 +16,11 @@ from hypothesis import strategies as st
 
 from systems.components import Borrowed, Health, Inventory, Loot, Player, Position
 from systems.npc_combat import NpcHits
+from systems.orchestration import events_summary
 from tests.conftest import ROOT, WORLDS
 from worlds import Simulation
 from worlds.cluster import open_world
-from worlds.cluster.sharded import ShardedSimulation, ShardingError
+from worlds.cluster.sharded import ShardedSimulation
 from worlds.cluster.verify import Verifier
 from worlds.loader import load_world, parse_world
 
@@ -48,11 +49,26 @@ def test_every_scenario_hashes_the_same_after_every_tick_on_1_2_4_8_shards(name)
         assert hashes(ShardedSimulation(defn, n, seed=9), ticks) == one, f"{name} on {n} shards"
 
 
-def test_a_world_with_world_events_is_refused_with_one_line_naming_why():
-    defn = load_world(WORLDS / EVENT_WORLDS[0])
-    with pytest.raises(ShardingError, match="event director"):
-        ShardedSimulation(defn, 2)
-    assert isinstance(open_world(defn, 1), Simulation)  # one shard runs it as ever
+# Ticks each world of events needs to spawn, rescale, end and bury what the test is about.
+EVENT_TICKS = {"events_spike.toml": 70, "events_migration.toml": 100, "events_sparse.toml": 90,
+               "events_shard_hunt.toml": 100}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EVENT_WORLDS)
+def test_world_events_are_directed_on_shards_as_on_one(name):
+    defn = load_world(WORLDS / name)
+    ticks = EVENT_TICKS.get(name, 30)
+    one = Simulation(defn, seed=9)
+    expected = hashes(one, ticks)
+    summary = events_summary(one.world)
+    assert summary["spawned"] > 0
+    for n in (2, 4, 8):
+        sim = ShardedSimulation(defn, n, seed=9)
+        assert hashes(sim, ticks) == expected, f"{name} on {n} shards"
+        assert events_summary(sim.world) == summary, f"{name} on {n} shards"
+    if name == "events_shard_hunt.toml":  # mobs spawned by one shard, killed and buried on others
+        assert summary["completed"] >= 3 and sim.stats.handoffs > 0
 
 
 def test_every_entity_is_owned_by_exactly_one_shard_at_every_tick():
@@ -269,10 +285,20 @@ def test_worlds_run_shards_8_writes_the_hashes_of_one_shard_and_finds_no_desync(
     assert run("--shards", "2", "--verify", str(h1))["shards"]["desync"]["tick"] == 5
 
 
-def test_worlds_run_refuses_an_events_world_on_shards_with_one_line_and_status_2():
-    out = subprocess.run([sys.executable, "-m", "worlds", "run", str(WORLDS / EVENT_WORLDS[0]), "--shards", "2"],
-                         capture_output=True, text=True, cwd=ROOT)
-    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "event director" in out.stderr
+def test_worlds_run_shards_8_runs_a_world_of_events_as_one_shard_does(tmp_path):
+    def run(*args) -> dict:
+        out = subprocess.run([sys.executable, "-m", "worlds", "run", str(WORLDS / "events_shard_hunt.toml"),
+                              "--ticks", "30", "--seed", "4", "--json", *args], capture_output=True, text=True,
+                             cwd=ROOT)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    h1, h8 = tmp_path / "one.txt", tmp_path / "eight.txt"
+    one = run("--shards", "1", "--hashes", str(h1))
+    eight = run("--shards", "8", "--hashes", str(h8), "--verify")
+    assert h8.read_text() == h1.read_text() and len(h1.read_text().splitlines()) == 30
+    assert eight["shards"]["count"] == 8 and eight["shards"]["desync"] is None
+    assert eight["events"] == one["events"] and one["events"]["spawned"] > 0
 
 
 def test_borders_follow_the_load_mid_battle_a_capped_few_hand_offs_a_tick():

@@ -100,9 +100,11 @@ class Inbox:
         return sum(b.n for b in self._batches)
 
 
-def tick_systems(world: World, defn: WorldDef, max_speed_mps: float) -> list:
+def tick_systems(world: World, defn: WorldDef, max_speed_mps: float, build: bool = True) -> list:
     """The systems of one tick, in DESIGN.md's ten steps, built for ``world``: one world's, or
-    one shard's of a sharded world (which runs the same list)."""
+    one shard's of a sharded world (which runs the same list, ``build=False``: the entities
+    systems keep for the world, such as the density cells, are dealt to the shards with the
+    rest)."""
     npc_pops = dict(enumerate(defn.npcs()))
     return [
         Ingest(),
@@ -115,7 +117,7 @@ def tick_systems(world: World, defn: WorldDef, max_speed_mps: float) -> list:
         ApplyActions(world, defn),
         NpcCombat(world),
         AnomalyScore(world, defn),
-        *event_systems(world, defn, NPC_ARCHETYPE),  # step 8: density field, event director
+        *event_systems(world, defn, NPC_ARCHETYPE, build=build),  # step 8: density field, event director
         Telemetry(),
     ]
 

@@ -105,8 +105,9 @@ class BorderExchange:
 
     def _draw_interest(self, tick: int, own) -> None:
         """Who sees what: each shard's owned entities within the interest radius of another
-        shard, the entities another shard's actions name, and (from shard 0) the world's
-        entities without a position, which every shard holds."""
+        shard, the entities another shard's actions name, (from shard 0) the world's
+        entities without a position, which every shard holds, and (for shard 0's event
+        director) every player and event mob."""
         named = [np.unique(np.concatenate([sub.actor, sub.target])) for _, sub in own]
         named_owner = [self.owner_of(ids) for ids in named]
         for s, sh in enumerate(self.shards):
@@ -115,6 +116,8 @@ class BorderExchange:
                 want = [plan.seen_by(d), named[d][named_owner[d] == s]]
                 if s == 0:
                     want.append(sh.unplaced_owned())
+                if d == 0:
+                    want.append(self._watched(sh))
                 sh.interest[d] = np.unique(np.concatenate(want))
 
     def _add_interest(self, placed: list[np.ndarray]) -> bool:
@@ -127,6 +130,8 @@ class BorderExchange:
             plan = sh.replication.plan_of(sh.world, placed[s])
             for d in sh.encoders:
                 seen = plan.seen_by(d)
+                if d == 0:
+                    seen = np.union1d(seen, self._watched(sh, placed[s]))
                 if seen.size:
                     sh.interest[d] = np.union1d(sh.interest[d], seen)
                     added = True

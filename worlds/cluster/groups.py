@@ -62,14 +62,8 @@ class GroupResolution:
                 for k in totals:
                     totals[k] += getattr(res, k)
             changed, gone = sh.changes()
-            self._send_results(tick, s, changed, gone, batch, sub_idx)
-        for d, sh in enumerate(self.shards):
-            for m in self.transport.receive(d):
-                if isinstance(m, GroupResult):
-                    write_rows(sh.world, m.rows, self.catalog)
-                    for e in unpack(m.drop, np.int64).tolist():
-                        if sh.world.is_alive(e):  # a copy the resolver removed: an offer settled there
-                            sh.world.despawn(e)
+            self._send_results(tick, s, changed, gone)
+        self._deliver_results()
         for (idx, sub), sh in zip(own, self.shards):
             sub.status[:] = batch.status[idx]
             sh.world.resources[ActionBatch] = sub
@@ -78,8 +72,9 @@ class GroupResolution:
         killed_all = np.unique(np.concatenate(killed)) if killed else np.empty(0, np.int64)
         return ActionEffects(effect, killed_all, looted_rare=looted, **totals)
 
-    def _send_results(self, tick: int, s: int, changed, gone: np.ndarray, batch, sub_idx) -> None:
-        """A resolver's writes into entities others own go to their owners, field by field."""
+    def _send_results(self, tick: int, s: int, changed, gone: np.ndarray) -> None:
+        """A resolver's writes into entities others own go to their owners, field by field,
+        and the copies it removed, to be despawned there."""
         by_owner: dict[int, list] = {}
         for ids, c, f, values in changed:
             owners = self.owner_of(ids)
@@ -92,6 +87,17 @@ class GroupResolution:
             owners = self.owner_of(gone)
             for o in np.unique(owners).tolist():
                 self.transport.send(o, GroupResult(tick, s, o, [], drop=pack(gone[owners == o], np.int64)))
+
+    def _deliver_results(self) -> None:
+        """Owners take the results sent to them: new field values, and the copies removed
+        elsewhere (an offer settled, a mob buried) despawned."""
+        for d, sh in enumerate(self.shards):
+            for m in self.transport.receive(d):
+                if isinstance(m, GroupResult):
+                    write_rows(sh.world, m.rows, self.catalog)
+                    for e in unpack(m.drop, np.int64).tolist():
+                        if sh.world.is_alive(e):
+                            sh.world.despawn(e)
 
     def _before_apply(self, tick: int, batch: ActionBatch, order: ActionOrderIndex) -> None:
         """Give each group to the owner of its lowest actor id, with the rows it touches."""

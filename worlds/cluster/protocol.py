@@ -119,6 +119,18 @@ class ShardHash(msgspec.Struct, tag="hash", array_like=True, frozen=True):
     ghosts: int
 
 
+class DensityCounts(msgspec.Struct, tag="density", array_like=True, frozen=True):
+    """A shard's raw density counts of ``tick`` for the shard that folds them in: living,
+    connected players per cell, and (on the ticks NPCs are counted) living NPCs, float64
+    each; ``npcs`` empty when not counted."""
+
+    tick: int
+    src: int
+    dst: int
+    players: bytes
+    npcs: bytes = b""
+
+
 class Barrier(msgspec.Struct, tag="barrier", array_like=True, frozen=True):
     """A shard reached ``step`` of ``tick`` and sent everything that step owes."""
 
@@ -128,7 +140,7 @@ class Barrier(msgspec.Struct, tag="barrier", array_like=True, frozen=True):
     sent: int = 0  # messages sent to each destination in this step, for the receiver to count
 
 
-Message = Union[GhostDelta, HandOff, HandOffAck, RoutedActions, GroupResult, ShardHash, Barrier]
+Message = Union[GhostDelta, HandOff, HandOffAck, RoutedActions, GroupResult, ShardHash, DensityCounts, Barrier]
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)
 
@@ -207,6 +219,10 @@ def _check(message: Message) -> None:
         unpack(message.effect, np.float64, f"{name}.effect")
         if len(sizes) != 1:
             raise ProtocolError(f"{name}: actors, seqs, status and effect differ in length")
+    if isinstance(message, DensityCounts):
+        n = unpack(message.players, np.float64, f"{name}.players").shape[0]
+        if message.npcs and unpack(message.npcs, np.float64, f"{name}.npcs").shape[0] != n:
+            raise ProtocolError(f"{name}: players and npcs differ in length")
     if isinstance(message, ShardHash) and not 0 <= message.part < 2**64:
         raise ProtocolError(f"{name}.part: {message.part} is not a uint64")
     if isinstance(message, RoutedActions) and message.reason not in ("route", "forward"):

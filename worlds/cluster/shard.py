@@ -19,6 +19,7 @@ from ecs.ids import EntityRegistry
 from systems.components import Borrowed, CheatStats, Ghost, Link
 from systems.regions import RegionCell
 from systems.replication import Replication
+from worlds.cluster.events import stand_by
 from worlds.cluster.protocol import GhostDelta, Rows, unpack
 from worlds.cluster.rows import DeltaEncoder, write_rows
 from worlds.runtime import index_world, tick_systems
@@ -36,9 +37,10 @@ class Shard:
         self.world.copy_component = Ghost
         # The layout of regions is the sharded world's to redraw, for all shards at once.
         local = defn.model_copy(update={"regions": defn.regions.model_copy(update={"rebalance": False})})
-        systems = tick_systems(self.world, local, max_speed_mps)
+        systems = tick_systems(self.world, local, max_speed_mps, build=False)
         self.replication = Replication(self.world, index, shard_map, halo_m)
         self.schedule = Schedule([*systems, self.replication])
+        stand_by(self)
         # A ghost is sent without what only its owner reads: the layout's bookkeeping (its region
         # cell), a player's cheat statistics and link record.
         self.encoders = {d: DeltaEncoder(skip=GHOST_SKIPS) for d in range(shards) if d != index}

@@ -44,6 +44,7 @@ from systems.lifecycle import Deaths, Revived
 from systems.regions import RegionLayout, RegionStats
 from worlds.cluster.balance import ShardBalancer
 from worlds.cluster.border import BorderExchange
+from worlds.cluster.events import WorldEvents
 from worlds.cluster.groups import GroupResolution, _deaths_copy
 from worlds.cluster.protocol import ShardHash
 from worlds.cluster.rows import catalog, encode_rows, write_rows
@@ -62,14 +63,11 @@ class ShardingError(ValueError):
     """A world this sharded runtime cannot split (one line, naming what and why)."""
 
 
-class ShardedSimulation(BorderExchange, GroupResolution, ClientView):
+class ShardedSimulation(BorderExchange, GroupResolution, WorldEvents, ClientView):
     """``shards`` shards of one world, in this process, talking through ``transport``."""
 
     def __init__(self, defn, shards: int, seed: int | None = None, generate: bool = True, hash_every: int = 1,
                  transport: Transport | None = None) -> None:
-        if getattr(defn, "events", None) is not None:
-            raise ShardingError(f"{defn.world.name}: the event director runs on one shard only for now "
-                                "(world files with an [events] section)")
         if shards < 2:
             raise ShardingError("a sharded world needs at least 2 shards (one shard is a Simulation)")
         # The world as one shard would start it: the same ids, links and client simulation.
@@ -95,7 +93,9 @@ class ShardedSimulation(BorderExchange, GroupResolution, ClientView):
         self.transport = transport or InProcessTransport(shards)
         self.shards = [Shard(i, shards, defn, self.allocator, self.map, self.halo_m, self.max_speed_mps)
                        for i in range(shards)]
-        self.catalog = catalog([*PLAYER_ARCHETYPE, *NPC_ARCHETYPE, TradeOffer, Ghost, Borrowed,
+        # Every component a row may carry: what the world holds, and what its systems may spawn.
+        declared = (c for s in self.shards[0].schedule.systems for c in (*s.reads, *s.writes) if hasattr(c, "fields"))
+        self.catalog = catalog([*PLAYER_ARCHETYPE, *NPC_ARCHETYPE, TradeOffer, Ghost, Borrowed, *declared,
                                 *(c for t in template.world.tables for c in t.components)])
         self._owner = np.zeros(max(self.allocator.slots.shape[0], 1), np.int16)  # by id slot
         self._orderer = ActionOrder(defn)
@@ -293,10 +293,17 @@ class ShardedSimulation(BorderExchange, GroupResolution, ClientView):
                 sh.snapshot(comps)
             kills = Deaths in system.writes  # a step that kills: every shard hears of its deaths
             deaths_before = [_deaths_copy(sh.world) for sh in self.shards] if kills else None
+            if name == "EventDirector":
+                self._before_directing(batch)
             for gen in steps:
                 next(gen)
-            if name == "ApplyActions":  # the results first: a settled offer is freed with the rest
+            # Results first: a settled offer, a buried mob are freed with the rest.
+            if name == "ApplyActions":
                 effects = self._resolved(tick, batch, own, order)
+            elif name == "EventDirector":
+                self._after_directing(tick)
+            elif name == "DensityCount":
+                self._gather_density(tick)
             placed = self._sync_ids()
             if name == "ActionValidation":
                 for idx, sub in own:
@@ -331,8 +338,17 @@ class ShardedSimulation(BorderExchange, GroupResolution, ClientView):
     # -- world-wide sync points ------------------------------------------------------------------
     def _sync_ids(self) -> list[np.ndarray]:
         """Ids for every shard's keyed spawns, in key order, then the freed ones, in id order.
-        Returns the ids placed on each shard."""
+        Returns the ids placed on each shard (theirs until a barrier hands them over), keyed
+        or drawn at once (the event director's)."""
         placed = [_NONE] * len(self.shards)
+        for s, sh in enumerate(self.shards):
+            drawn = sh.world.registry.drawn
+            if drawn:
+                ids = np.concatenate(drawn)
+                drawn.clear()
+                ids = ids[sh.world.locate_many(ids)[0] >= 0]
+                self._set_owner(ids, s)
+                placed[s] = ids
         pending = [(s, op) for s, sh in enumerate(self.shards) for op in sh.world.keyed_pending]
         if pending:
             ops = [op for _, op in pending]

@@ -10,6 +10,9 @@ import numpy as np
 
 from ecs import World
 from systems.components import Health, Position
+from systems.density import DensityGrid
+from systems.orchestration import EventStats
+from systems.regions import RegionLayout
 from systems.spatial_hash import SpatialGrid
 from worlds.cluster.points import PointSet
 
@@ -44,7 +47,8 @@ class ClientView:
 
 
 def merged_view(shards, allocator) -> World:
-    """One world made of every shard's owned rows (a copy, for reading)."""
+    """One world made of every shard's owned rows (a copy, for reading), with the world-wide
+    resources the summaries read (the director's, from its shard)."""
     view = World(shard=allocator.shard)
     view.registry.share_space(allocator)
     view.registry._grow(allocator.slots.shape[0])
@@ -57,6 +61,9 @@ def merged_view(shards, allocator) -> World:
         ids = np.concatenate([t.ids for t in tables])
         values = {c: {f: np.concatenate([t.column(c, f) for t in tables]) for f in c.fields} for c in comps}
         view.adopt(ids, comps, values)
+    for kind in (EventStats, DensityGrid, RegionLayout):
+        if kind in shards[0].world.resources:
+            view.resources[kind] = shards[0].world.resources[kind]
     return view
 
 
