@@ -27,7 +27,7 @@ class Component:
     >>> Position = Component("Position", [("x", "f8"), ("y", "f8")])
     """
 
-    __slots__ = ("name", "dtype", "fields", "defaults", "merge", "salts", "hashed", "row_major")
+    __slots__ = ("name", "dtype", "fields", "defaults", "merge", "salts", "hashed", "row_major", "_hash")
 
     def __init__(
         self,
@@ -69,12 +69,13 @@ class Component:
         self.salts = {f: stable_hash64(f"{name}.{f}") for f in self.fields}
         self.hashed = hashed
         self.row_major = row_major
+        self._hash = hash(("Component", name))  # looked up in dicts all tick long: computed once
 
     def __repr__(self) -> str:
         return f"Component({self.name})"
 
     def __hash__(self) -> int:
-        return hash(("Component", self.name))
+        return self._hash
 
     def __lt__(self, other: Component) -> bool:
         return self.name < other.name

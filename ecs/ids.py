@@ -255,6 +255,23 @@ class EntityRegistry:
         else:
             self._lent.add(s)
 
+    def hand_off_many(self, ids: np.ndarray) -> None:
+        """``hand_off`` of several entities (all alive here, distinct)."""
+        ids = np.asarray(ids, np.int64)
+        if self.allocator is None or self._foreign:
+            for e in ids.tolist():
+                self.hand_off(e)
+            return
+        slots = ids & np.int64(_INDEX_MASK)
+        here = slots < self.slots.shape[0]
+        here[here] = self.slots[slots[here], _ID] == ids[here]
+        if not here.all():
+            raise KeyError(f"entity {int(ids[~here][0]):#x} is not alive")
+        self.slots[slots, _ID] = 0
+        self.slots[slots, _TABLE] = -1
+        self.slots[slots, _ROW] = -1
+        self.alive -= int(ids.size)
+
     def _vacate(self, entity: int) -> int:
         s = self.slot_of(entity)
         if s < 0:

@@ -160,6 +160,24 @@ class Table:
     def row_values(self, row: int) -> dict[Component, dict[str, object]]:
         return {c: {f: self._cols[(c.name, f)][row] for f in c.fields} for c in self.components}
 
+    def remove_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Remove several rows at once (distinct, in range): the last live rows that stay fill
+        the holes below the new end, in order. Returns (ids of the moved entities, their new
+        rows)."""
+        rows = np.asarray(rows, np.int64)
+        k = rows.shape[0]
+        end = self.n - k
+        gone = np.zeros(self.n, np.bool_)
+        gone[rows] = True
+        holes = np.flatnonzero(gone[:end])
+        movers = end + np.flatnonzero(~gone[end:])
+        if holes.size:
+            self._ids[holes] = self._ids[movers]
+            for block in self._blocks.values():
+                block[:, holes] = block[:, movers]
+        self.n = end
+        return self._ids[holes].copy(), holes
+
     def swap_remove(self, row: int) -> int:
         """Remove ``row`` by moving the last row into it; return the moved entity (or NULL_ID)."""
         last = self.n - 1

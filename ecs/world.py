@@ -127,6 +127,26 @@ class World:
         self.registry.hand_off(entity)
         return values
 
+    def hand_off_many(self, ids: np.ndarray) -> None:
+        """``hand_off`` of several entities at once, without their values (those were sent
+        already, or they were copies): one pass per table."""
+        self._check_unlocked("hand off")
+        ids = np.asarray(ids, np.int64)
+        if ids.size == 0:
+            return
+        if np.unique(ids).size != ids.size:
+            raise ValueError("an entity cannot be handed off twice in one batch")
+        table, row = self.registry.locate_many(ids)
+        if (table < 0).any():
+            raise KeyError(f"entity {int(ids[table < 0][0]):#x} is not alive")
+        for t in np.unique(table).tolist():
+            sel = table == t
+            self.tables[t].removals += 1
+            moved, rows = self.tables[t].remove_rows(row[sel])
+            if moved.size:
+                self.registry.place_many(moved, t, rows)
+        self.registry.hand_off_many(ids)
+
     # -- reads ------------------------------------------------------------------------------
     def is_alive(self, entity: int) -> bool:
         t, _ = self.registry.locate(entity)

@@ -9,7 +9,7 @@ from ecs import World
 from ecs.ids import EntityRegistry
 from systems.components import CheatStats, Ghost, Health, Inventory, Player, Position, Velocity
 from worlds.cluster.protocol import HandOff, column_values, decode, encode, ids_of
-from worlds.cluster.rows import DeltaEncoder, catalog, encode_rows, write_rows
+from worlds.cluster.rows import DeltaEncoder, ShardEncoder, catalog, encode_rows, write_rows
 
 COMPS = catalog([Position, Velocity, Health, Player, CheatStats, Inventory, Ghost])
 ARCHETYPES = [((Position, Velocity, Health), 5), ((Position, Player, CheatStats), 3), ((Position, Health), 2)]
@@ -291,3 +291,32 @@ def test_delta_after_the_table_grows():
     a.set(int(more[5]), Position, y=1.0)
     (r,), _ = enc.delta(a, every)
     assert ids_of(r).tolist() == [int(more[5])] and [c.field for c in r.columns] == ["y"]
+
+
+def test_one_comparison_for_many_destinations_each_gets_what_it_lacks():
+    a = pair()[0]
+    ids = populate(a, seed=14)
+    copies = {1: World(), 2: World()}
+    for w in copies.values():
+        w.registry.share_space(a.registry.allocator)
+    enc = ShardEncoder((1, 2))
+    interest = {1: ids[:6], 2: ids[4:]}
+    for d, (rows, drop) in enc.deltas(a, interest).items():
+        assert delta_ids(rows) == sorted(interest[d].tolist()) and drop.size == 0
+        write_rows(copies[d], rows, COMPS)
+    e = int(ids[5])  # held by both
+    a.set(e, Position, x=-3.0)
+    interest = {1: ids[:7], 2: ids[4:]}  # ids[6] is new to 1, held by 2
+    a.set(int(ids[6]), Position, y=8.0)
+    out = enc.deltas(a, interest, (Position,))
+    assert delta_ids(out[1][0]) == sorted([e, int(ids[6])]) and delta_ids(out[2][0]) == sorted([e, int(ids[6])])
+    whole = [r for r in out[1][0] if int(ids[6]) in ids_of(r).tolist()]
+    assert all(c.at == b"" for r in whole for c in r.columns) and len(whole[0].columns) > 2
+    assert [c.field for r in out[2][0] for c in r.columns] == ["x", "y"]
+    assert enc.changed == {1: 1, 2: 2}
+    for d, (rows, drop) in out.items():
+        write_rows(copies[d], rows, COMPS)
+        assert_same(a, copies[d], interest[d])
+    out = enc.deltas(a, {1: ids[:2], 2: ids[4:]})
+    assert out[1][0] == [] and sorted(out[1][1].tolist()) == sorted(ids[2:7].tolist())
+    assert out[2] == ([], out[2][1]) and out[2][1].size == 0

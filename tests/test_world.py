@@ -98,6 +98,26 @@ def test_despawn_removes_and_other_entities_keep_their_values():
         w.despawn(ids[0])
 
 
+@pytest.mark.parametrize("gone", [[0], [9], [0, 9], [2, 3, 8, 9], [1, 4, 5, 6], list(range(10))])
+def test_handing_off_many_at_once_keeps_everything_else_where_it_can_be_found(gone):
+    from ecs.ids import EntityRegistry
+
+    w = World()
+    w.registry.share_space(EntityRegistry(shard=0))
+    ids = w.spawn_batch([A], 10, {A: {"x": np.arange(10.0)}})
+    other = w.spawn_batch([B], 3, {B: {"n": np.arange(3)}})
+    w.hand_off_many(np.concatenate([ids[gone], other[:1]]))
+    kept = [e for i, e in enumerate(ids.tolist()) if i not in gone]
+    assert [w.is_alive(e) for e in ids[gone].tolist()] == [False] * len(gone)
+    assert [w.get(e, A)["x"] for e in kept] == [float(i) for i in range(10) if i not in gone]
+    assert w.get(int(other[2]), B)["n"] == 2 and not w.is_alive(int(other[0]))
+    assert w.entity_count == len(kept) + 2
+    with pytest.raises(KeyError):
+        w.hand_off_many(ids[gone][:1])
+    with pytest.raises(ValueError):
+        w.hand_off_many(np.repeat(other[1:2], 2))
+
+
 def test_add_component_moves_the_entity_and_keeps_its_values():
     w = World()
     e = w.spawn([A], {A: {"x": 3.0, "y": 4.0}})

@@ -46,17 +46,13 @@ class BorderExchange:
         for d, sh in enumerate(self.shards):
             for m in offers[d]:
                 ids = np.concatenate([unpack(r.ids, np.int64) for r in m.rows])
-                for e in ids.tolist():  # a ghost copy gives way to the owned row
-                    t, _ = sh.world.registry.locate(e)
-                    if t >= 0 and sh.world.tables[t].has(Ghost):
-                        sh.world.hand_off(e)
+                sh.drop_copies(ids)  # a ghost copy gives way to the owned row
                 write_rows(sh.world, m.rows, self.catalog)
                 self.transport.send(m.src, HandOffAck(tick, d, m.src, pack(ids, np.int64)))
         for s, sh in enumerate(self.shards):
             for ack in self.transport.receive(s):
                 ids = unpack(ack.ids, np.int64)
-                for e in ids.tolist():  # its ghosts elsewhere are dropped by the next delta
-                    sh.world.hand_off(e)
+                sh.world.hand_off_many(ids)  # its ghosts elsewhere are dropped by the next delta
                 self._set_owner(ids, ack.src)
 
     def _route(self, tick: int, batch: ActionBatch) -> list[tuple[np.ndarray, ActionBatch]]:
@@ -112,7 +108,7 @@ class BorderExchange:
         named_owner = [self.owner_of(ids) for ids in named]
         for s, sh in enumerate(self.shards):
             plan = sh.replication.plan(sh.world)
-            for d in sh.encoders:
+            for d in sh.neighbours:
                 want = [plan.seen_by(d), named[d][named_owner[d] == s]]
                 if s == 0:
                     want.append(sh.unplaced_owned())
@@ -128,7 +124,7 @@ class BorderExchange:
             if placed[s].size == 0:
                 continue
             plan = sh.replication.plan_of(sh.world, placed[s])
-            for d in sh.encoders:
+            for d in sh.neighbours:
                 seen = plan.seen_by(d)
                 if d == 0:
                     seen = np.union1d(seen, self._watched(sh, placed[s]))
@@ -141,14 +137,10 @@ class BorderExchange:
         """Owners send their ghosts' changes (of ``comps``; everything when None), and new
         ghosts whole. ``lag``: 0 for a refresh before a step that reads what changed in the
         same tick, 1 at a tick's start (what nothing read since the change), for the stats."""
-        for s, sh in enumerate(self.shards):
-            for d, enc in sh.encoders.items():
-                if not sh.interest[d].size and enc.empty:  # shards that are not neighbours
-                    continue
-                delta = sh.ghost_delta(d, tick, comps)
-                self.stats.lag_rows[lag] += sh.encoders[d].changed
-                if delta.rows or delta.drop:
-                    self.transport.send(d, delta)
+        for sh in self.shards:
+            for delta, changed in sh.ghost_deltas(tick, comps):
+                self.stats.lag_rows[lag] += changed
+                self.transport.send(delta.dst, delta)
         for d, sh in enumerate(self.shards):
             sh.receive_ghosts(self.transport.receive(d), self.catalog)
 

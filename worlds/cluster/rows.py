@@ -3,9 +3,9 @@ ghosts, changed fields only for the ghosts a neighbour already holds.
 
 ``encode_rows`` reads the rows of some entities, grouped by table, as ``protocol.Rows``;
 ``write_rows`` puts rows into another world, adopting the entities it does not hold yet (with
-the same 64-bit ids) and overwriting the fields of those it does. ``DeltaEncoder`` remembers,
-per destination, the values it last sent of each entity, and sends only the fields and rows
-that differ since (a float compares by its bits: -0.0 and a NaN payload are changes too).
+the same 64-bit ids) and overwriting the fields of those it does. ``ShardEncoder`` remembers
+the values a shard last sent of each entity, and sends each destination only the fields and
+rows that differ since (a float compares by its bits: -0.0 and a NaN payload are changes too).
 """
 
 from __future__ import annotations
@@ -44,13 +44,14 @@ def _fields(table, skip: frozenset[str]) -> list[tuple[Component, str]]:
 def encode_rows(world: World, ids: np.ndarray, skip: Iterable[Component] = (Ghost,)) -> list[Rows]:
     """Whole rows (every field of every component but ``skip``) of ``ids``, by table."""
     names = frozenset(c.name for c in skip)
-    out = []
-    for t, tids, rows in _grouped(world, ids):
-        table = world.tables[t]
-        cols = [Column(c.name, f, table.column(c, f).dtype.str, pack(table.column(c, f)[rows]))
-                for c, f in _fields(table, names)]
-        out.append(Rows(sorted(c.name for c in table.components if c.name not in names), pack(tids), cols))
-    return out
+    return [_whole(world.tables[t], names, tids, rows) for t, tids, rows in _grouped(world, ids)]
+
+
+def _whole(table, skip: frozenset[str], ids: np.ndarray, rows: np.ndarray) -> Rows:
+    """The whole rows ``rows`` of one table (entities ``ids``), ``skip``'s components left out."""
+    cols = [Column(c.name, f, table.column(c, f).dtype.str, pack(table.column(c, f)[rows]))
+            for c, f in _fields(table, skip)]
+    return Rows(sorted(c.name for c in table.components if c.name not in skip), pack(ids), cols)
 
 
 def _values(rows: Rows, comps: Mapping[str, Component], new: np.ndarray) -> dict[Component, dict]:
@@ -94,8 +95,7 @@ def write_rows(world: World, rows_list: Iterable[Rows], comps: Mapping[str, Comp
         if moved:  # the entity gained or lost a component on its owner: placed again, whole
             again = np.isin(table, moved)
             _values(rows, comps, np.flatnonzero(again))  # refuses a partial row before anything moves
-            for e in ids[again].tolist():
-                world.hand_off(e)
+            world.hand_off_many(ids[again])
             table, row = world.locate_many(ids)
         new = np.flatnonzero(table < 0)
         if new.size:
@@ -107,6 +107,13 @@ def write_rows(world: World, rows_list: Iterable[Rows], comps: Mapping[str, Comp
             adopted.append(ids[new])
         old = np.flatnonzero(table >= 0)
         if old.size == 0:
+            continue
+        held = np.unique(table[old]).tolist()
+        if len(held) == 1 and old.size == ids.shape[0]:  # the usual case: known rows of one table
+            target = world.tables[held[0]]
+            for col in rows.columns:
+                v, at = column_values(rows, col)
+                target.column(comps[col.component], col.field)[row if at is None else row[at]] = v
             continue
         for col in rows.columns:
             v, at = column_values(rows, col)
@@ -120,49 +127,44 @@ def write_rows(world: World, rows_list: Iterable[Rows], comps: Mapping[str, Comp
     return np.concatenate(adopted) if adopted else np.empty(0, np.int64)
 
 
-class DeltaEncoder:
-    """What one destination last received of each entity, to send it only what changed.
+class ShardEncoder:
+    """What a shard's neighbours last received of its entities, to send each only what changed.
 
-    ``delta(world, ids, components)``: rows for ``ids`` (whole rows for entities new to the
-    destination or whose archetype changed; otherwise the fields of ``components``, all when
-    None, whose values changed) and the ids it held that are no longer in ``ids`` (to drop).
-    ``forget`` makes the next delta of those ids whole rows again. Values are compared a
-    block at a time (a component's fields of one dtype, as the table keeps them), by bits.
+    ``deltas(world, interest, components)``: for each destination ``d``, rows for the ids of
+    ``interest[d]`` (sorted, distinct; whole rows for entities new to it or whose archetype changed; otherwise
+    the fields of ``components``, all when None, whose values changed), and the ids it held that
+    are no longer in its interest (to drop). Every refresh goes to all destinations at once, so
+    what each holds of an entity is what was last sent to any of them: values are compared once,
+    over the union of the interests, and each destination takes its rows of the result. They
+    are compared a block at a time (a component's fields of one dtype, as the table keeps them),
+    by bits: -0.0 and a NaN payload are changes too.
     """
 
-    def __init__(self, skip: Iterable[Component] = (Ghost,)) -> None:
+    def __init__(self, destinations: Iterable[int], skip: Iterable[Component] = (Ghost,)) -> None:
         self._skip = frozenset(c.name for c in skip)
-        # archetype -> (sorted ids, {(component, dtype): (fields, values) with values (k, m)})
+        # archetype -> (sorted ids, {(component, dtype): (fields, values (k, m))}), over the union
         self._sent: dict[frozenset[str], tuple[np.ndarray, dict]] = {}
-        self.changed = 0
+        self.holds: dict[int, np.ndarray] = {d: np.empty(0, np.int64) for d in destinations}
+        self.changed: dict[int, int] = dict.fromkeys(self.holds, 0)  # rows held there that the last delta changed
 
-    @property
-    def empty(self) -> bool:
-        """Whether the destination holds nothing of ours."""
-        return not any(ids.size for ids, _ in self._sent.values())
+    def forget(self, d: int, ids: np.ndarray) -> None:
+        """The next delta to ``d`` of those ids is whole rows again."""
+        self.holds[d] = np.setdiff1d(self.holds[d], ids)
 
-    def held(self) -> np.ndarray:
-        parts = [ids for ids, _ in self._sent.values()]
-        return np.sort(np.concatenate(parts)) if parts else np.empty(0, np.int64)
-
-    def forget(self, ids: np.ndarray) -> None:
-        ids = np.asarray(ids, np.int64)
-        for key, (sent, blocks) in list(self._sent.items()):
-            keep = ~np.isin(sent, ids)
-            self._sent[key] = (sent[keep], {b: (f, v[:, keep]) for b, (f, v) in blocks.items()})
-
-    def delta(self, world: World, ids: np.ndarray,
-              components: Iterable[Component] | None = None) -> tuple[list[Rows], np.ndarray]:
-        ids = np.asarray(ids, np.int64)
+    def deltas(self, world: World, interest: Mapping[int, np.ndarray],
+               components: Iterable[Component] | None = None) -> dict[int, tuple[list[Rows], np.ndarray]]:
         only = None if components is None else frozenset(c.name for c in components)
-        before = self.held()
-        self.changed = 0  # rows already held there that this delta changes
-        out, sent_now = [], {}
-        for t, tids, rows in _grouped(world, ids):
+        want = {}
+        for d in self.holds:
+            ids = np.asarray(interest.get(d, ()), np.int64)
+            want[d] = ids[world.locate_many(ids)[0] >= 0] if ids.size else ids  # died or left since drawn
+        union = np.unique(np.concatenate(list(want.values()))) if want else np.empty(0, np.int64)
+        out: dict[int, list[Rows]] = {d: [] for d in want}
+        changed = dict.fromkeys(want, 0)
+        sent_now = {}
+        for t, tids, rows in _grouped(world, union):  # (ids sorted: they come from a sorted union)
             table = world.tables[t]
             key = frozenset(c.name for c in table.components) - self._skip
-            order = np.argsort(tids)
-            tids, rows = tids[order], rows[order]
             prev_ids, prev = self._sent.get(key, (np.empty(0, np.int64), {}))
             same = prev_ids.shape == tids.shape and np.array_equal(prev_ids, tids)  # the usual case
             if same:
@@ -171,7 +173,14 @@ class DeltaEncoder:
                 pos = np.searchsorted(prev_ids, tids).clip(0, max(prev_ids.shape[0] - 1, 0))
                 known = prev_ids[pos] == tids if prev_ids.size else np.zeros(tids.shape[0], np.bool_)
             any_known, any_fresh = bool(known.any()), not bool(known.all())
-            cols, now = [], {}
+            # Each destination's rows here, and which of them it holds as this archetype already.
+            mine = {}
+            for d, w in want.items():
+                at = np.searchsorted(tids, w).clip(0, tids.shape[0] - 1)
+                at = at[tids[at] == w]
+                if at.size:
+                    mine[d] = (at, known[at] & _among(tids[at], self.holds[d]))
+            moved, now = [], {}  # moved: (component, fields, values, changed (k, m)) of blocks that changed
             for c, fields, block in _blocks(table, self._skip):
                 bkey = (c.name, block.dtype.str)
                 compare = only is None or c.name in only
@@ -180,34 +189,75 @@ class DeltaEncoder:
                     continue
                 cur = block[:, rows]
                 if any_known:
-                    old = prev[bkey][1][:, pos]
+                    old = prev[bkey][1] if same else prev[bkey][1][:, pos]
                     if compare:
                         diff = _bits(cur) != _bits(old)
+                        diff[:, ~known] = False  # new here: whole rows, below
+                        if diff.any():
+                            moved.append((c, fields, cur, diff))
                     else:
                         cur[:, known] = old[:, known]
-                        diff = np.zeros(cur.shape, np.bool_)
-                    diff[:, ~known] = True
-                else:
-                    diff = np.ones(cur.shape, np.bool_)
                 now[bkey] = (fields, cur)
-                for j in np.flatnonzero(diff.any(axis=1)).tolist():
-                    changed = diff[j]
-                    if changed.all():
-                        cols.append(Column(c.name, fields[j], cur.dtype.str, pack(cur[j])))
-                    else:
-                        at = np.flatnonzero(changed)
-                        cols.append(Column(c.name, fields[j], cur.dtype.str, pack(cur[j, at]), pack(at, np.int32)))
             sent_now[key] = (tids, now)
-            if cols:
-                # Rows with nothing changed are left out of the message.
-                touched = np.zeros(tids.shape[0], np.bool_)
-                for col in cols:
-                    touched[np.arange(tids.shape[0]) if not col.at else np.frombuffer(col.at, "<i4")] = True
-                self.changed += int((touched & known).sum())
-                out.append(_only(sorted(key), tids, cols, touched))
+            archetype = sorted(key)
+            for d, (at, held) in mine.items():
+                if moved and held.any():
+                    rows_d = at[held]
+                    cols, touched = [], np.zeros(rows_d.shape[0], np.bool_)
+                    for c, fields, cur, diff in moved:
+                        sub = diff[:, rows_d]
+                        for j in np.flatnonzero(sub.any(axis=1)).tolist():
+                            if sub[j].all():
+                                cols.append(Column(c.name, fields[j], cur.dtype.str, pack(cur[j, rows_d])))
+                                touched[:] = True
+                            else:
+                                hit = np.flatnonzero(sub[j])
+                                cols.append(Column(c.name, fields[j], cur.dtype.str, pack(cur[j, rows_d[hit]]),
+                                                   pack(hit, np.int32)))
+                                touched[hit] = True
+                    if cols:  # rows with nothing changed are left out of the message
+                        changed[d] += int(touched.sum())
+                        out[d].append(_only(archetype, tids[rows_d], cols, touched))
+                fresh = at[~held]
+                if fresh.size:
+                    out[d].append(_whole(table, self._skip, tids[fresh], rows[fresh]))
         self._sent = sent_now
-        drop = np.setdiff1d(before, ids)
-        return out, drop
+        result = {}
+        for d, w in want.items():
+            result[d] = (out[d], np.setdiff1d(self.holds[d], w))
+            self.holds[d] = w
+        self.changed = changed
+        return result
+
+
+class DeltaEncoder(ShardEncoder):
+    """A ``ShardEncoder`` with one destination: ``delta(world, ids, components)`` gives its
+    rows and drops, ``held()`` what it holds."""
+
+    def __init__(self, skip: Iterable[Component] = (Ghost,)) -> None:
+        super().__init__((0,), skip)
+
+    @property
+    def empty(self) -> bool:
+        return not self.holds[0].size
+
+    def held(self) -> np.ndarray:
+        return self.holds[0]
+
+    def forget(self, ids: np.ndarray) -> None:
+        super().forget(0, ids)
+
+    def delta(self, world: World, ids: np.ndarray,
+              components: Iterable[Component] | None = None) -> tuple[list[Rows], np.ndarray]:
+        return self.deltas(world, {0: np.unique(np.asarray(ids, np.int64))}, components)[0]
+
+
+def _among(ids: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
+    """(n,) bool: each of ``ids`` is in ``sorted_ids`` (sorted, distinct)."""
+    if sorted_ids.size == 0:
+        return np.zeros(ids.shape[0], np.bool_)
+    at = np.searchsorted(sorted_ids, ids).clip(0, sorted_ids.shape[0] - 1)
+    return sorted_ids[at] == ids
 
 
 def _blocks(table, skip: frozenset[str]) -> list[tuple[Component, tuple[str, ...], np.ndarray]]:

@@ -20,8 +20,8 @@ from systems.components import Borrowed, CheatStats, Ghost, Link
 from systems.regions import RegionCell
 from systems.replication import Replication
 from worlds.cluster.events import stand_by
-from worlds.cluster.protocol import GhostDelta, Rows, unpack
-from worlds.cluster.rows import DeltaEncoder, write_rows
+from worlds.cluster.protocol import GhostDelta, Rows, pack, unpack
+from worlds.cluster.rows import ShardEncoder, write_rows
 from worlds.runtime import index_world, tick_systems
 
 
@@ -43,8 +43,10 @@ class Shard:
         stand_by(self)
         # A ghost is sent without what only its owner reads: the layout's bookkeeping (its region
         # cell), a player's cheat statistics and link record.
-        self.encoders = {d: DeltaEncoder(skip=GHOST_SKIPS) for d in range(shards) if d != index}
-        self.interest: dict[int, np.ndarray] = {d: np.empty(0, np.int64) for d in self.encoders}
+        self.neighbours = [d for d in range(shards) if d != index]
+        self.encoder = ShardEncoder(self.neighbours, skip=GHOST_SKIPS)
+        # What each neighbour sees of this shard: sorted, distinct ids (drawn at the barrier).
+        self.interest: dict[int, np.ndarray] = {d: np.empty(0, np.int64) for d in self.neighbours}
         self._snap: list[tuple[np.ndarray, dict]] = []
 
     def index_now(self) -> None:
@@ -75,22 +77,21 @@ class Shard:
         return owned, sum(t.n for t in self.copy_tables())
 
     # -- ghosts --------------------------------------------------------------------------------
-    def ghost_delta(self, dst: int, tick: int, components: tuple[Component, ...] | None = None) -> GhostDelta:
-        ids = self.interest[dst]
-        if ids.size:
-            table, _ = self.world.locate_many(ids)
-            ids = ids[table >= 0]  # died or left since the set was drawn
-        rows, drop = self.encoders[dst].delta(self.world, ids, components)
-        return GhostDelta(tick, self.index, dst, rows, drop.astype("<i8").tobytes())
+    def ghost_deltas(self, tick: int, components: tuple[Component, ...] | None = None) -> list[tuple[GhostDelta, int]]:
+        """The neighbours' deltas (those with something in them), each with how many rows it
+        holds already that this one changes."""
+        out = []
+        for d, (rows, drop) in self.encoder.deltas(self.world, self.interest, components).items():
+            if rows or drop.size:
+                out.append((GhostDelta(tick, self.index, d, rows, pack(drop, np.int64)), self.encoder.changed[d]))
+        return out
 
     def receive_ghosts(self, deltas: list[GhostDelta], catalog: dict[str, Component]) -> None:
         """Drops first (an entity that changed owner is dropped by the old one and sent whole
         by the new one), then new and changed rows."""
-        for d in deltas:
-            for e in unpack(d.drop, np.int64, "GhostDelta.drop").tolist():
-                t, _ = self.world.registry.locate(e)
-                if t >= 0 and self.world.tables[t].has(Ghost):
-                    self.world.hand_off(e)
+        drops = [unpack(d.drop, np.int64, "GhostDelta.drop") for d in deltas if d.drop]
+        if drops:
+            self.drop_copies(np.unique(np.concatenate(drops)))
         for d in deltas:
             if d.rows:
                 write_rows(self.world, d.rows, catalog, extra={Ghost: {"owner": d.src}})
@@ -101,8 +102,16 @@ class Shard:
 
     def return_borrowed(self) -> None:
         for t in [t for t in self.world.tables if t.has(Borrowed) and t.n]:
-            for e in t.ids.copy().tolist():
-                self.world.hand_off(e)
+            self.world.hand_off_many(t.ids.copy())
+
+    def drop_copies(self, ids: np.ndarray) -> None:
+        """Remove the copies among ``ids`` (distinct); owned rows and ids not held stay as they are."""
+        table, _ = self.world.locate_many(ids)
+        copy = np.zeros(ids.shape[0], np.bool_)
+        for t in np.unique(table[table >= 0]).tolist():
+            if self.world.tables[t].has(Ghost):
+                copy |= table == t
+        self.world.hand_off_many(ids[copy])
 
     # -- a step's writes into copies --------------------------------------------------------------
     def snapshot(self, components: tuple[Component, ...]) -> None:
