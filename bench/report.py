@@ -24,6 +24,10 @@ def _ratio(a, b):
     return a / b if a is not None and b else None
 
 
+def _sum(*values):
+    return None if any(v is None for v in values) else float(sum(values))
+
+
 def headline(r: dict) -> dict:
     """The flat keys of the JSON report (None where a figure was not measured)."""
     scene = _get(r, "mgp", SCENE) or {}
@@ -37,6 +41,12 @@ def headline(r: dict) -> dict:
         "state_hash_100k_ms": _get(r, "state_hash", "ms", "median"),
         "sharded_4_over_1": _get(r, "sharded", "shards", "4", "over_one_shard"),
         "sharded_same_hashes": _get(r, "sharded", "same_hashes"),
+        "journal_tick_over_plain": _get(r, "store", "tick", "over_plain"),
+        "snapshot_tick_max_over_median": _get(r, "store", "tick", "largest_over_median"),
+        "snapshot_work_ms": _sum(_get(r, "store", "snapshot", "copy_ms", "max"),
+                                 _get(r, "store", "snapshot", "write_ms", "median")),
+        "recovery_1000_s": None if _get(r, "store", "recovery", "wall_ms") is None
+        else _get(r, "store", "recovery", "wall_ms") / 1000.0 * 1000 / max(_get(r, "store", "recovery", "ticks"), 1),
         "ours_mgp_100k_clustered_ms": _get(ms, "ours", "median"),
         "bare_numba_mgp_100k_clustered_ms": _get(ms, "bare", "median"),
         "numpy_mgp_100k_clustered_ms": _get(ms, "numpy", "median"),
@@ -85,6 +95,14 @@ def judge(h: dict, r: dict) -> dict:
         "sharded_same_hashes": bar("continent: every tick's hash on 2, 4 (8) shards is the one-shard hash",
                                    None if h["sharded_same_hashes"] is None else float(h["sharded_same_hashes"]),
                                    "= 1", lambda v: v == 1.0),
+        "journal_tick": bar("continent tick with the journal (fsync every tick) / without (median of tick ratios)",
+                            h["journal_tick_over_plain"], "<= 1.10x", lambda v: v <= 1.10, "x"),
+        "snapshot_spike": bar("largest continent tick with the journal and a snapshot every K ticks / median",
+                              h["snapshot_tick_max_over_median"], "<= 2x", lambda v: v <= 2.0, "x"),
+        "snapshot_work": bar("continent snapshot: copy in the tick (max) + write behind it (median)",
+                             h["snapshot_work_ms"], "<= 100 ms", lambda v: v <= 100, "ms"),
+        "recovery_1000": bar("recovery of 1,000 journaled continent ticks (scaled from the measured run)",
+                             h["recovery_1000_s"], "<= 10 s", lambda v: v <= 10, "s"),
         "esper_mgp_over_tick": bar("esper move+grid+pairs at 100k clustered / our full tick", esper_x, ">= 50x",
                                    lambda v: v >= 50, "x", skipped.get("esper")),
         "ours_vs_bare": bar("our move+grid+pairs / bare numba kernel, 100k clustered (median of round ratios)",
@@ -181,6 +199,21 @@ def markdown(r: dict, h: dict, bars: dict, meta: dict) -> str:
             b = v["bytes_per_tick"]
             out.append(f"| {n} | {_spread(v['tick_ms'])} | {v['over_one_shard']:.2f}x | {v['replication_share']:.0%} "
                        f"| {b['p50']:,.0f} / {b['p99']:,.0f} |")
+
+    st = r.get("store")
+    if st:
+        snap, rec = st["snapshot"], st["recovery"]
+        out += ["", f"### Durable continent ({st['entities']:,} entities, a snapshot every {st['snapshot_every']} "
+                    "ticks)", "",
+                "| run | tick ms | / no journal | largest / median |", "|---|---|---|---|"]
+        for name, label in (("plain", "no journal"), ("off", "journal, fsync off"), ("tick", "journal, fsync tick")):
+            v = st[name]
+            out.append(f"| {label} | {_spread(v['tick_ms'])} | {v['over_plain']:.2f}x "
+                       f"| {v['largest_over_median']:.2f}x |")
+        out += ["", f"Snapshot: {snap['bytes']:,} bytes; copy in the tick {_spread(snap.get('copy_ms'), ' ms')}, "
+                    f"written behind it in {_spread(snap.get('write_ms'), ' ms')}. Journal: "
+                    f"{st['journal_bytes_per_tick']:,.0f} bytes per tick. Recovery of {rec['ticks']} journaled ticks: "
+                    f"{rec['wall_ms'] / 1000:.1f} s (same hash: {'yes' if rec['same_hash'] else 'NO'})."]
 
     out += ["", "### Full tick at ~1M entities", ""]
     if m1:

@@ -21,7 +21,7 @@ from pathlib import Path
 # ``systems`` and ``worlds`` import from this checkout.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import figures, report, sharding  # noqa: E402
+from bench import figures, report, sharding, store  # noqa: E402
 from bench.timing import progress  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -31,6 +31,7 @@ PLANS = {
         "tick": {"ticks": 30, "warmup": 10},
         "state_hash": {"rounds": 20, "warmup": 5},
         "sharded": {"ticks": 10, "warmup": 3, "counts": (1, 2, 4)},
+        "store": {"ticks": 30, "warmup": 5, "snapshot_every": 10, "recover_ticks": 200},
         "mgp": {"sizes": (10_000, 100_000), "rounds": {10_000: 7, 100_000: 5}, "esper_sizes": (10_000,)},
         "actions": {"levels": (2_500, 25_000, 250_000), "rounds": 3, "warmup": 1},
         "scaling": {"players": (1_000, 2_500, 5_000, 10_000), "ticks": 8, "warmup": 4},
@@ -41,6 +42,7 @@ PLANS = {
         "tick": {"ticks": 100, "warmup": 20},
         "state_hash": {"rounds": 50, "warmup": 5},
         "sharded": {"ticks": 30, "warmup": 5, "counts": (1, 2, 4, 8)},
+        "store": {"ticks": 100, "warmup": 10, "snapshot_every": 20, "recover_ticks": 1000},
         "mgp": {"sizes": (10_000, 100_000, 1_000_000), "rounds": {10_000: 15, 100_000: 9, 1_000_000: 5},
                 "esper_sizes": (10_000, 100_000)},
         "actions": {"levels": (2_500, 25_000, 250_000), "rounds": 10, "warmup": 2},
@@ -78,6 +80,7 @@ def measure(plan: dict) -> dict:
     r["tick"] = figures.continent_tick(**plan["tick"])
     r["state_hash"] = figures.state_hash(**plan["state_hash"])
     r["sharded"] = sharding.sharded_continent(**plan["sharded"])
+    r["store"] = store.durable_continent(**plan["store"])
     r["mgp"] = figures.mgp(**plan["mgp"])
     r["actions"] = figures.actions(**plan["actions"])
     r["scaling"] = figures.scaling(**plan["scaling"])

@@ -3,6 +3,9 @@
     python -m worlds run FILE [--ticks N] [--seed S] [--realtime] [--json]
                               [--actions STREAM.jsonl] [--record STREAM.jsonl]
                               [--shards N] [--hashes FILE] [--verify [HASHES]]
+                              [--data DIR [--snapshot-every K] [--fsync tick|interval|off] [--acks FILE]]
+    python -m worlds resume DIR [--until N] [--json] [--fsync P] [--acks FILE] [--hashes FILE]
+    python -m worlds inspect DIR [--json]
 
 Without ``--realtime`` ticks run back to back, as fast as they go; with it they are paced at
 the world's tick rate, as a server would run them. ``--json`` prints exactly one JSON object
@@ -10,6 +13,7 @@ on stdout (the summary); the progress bar and any refused stream lines go to std
 ``--shards N`` splits the world across N shards (it evolves exactly as on one); ``--hashes``
 writes ``TICK HASH`` per tick; ``--verify`` steps a one-shard reference beside the run (or, given
 a hashes file, compares with it) and reports the first divergence in the summary's ``shards``.
+``--data DIR`` makes the run durable (``worlds.store``): journaled, snapshotted, resumable.
 """
 
 from __future__ import annotations
@@ -160,6 +164,21 @@ def _run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:
         print(f"{args.verify}: {e}", file=sys.stderr)
         return 2
+    durable = acks = None
+    if args.data is not None:
+        from worlds.store import StoreError
+        from worlds.store.commands import Acks, start
+
+        if not isinstance(sim, Simulation):
+            print(f"{args.data}: durable state for a sharded world is not built yet (run it on one shard)",
+                  file=sys.stderr)
+            return 2
+        try:
+            durable = start(args, sim)
+        except (StoreError, OSError) as e:
+            print(f"{args.data}: {e}" if isinstance(e, OSError) else e, file=sys.stderr)
+            return 2
+        acks = Acks(args.acks)
     stream_errors: list[dict] = []
     if args.actions is not None:
         from worlds.stream import StreamReader
@@ -181,6 +200,8 @@ def _run(args: argparse.Namespace) -> int:
 
     def on_tick(report) -> None:
         nonlocal desync
+        if acks is not None:
+            acks.after(sim, report)
         h = report.state_hash or (sim.state_hash() if hashes is not None or isinstance(check, HashFile) else None)
         if hashes is not None:
             hashes.write(f"{report.tick} {h}\n")
@@ -190,13 +211,17 @@ def _run(args: argparse.Namespace) -> int:
             desync = check.check(report)
 
     try:
-        summary = run_world(sim, args.ticks, realtime=args.realtime, progress=None if not args.json else False,
-                            on_tick=on_tick)
+        summary = run_world(durable or sim, args.ticks, realtime=args.realtime,
+                            progress=None if not args.json else False, on_tick=on_tick)
     finally:
-        for f in (record, hashes):
+        for f in (record, hashes, durable):
             if f is not None:
                 f.close()
+        if acks is not None:
+            acks.close(durable.journal.durable_tick)
     summary["shards"]["desync"] = desync
+    if durable is not None:
+        summary["store"] = durable.store_summary()
     if stream_errors:
         summary["stream_errors"] = stream_errors
         summary["actions_refused"]["malformed"] = summary["actions_refused"].get("malformed", 0) + len(stream_errors)
@@ -225,6 +250,21 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--hashes", metavar="FILE", help="write 'TICK HASH' after every tick")
     run.add_argument("--verify", nargs="?", const=_REFERENCE, default=None, metavar="HASHES",
                      help="check every tick against a one-shard reference run beside it, or a hashes file")
+    run.add_argument("--data", metavar="DIR", help="make the run durable: journal and snapshots in DIR (new)")
+    run.add_argument("--snapshot-every", type=int, default=100, metavar="K", help="snapshot every K ticks (100)")
+    run.add_argument("--fsync", choices=("tick", "interval", "off"), default="tick",
+                     help="when journal frames reach the disk (default: every tick, before its acks)")
+    run.add_argument("--acks", metavar="FILE", help="append 'TICK PLAYER SEQ RESULT' per action once durable")
+    resume = sub.add_parser("resume", help="recover a durable run from its data directory and go on")
+    resume.add_argument("data", metavar="DIR")
+    resume.add_argument("--until", type=int, default=None, metavar="N", help="go on to tick N (default: recover only)")
+    resume.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    resume.add_argument("--fsync", choices=("tick", "interval", "off"), default=None, help="override the run's policy")
+    resume.add_argument("--acks", metavar="FILE", help="append 'TICK PLAYER SEQ RESULT' per action once durable")
+    resume.add_argument("--hashes", metavar="FILE", help="append 'TICK HASH' after every tick")
+    insp = sub.add_parser("inspect", help="list a data directory's snapshots and its journal's extent and health")
+    insp.add_argument("data", metavar="DIR")
+    insp.add_argument("--json", action="store_true", help="print the listing as one JSON object")
     check = sub.add_parser("check", help="validate world files and report every problem")
     check.add_argument("files", nargs="+")
     args = parser.parse_args(argv)
@@ -239,6 +279,10 @@ def main(argv: list[str] | None = None) -> int:
                 for line in e.problems:
                     print(line, file=sys.stderr)
         return status
+    if args.command in ("resume", "inspect"):
+        from worlds.store.commands import inspect_command, resume_command
+
+        return resume_command(args) if args.command == "resume" else inspect_command(args)
     if args.ticks < 0:
         parser.error("--ticks must be >= 0")
     if args.shards is not None and not 1 <= args.shards <= 64:

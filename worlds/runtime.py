@@ -63,6 +63,9 @@ class TickReport:
     system_ms: dict[str, float]
     action_to_effect_ms: np.ndarray = field(repr=False)
     conflicts: dict[str, int] = field(default_factory=dict)
+    # The last tick whose journal frame is durable under the fsync policy (None: no journal):
+    # actions of ticks up to it may be acknowledged to their clients.
+    durable_tick: int | None = None
 
 
 class Inbox:
@@ -161,6 +164,12 @@ class Simulation:
         self.recorder = None
         self.external = None  # a StreamReader replacing the generator
         self.sealed_hook = None  # called with each sealed batch (a verifier's reference eats it)
+        # Durable state (``worlds.store``): ``journal.record(tick, batch, out_of_band)`` takes
+        # each sealed batch before its tick runs; ``replay(tick)`` gives the batch a recovery
+        # replays instead of the inbox's; ``out_of_band`` are the inputs since the last tick.
+        self.journal = None
+        self.replay = None
+        self.out_of_band: list[tuple[str, int]] = []
 
     @classmethod
     def from_file(cls, path: str | Path, seed: int | None = None, **kw) -> Simulation:
@@ -230,6 +239,7 @@ class Simulation:
         """The player's client is gone: its avatar stays where it is, its actions are refused,
         and its pending trade offers (made or received) are withdrawn: a trade it was part of
         never started."""
+        self.out_of_band.append(("disconnect", int(player)))
         self.world.set(player, Player, connected=0)
         offers = self.world.query(TradeOffer)
         involved = (offers.concat(TradeOffer, "giver") == player) | (offers.concat(TradeOffer, "taker") == player)
@@ -238,6 +248,7 @@ class Simulation:
 
     def reconnect(self, player: int) -> None:
         """The client is back: the link's silence while it was gone is no stall."""
+        self.out_of_band.append(("reconnect", int(player)))
         self.world.set(player, Player, connected=1)
         self.world.set(player, Link, last_recv_ms=self.clock.time_ms_of(self.tick))
 
@@ -304,8 +315,17 @@ class Simulation:
             self.inbox.put(batch, due, self.generator.truth)
 
     def _seal(self, tick: int) -> tuple[ActionBatch, np.ndarray]:
-        """The tick's batch (recorded, and shown to ``sealed_hook``, when asked)."""
+        """The tick's batch (journaled, recorded, and shown to ``sealed_hook``, when asked; the
+        journal's own when a recovery replays it)."""
         batch, truth = self.inbox.seal(tick)
+        if self.replay is not None:
+            replayed = self.replay(tick)
+            if replayed is not None:
+                truth = truth if truth.shape[0] == replayed.n else np.zeros(replayed.n, np.bool_)
+                batch = replayed
+        out_of_band, self.out_of_band = self.out_of_band, []
+        if self.journal is not None:
+            self.journal.record(tick, batch, out_of_band)
         if self.sealed_hook is not None:
             self.sealed_hook(batch)
         if self.recorder is not None:

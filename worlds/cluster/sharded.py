@@ -82,6 +82,8 @@ class ShardedSimulation(BorderExchange, GroupResolution, WorldEvents, ClientView
         self.recorder = None
         self.external = None
         self.sealed_hook = None  # called with each sealed batch (the verifier's reference eats it)
+        self.journal = self.replay = None  # durable state (see ``Simulation``)
+        self.out_of_band: list[tuple[str, int]] = []
         self.router = None  # the routing table actions are first sent by (default: ``owner_of``)
         self.allocator = template.world.registry  # the world-wide id space
         self.map = ShardMap(RegionLayout(defn.bounds, max(defn.regions.count, shards)), shards)
@@ -197,6 +199,7 @@ class ShardedSimulation(BorderExchange, GroupResolution, WorldEvents, ClientView
         return Simulation.submit(self, actions)
 
     def disconnect(self, player: int) -> None:
+        self.out_of_band.append(("disconnect", int(player)))
         owner = self.shards[int(self.owner_of(np.array([player]))[0])]
         owner.world.set(player, Player, connected=0)
         self.stale |= {Player, TradeOffer}
@@ -209,6 +212,7 @@ class ShardedSimulation(BorderExchange, GroupResolution, WorldEvents, ClientView
         self._free_released()
 
     def reconnect(self, player: int) -> None:
+        self.out_of_band.append(("reconnect", int(player)))
         owner = self.shards[int(self.owner_of(np.array([player]))[0])]
         owner.world.set(player, Player, connected=1)
         owner.world.set(player, Link, last_recv_ms=self.clock.time_ms_of(self.tick))
