@@ -255,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--fsync", choices=("tick", "interval", "off"), default="tick",
                      help="when journal frames reach the disk (default: every tick, before its acks)")
     run.add_argument("--acks", metavar="FILE", help="append 'TICK PLAYER SEQ RESULT' per action once durable")
+    run.add_argument("--records", metavar="DB", help="player records in this SQLite file (default DIR/players.db)")
+    run.add_argument("--records-every", type=float, default=10.0, metavar="S",
+                     help="write every player's record each S game seconds, besides on leave (10)")
     resume = sub.add_parser("resume", help="recover a durable run from its data directory and go on")
     resume.add_argument("data", metavar="DIR")
     resume.add_argument("--until", type=int, default=None, metavar="N", help="go on to tick N (default: recover only)")

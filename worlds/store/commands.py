@@ -12,6 +12,7 @@ import numpy as np
 from systems.actions import REFUSAL_NAMES, ActionBatch
 from worlds.store.durable import DataDir, DurableRun, inspect, resume
 from worlds.store.files import StoreError
+from worlds.store.players import join
 
 
 class Acks:
@@ -47,9 +48,16 @@ class Acks:
 
 
 def start(args, sim) -> DurableRun:
-    """``worlds run FILE --data DIR``: a new data directory, and the run journaled into it."""
+    """``worlds run FILE --data DIR``: a new data directory, and the run journaled into it, its
+    players' records in ``--records`` (default ``DIR/players.db``)."""
+    records = args.records or str(Path(args.data) / "players.db")
     data = DataDir.create(Path(args.data), Path(args.file), seed=sim.seed, generate=sim.generator is not None,
-                          actions=args.actions, snapshot_every=args.snapshot_every, fsync=args.fsync)
+                          actions=args.actions, snapshot_every=args.snapshot_every, fsync=args.fsync,
+                          records=records, records_every_s=args.records_every)
+    if Path(records).exists():  # returning players take up their records as they join
+        joined = join(sim, Path(records))
+        if joined:
+            print(f"{records}: {joined} returning players took up their records", file=sys.stderr)
     return DurableRun(sim, data)
 
 

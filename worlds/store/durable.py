@@ -26,6 +26,7 @@ from worlds.runtime import Simulation
 from worlds.store import snapshots
 from worlds.store.files import StoreError, digest, write_atomic
 from worlds.store.journal import FSYNC_POLICIES, FileJournal, Header, batch_of_frame, frame_of, scan, truncate
+from worlds.store.players import RecordWriter
 from worlds.store.state import StateError, capture, restore
 
 RUN_VERSION = 1
@@ -41,6 +42,8 @@ class RunInfo(msgspec.Struct):
     actions: str | None
     snapshot_every: int
     fsync: str
+    records: str | None = None  # the player records' SQLite database
+    records_every_s: float = 10.0
 
 
 @dataclass
@@ -61,7 +64,7 @@ class DataDir:
 
     @classmethod
     def create(cls, path: Path, world_file: Path, seed: int, generate: bool, actions: str | None,
-               snapshot_every: int, fsync: str) -> DataDir:
+               snapshot_every: int, fsync: str, records: str | None = None, records_every_s: float = 10.0) -> DataDir:
         """A new data directory for a run of ``world_file``; refuses one that holds a run."""
         path = Path(path)
         if (path / "run.json").exists():
@@ -77,7 +80,8 @@ class DataDir:
         path.mkdir(parents=True, exist_ok=True)
         write_atomic(path / "world.toml", text)
         info = RunInfo(RUN_VERSION, defn.world.name, digest(text), int(seed), generate,
-                       None if actions is None else str(Path(actions).resolve()), snapshot_every, fsync)
+                       None if actions is None else str(Path(actions).resolve()), snapshot_every, fsync,
+                       None if records is None else str(Path(records).resolve()), records_every_s)
         write_atomic(path / "run.json", msgspec.json.encode(info))
         return cls(path, info)
 
@@ -127,6 +131,9 @@ class DurableRun:
         self._failed: BaseException | None = None
         self.snapshot_stats: list[dict] = []
         self.last_extra_ms = 0.0
+        self._out_of_band: list[tuple[str, int]] = []
+        info = data.info
+        self.records = None if info.records is None else RecordWriter(sim, Path(info.records), info.records_every_s)
         sim.journal = self
         if first_snapshot:
             self.snapshot(wait=True)
@@ -136,6 +143,7 @@ class DurableRun:
 
     # -- the journal ----------------------------------------------------------------------------
     def record(self, tick: int, batch, out_of_band) -> None:
+        self._out_of_band = list(out_of_band)
         self.journal.append(frame_of(tick, batch, out_of_band, self._last_hash))
 
     def step(self, wall_start: float | None = None):
@@ -148,6 +156,8 @@ class DurableRun:
         self._last_hash = report.state_hash or ""
         if self.sim.tick % self.every == 0:
             self.snapshot()
+        if self.records is not None:
+            self.records.after_tick(report, self._out_of_band)
         self.last_extra_ms = (time.perf_counter() - t0) * 1000.0
         return report
 
@@ -188,10 +198,15 @@ class DurableRun:
         self._join()
         self.journal.close()
         self.sim.journal = None
+        if self.records is not None:  # everyone's record as the run ends (durable now)
+            self.records.flush()
+            self.records.close()
 
     def store_summary(self) -> dict:
         s = self.snapshot_stats
+        rec = self.records
         return {"data": str(self.data.path), "fsync": self.journal.policy, "snapshot_every": self.every,
+                "records": None if rec is None else {"db": str(rec.path), "flushes": rec.flushes, "rows": rec.rows},
                 "journal_bytes": self.journal.bytes_written, "fsyncs": self.journal.fsyncs,
                 "snapshots": len(s), "snapshot_copy_ms_max": max((x["copy_ms"] for x in s), default=0.0),
                 "snapshot_write_ms_max": max((x["write_ms"] for x in s), default=0.0),
@@ -283,6 +298,8 @@ def resume(path: Path, fsync: str | None = None) -> tuple[DurableRun, Recovery]:
         torn = {"offset": j.torn_at, "reason": j.torn_reason}
         truncate(data.journal, j.end)
     run = DurableRun(sim, data, fsync=fsync, first_snapshot=False, prev_hash=prev_hash)
+    if run.records is not None:  # the recovered world wins: every record rewritten from it
+        run.records.flush()
     return run, Recovery(state.tick, len(frames), (time.perf_counter() - t0) * 1000.0, torn, skipped)
 
 
