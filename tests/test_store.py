@@ -208,3 +208,18 @@ def test_the_commands_in_process_resume_with_acks_and_hashes_and_inspect_readabl
     out = capsys.readouterr().out
     assert "journal ticks 0..8" in out and out.count(" ok") == 4
     assert main(["run", str(WORLDS / "duel.toml"), "--ticks", "2", "--data", str(tmp_path / "e"), "--shards", "2"]) == 2
+
+
+def test_a_replay_takes_the_clients_up_at_their_last_checkpoint_and_goes_on_as_the_original(tmp_path):
+    from worlds.store.journal import CLIENT_EVERY
+
+    ticks = CLIENT_EVERY + 14
+    ref = Simulation(load_world(WORLDS / "cheat_small.toml"), seed=5)
+    expected = [ref.step().state_hash for _ in range(ticks + 20)]
+    data, _ = durable(tmp_path, "cheat_small.toml", ticks, every=10**6)  # one snapshot: tick 0
+    assert [f.tick for f in scan(data.journal).frames if f.clients] == [0, CLIENT_EVERY]
+    run, rec = resume(data.path)
+    assert (rec.resumed_from_tick, rec.replayed_ticks) == (0, ticks) and run.state_hash() == expected[ticks - 1]
+    assert [run.step().state_hash for _ in range(20)] == expected[ticks:]
+    assert run.truth.impossible == ref.truth.impossible > 0 and run.truth.honest_refused == ref.truth.honest_refused
+    run.close()

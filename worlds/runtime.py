@@ -170,6 +170,10 @@ class Simulation:
         self.journal = None
         self.replay = None
         self.out_of_band: list[tuple[str, int]] = []
+        # A recovery replaying ticks before its clients' checkpoint: the clients send nothing,
+        # the journal's batch is the tick's (with the ground truth kept for it, if any).
+        self.clients_paused = False
+        self.paused_truth: dict[int, np.ndarray] = {}
 
     @classmethod
     def from_file(cls, path: str | Path, seed: int | None = None, **kw) -> Simulation:
@@ -307,6 +311,8 @@ class Simulation:
     def _clients_send(self, tick: int, index) -> None:
         """The clients' side of the wire: this tick's replayed or simulated actions, into the
         inbox (the simulated clients look at the world through ``index``)."""
+        if self.clients_paused:
+            return
         if self.external is not None:
             replay = self.external.batch_for(tick, self.clock.dt_ms)
             self.inbox.put(replay, np.full(replay.n, tick, np.int64))
@@ -317,15 +323,21 @@ class Simulation:
     def _seal(self, tick: int) -> tuple[ActionBatch, np.ndarray]:
         """The tick's batch (journaled, recorded, and shown to ``sealed_hook``, when asked; the
         journal's own when a recovery replays it)."""
-        batch, truth = self.inbox.seal(tick)
-        if self.replay is not None:
-            replayed = self.replay(tick)
-            if replayed is not None:
-                truth = truth if truth.shape[0] == replayed.n else np.zeros(replayed.n, np.bool_)
-                batch = replayed
+        if self.clients_paused:
+            batch = self.replay(tick)
+            truth = self.paused_truth.pop(tick, None)
+            if truth is None or truth.shape[0] != batch.n:
+                truth = np.zeros(batch.n, np.bool_)
+        else:
+            batch, truth = self.inbox.seal(tick)
+            if self.replay is not None:
+                replayed = self.replay(tick)
+                if replayed is not None:
+                    truth = truth if truth.shape[0] == replayed.n else np.zeros(replayed.n, np.bool_)
+                    batch = replayed
         out_of_band, self.out_of_band = self.out_of_band, []
         if self.journal is not None:
-            self.journal.record(tick, batch, out_of_band)
+            self.journal.record(tick, batch, out_of_band, truth)
         if self.sealed_hook is not None:
             self.sealed_hook(batch)
         if self.recorder is not None:

@@ -84,6 +84,8 @@ class ShardedSimulation(BorderExchange, GroupResolution, WorldEvents, ClientView
         self.sealed_hook = None  # called with each sealed batch (the verifier's reference eats it)
         self.journal = self.replay = None  # durable state (see ``Simulation``)
         self.out_of_band: list[tuple[str, int]] = []
+        self.clients_paused = False
+        self.paused_truth: dict[int, np.ndarray] = {}
         self.router = None  # the routing table actions are first sent by (default: ``owner_of``)
         self.allocator = template.world.registry  # the world-wide id space
         self.map = ShardMap(RegionLayout(defn.bounds, max(defn.regions.count, shards)), shards)

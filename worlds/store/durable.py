@@ -13,6 +13,7 @@ tail off, and hands back a ``DurableRun`` that goes on appending.
 
 from __future__ import annotations
 
+import pickle
 import shutil
 import threading
 import time
@@ -25,9 +26,10 @@ from worlds.loader import WorldFileError, load_world
 from worlds.runtime import Simulation
 from worlds.store import snapshots
 from worlds.store.files import StoreError, digest, write_atomic
-from worlds.store.journal import FSYNC_POLICIES, FileJournal, Header, batch_of_frame, frame_of, scan, truncate
+from worlds.store.journal import (CLIENT_EVERY, FSYNC_POLICIES, FileJournal, Header, batch_of_frame, frame_of, scan,
+                                  truncate)
 from worlds.store.players import RecordWriter
-from worlds.store.state import StateError, capture, restore
+from worlds.store.state import StateError, capture, client_state, load_client_state, restore
 
 RUN_VERSION = 1
 KEEP_SNAPSHOTS = 3
@@ -142,9 +144,12 @@ class DurableRun:
         return getattr(self.sim, name)
 
     # -- the journal ----------------------------------------------------------------------------
-    def record(self, tick: int, batch, out_of_band) -> None:
+    def record(self, tick: int, batch, out_of_band, truth) -> None:
         self._out_of_band = list(out_of_band)
-        self.journal.append(frame_of(tick, batch, out_of_band, self._last_hash))
+        clients = b""
+        if self.sim.generator is not None and tick % CLIENT_EVERY == 0:
+            clients = pickle.dumps(client_state(self.sim, truth), protocol=5)
+        self.journal.append(frame_of(tick, batch, out_of_band, self._last_hash, clients))
 
     def step(self, wall_start: float | None = None):
         """One tick; ``last_extra_ms``: what durability added after it (waiting for the
@@ -283,6 +288,12 @@ def resume(path: Path, fsync: str | None = None) -> tuple[DurableRun, Recovery]:
     frames = [f for f in j.frames if f.tick >= state.tick]
     by_tick = {f.tick: f for f in frames}
     sim.replay = lambda tick: batch_of_frame(by_tick[tick]) if tick in by_tick else None
+    # The clients sit out the ticks before their last checkpoint (all of them, when nothing of
+    # theirs is kept between ticks: a recorded stream, or none): the journal has their batches.
+    if sim.generator is None:
+        pause_until = frames[-1].tick if frames else -1
+    else:
+        pause_until = max((f.tick for f in frames if f.clients), default=-1)
     prev_hash = ""
     for f in frames:
         if f.prev_hash and f.tick > state.tick and prev_hash and f.prev_hash != prev_hash:
@@ -291,7 +302,11 @@ def resume(path: Path, fsync: str | None = None) -> tuple[DurableRun, Recovery]:
         for kind, player in f.out_of_band:
             (sim.disconnect if kind == "disconnect" else sim.reconnect)(player)
         sim.out_of_band.clear()
+        sim.clients_paused = f.tick <= pause_until
+        if f.tick == pause_until and sim.generator is not None:
+            load_client_state(sim, f.tick, pickle.loads(f.clients))
         prev_hash = sim.step().state_hash or ""
+    sim.clients_paused = False
     sim.replay = None
     torn = None
     if j.torn_at is not None:

@@ -2,8 +2,10 @@
 
 A journal is a header frame (which world file, by digest, and seed it belongs to) and then one
 frame per tick, in tick order, each holding that tick's sealed input batch and the inputs that
-arrived out of band before it (disconnects, reconnects), and the state hash the tick before
-it ended with (so a replay checks itself as it goes). On disk a frame is
+arrived out of band before it (disconnects, reconnects), the state hash the tick before it
+ended with (so a replay checks itself as it goes), and every ``CLIENT_EVERY`` ticks a
+checkpoint of the built-in client simulation (so a replay need not run the clients through
+every tick: only from the last checkpoint). On disk a frame is
 
     length (u32 LE) | xxh3-64 of the body (u64 LE) | body (msgpack, ``Header`` or ``Frame``)
 
@@ -35,6 +37,7 @@ from worlds.store.faults import stall
 from worlds.store.files import StoreError
 
 VERSION = 1
+CLIENT_EVERY = 50
 _HEAD = struct.Struct("<IQ")
 FSYNC_POLICIES = ("tick", "interval", "off")
 STALLS = bool(os.environ.get("WORLDS_STORE_STALL"))  # crash drills only (``worlds.store.faults``)
@@ -53,16 +56,18 @@ class Frame(msgspec.Struct, tag="frame", array_like=True, frozen=True):
     actions: dict[str, bytes]  # ACTION_FIELDS name -> raw little-endian column
     out_of_band: list[tuple[str, int]] = []  # ("disconnect" | "reconnect", player), in call order
     prev_hash: str = ""  # state hash after tick - 1 ("" when not hashed)
+    clients: bytes = b""  # a checkpoint of the built-in client simulation (``state.client_state``), pickled
 
 
 _decoder = msgspec.msgpack.Decoder(Header | Frame)
 _encoder = msgspec.msgpack.Encoder()
 
 
-def frame_of(tick: int, batch: ActionBatch, out_of_band: list[tuple[str, int]], prev_hash: str) -> Frame:
+def frame_of(tick: int, batch: ActionBatch, out_of_band: list[tuple[str, int]], prev_hash: str,
+             clients: bytes = b"") -> Frame:
     cols = {name: np.ascontiguousarray(getattr(batch, name), np.dtype(dt).newbyteorder("<")).tobytes()
             for name, dt in ACTION_FIELDS}
-    return Frame(tick, cols, list(out_of_band), prev_hash or "")
+    return Frame(tick, cols, list(out_of_band), prev_hash or "", clients)
 
 
 def batch_of_frame(frame: Frame) -> ActionBatch:

@@ -104,8 +104,27 @@ def capture(sim) -> WorldState:
     if regions is not None:
         extra["regions"] = _pick(regions, _REGIONS)
     if sim.generator is not None:
-        extra["generator"] = {k: copy.deepcopy(v) for k, v in vars(sim.generator).items() if k not in _GENERATOR_SKIP}
+        extra["generator"] = _generator_state(sim.generator)
     return WorldState(sim.clock.tick, tables, reg.slots.copy(), extra)
+
+
+def _generator_state(gen) -> dict:
+    return {k: copy.deepcopy(v) for k, v in vars(gen).items() if k not in _GENERATOR_SKIP}
+
+
+def client_state(sim, sealed_truth) -> dict:
+    """The client side of ``sim`` just after a tick's batch was sealed: the built-in client
+    simulation, the inbox, the ground-truth counters and the sealed batch's truth (a recovery
+    takes it up there, instead of running the clients through every tick it replays)."""
+    return {"generator": _generator_state(sim.generator), "inbox": _inbox_state(sim.inbox),
+            "truth": _pick(sim.truth, _TRUTH), "sealed_truth": np.asarray(sealed_truth, np.bool_).copy()}
+
+
+def load_client_state(sim, tick: int, state: dict) -> None:
+    _put(sim.generator, state["generator"])
+    _load_inbox(sim.inbox, state["inbox"])
+    _put(sim.truth, state["truth"])
+    sim.paused_truth[tick] = state["sealed_truth"]
 
 
 def restore(sim, state: WorldState) -> None:
