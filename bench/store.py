@@ -1,5 +1,6 @@
 """Durable state on the continent: what journaling adds to the tick (fsync every tick, and
-off), the snapshot's cost in the tick (copying the state) and behind it (writing it), its size,
+off), the snapshot's cost in the tick (copying the state) and behind it (writing it; and the same
+write alone, as work rather than wall time shared with the tick), its size,
 journal bytes per tick, and the time to recover a run of N journaled ticks.
 
 The three runs (no journal, journal with fsync off, fsync every tick) are stepped in turns, so
@@ -20,7 +21,8 @@ import numpy as np
 from bench.scenes import CONTINENT, continent
 from bench.timing import Spread, progress
 from worlds import Simulation
-from worlds.store import DataDir, DurableRun, resume
+from worlds.store import DataDir, DurableRun, resume, snapshots
+from worlds.store.state import capture
 
 def durable_continent(ticks: int, warmup: int, snapshot_every: int, recover_ticks: int) -> dict:
     progress(f"durable continent: {warmup} warm-up + {ticks} ticks, a snapshot every {snapshot_every}; "
@@ -55,6 +57,14 @@ def durable_continent(ticks: int, warmup: int, snapshot_every: int, recover_tick
                            "copy_ms": Spread.of(np.array([s["copy_ms"] for s in snaps])).as_dict() if snaps else {},
                            "write_ms": Spread.of(np.array([s["write_ms"] for s in snaps])).as_dict() if snaps else {}}
         out["journal_bytes_per_tick"] = tick_run.journal.bytes_written / (warmup + ticks)
+        # The writer's work alone (behind the tick it shares the cores, so its wall time is longer).
+        alone = []
+        for k in range(3):
+            state = capture(tick_run.sim)
+            t0 = time.perf_counter()
+            snapshots.write(tmp / f"alone{k}", state, "continent", "-", 0)
+            alone.append((time.perf_counter() - t0) * 1000.0)
+        out["snapshot"]["write_alone_ms"] = Spread.of(np.array(alone)).as_dict()
         for run in runs.values():
             run.close()
         out["recovery"] = _recovery(tmp, world, recover_ticks)

@@ -1,6 +1,7 @@
 """Crash drills: a real ``worlds run --data`` process killed with SIGKILL (mid-journal-write,
-mid-snapshot, or at a random moment between and during ticks) is resumed to the uninterrupted
-run's state hash, and every action it acknowledged before dying is in the recovered state."""
+mid-snapshot, or at a random moment between and during ticks; on one shard or three) is resumed
+to the uninterrupted one-shard run's state hash, and every action it acknowledged before dying
+is in the recovered state."""
 
 import os
 import signal
@@ -44,7 +45,7 @@ def acked_tick(acks) -> int:
     return int(lines[-1].split()[0]) if lines else -1
 
 
-def killed_run(tmp_path, stream_path, stall: str | None, after_tick: int, seed: int = 0):
+def killed_run(tmp_path, stream_path, stall: str | None, after_tick: int, seed: int = 0, shards: int = 1):
     """Start the run; SIGKILL it when it stalls at ``stall``, or a few random milliseconds
     (by ``seed``) after it acknowledged tick ``after_tick``: between or inside ticks, while a
     frame is written or fsynced or a snapshot is written behind. Returns (data dir,
@@ -56,7 +57,8 @@ def killed_run(tmp_path, stream_path, stall: str | None, after_tick: int, seed: 
     err = open(tmp_path / "stderr.txt", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "worlds", "run", str(WORLD), "--ticks", str(TICKS), "--actions",
                              str(stream_path), "--data", str(data), "--snapshot-every", "20", "--acks", str(acks),
-                             "--json"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
+                             "--shards", str(shards), "--json"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=err)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         if mark.exists() if stall else acked_tick(acks) >= after_tick:
@@ -74,27 +76,30 @@ def killed_run(tmp_path, stream_path, stall: str | None, after_tick: int, seed: 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stall, after_tick, seed", [("journal@37", 0, 0), ("snapshot@40", 0, 0), (None, 3, 1),
-                                                     (None, 59, 2), (None, 131, 3), (None, 220, 4)])
+@pytest.mark.parametrize("stall, after_tick, seed, shards", [
+    ("journal@37", 0, 0, 1), ("snapshot@40", 0, 0, 1), (None, 3, 1, 1), (None, 59, 2, 1), (None, 131, 3, 1),
+    (None, 220, 4, 1), (None, 90, 5, 3), ("snapshot@60", 0, 0, 3)])
 def test_a_killed_run_resumes_to_the_same_hash_with_every_acknowledged_action(tmp_path, stream, stall, after_tick,
-                                                                                seed):
+                                                                                seed, shards):
     path, expected = stream
-    data, acks = killed_run(tmp_path, path, stall, after_tick, seed)
+    data, acks = killed_run(tmp_path, path, stall, after_tick, seed, shards)
     assert acks, "the run acknowledged nothing before it was killed"
     run, rec = resume(data)
     last = run.tick - 1  # the last tick the journal holds whole
     assert run.state_hash() == expected[last]
     if stall == "journal@37":
         assert rec.torn is not None and last == 36
-    if stall == "snapshot@40":
-        assert rec.resumed_from_tick == 20 and not (data / "snapshots" / "000000040").exists()
+    if stall and stall.startswith("snapshot@"):
+        at = int(stall.split("@")[1])
+        assert rec.resumed_from_tick == at - 20 and not (data / "snapshots" / f"{at:09d}").exists()
     journaled = {(int(a), int(s)) for f in scan(data / "journal.log").frames
                  for a, s in zip(np.frombuffer(f.actions["actor"], "<i8"), np.frombuffer(f.actions["seq"], "<i8"))}
     assert max(t for t, *_ in acks) <= last
     assert all((p, s) in journaled for _, p, s, _ in acks)  # nothing acknowledged was lost
+    world = run.world  # (a sharded run's: merged from its shards once)
     for _, p, s, result in acks:
         if result == "applied":
-            assert run.world.get(p, Player)["last_seq"] >= s
+            assert world.get(p, Player)["last_seq"] >= s
     more = min(TICKS, run.tick + 15)
     while run.tick < more:
         assert run.step().state_hash == expected[run.tick - 1]

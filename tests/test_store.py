@@ -207,7 +207,6 @@ def test_the_commands_in_process_resume_with_acks_and_hashes_and_inspect_readabl
     assert main(["inspect", str(d)]) == 0
     out = capsys.readouterr().out
     assert "journal ticks 0..8" in out and out.count(" ok") == 4
-    assert main(["run", str(WORLDS / "duel.toml"), "--ticks", "2", "--data", str(tmp_path / "e"), "--shards", "2"]) == 2
 
 
 def test_a_replay_takes_the_clients_up_at_their_last_checkpoint_and_goes_on_as_the_original(tmp_path):
@@ -223,3 +222,26 @@ def test_a_replay_takes_the_clients_up_at_their_last_checkpoint_and_goes_on_as_t
     assert [run.step().state_hash for _ in range(20)] == expected[ticks:]
     assert run.truth.impossible == ref.truth.impossible > 0 and run.truth.honest_refused == ref.truth.honest_refused
     run.close()
+
+
+def test_a_sharded_run_is_snapshotted_as_one_cut_and_resumes_to_the_one_shard_hash(tmp_path):
+    from worlds.cluster.sharded import ShardedSimulation
+    from worlds.store.snapshots import listing, manifest_of
+
+    name = "events_shard_hunt.toml"  # events (the director's shard), hand-offs, ghosts, kills across borders
+    ref = reference(name, 50, seed=5)
+    data = DataDir.create(tmp_path / "d", WORLDS / name, seed=5, generate=True, actions=None, snapshot_every=15,
+                          fsync="tick", shards=4)
+    run = DurableRun(ShardedSimulation(data.world(), 4, seed=5), data)
+    assert [run.step().state_hash for _ in range(35)] == ref[:35]
+    run.close()
+    newest = listing(data.path)[-1]
+    assert newest.name == "000000030" and len(manifest_of(newest).parts) == 5  # the id space and four shards
+    again, rec = resume(data.path)
+    assert isinstance(again.sim, ShardedSimulation) and (rec.resumed_from_tick, rec.replayed_ticks) == (30, 5)
+    assert [again.step().state_hash for _ in range(15)] == ref[35:]
+    again.close()
+    from worlds.store.state import StateError
+
+    with pytest.raises(StateError, match="the snapshot is of 4 shards; this run is one world"):
+        restore(Simulation(data.world(), seed=5), capture(again.sim))

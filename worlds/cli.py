@@ -169,10 +169,6 @@ def _run(args: argparse.Namespace) -> int:
         from worlds.store import StoreError
         from worlds.store.commands import Acks, start
 
-        if not isinstance(sim, Simulation):
-            print(f"{args.data}: durable state for a sharded world is not built yet (run it on one shard)",
-                  file=sys.stderr)
-            return 2
         try:
             durable = start(args, sim)
         except (StoreError, OSError) as e:

@@ -274,6 +274,7 @@ class Simulation:
             wall_start = t0
         batch, truth = self._seal(tick)
         self.world.resources[ActionBatch] = batch
+        self.last_batch = batch  # the tick's actions, with their outcomes once it has run
         ctx = TickContext(tick=tick, dt_s=self.clock.dt_s, seed=self.seed, rng=self.rng, defn=self.defn,
                           max_speed_mps=self.max_speed_mps)
         # No garbage collection inside the tick: a pause would land on whichever system happened

@@ -239,6 +239,7 @@ class ShardedSimulation(BorderExchange, GroupResolution, WorldEvents, ClientView
             wall_start = t0
         self.transport.new_tick()
         batch, truth = Simulation._seal(self, tick)
+        self.last_batch = batch
         collecting = gc.isenabled()
         gc.disable()
         try:

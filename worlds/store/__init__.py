@@ -12,11 +12,16 @@ Contract:
   simulation arrays that shape later ticks) is snapshotted atomically, written off the tick's
   path; three are kept.
 - ``resume`` rebuilds the world from the newest good snapshot (a damaged one falls back to the
-  previous, with a longer replay) and replays the journal to its end, checking the hashes it
+  previous, with a longer replay) and replays the journal to its end (the built-in clients
+  sit out the ticks before their last checkpoint in it), checking the hashes it
   recorded; a torn last frame is dropped and reported with its offset; a damaged frame in the
   middle, or a journal or snapshot of another world file or seed, is refused with one line
   naming the file, offset and reason. A resumed run then goes on exactly as an uninterrupted
   one would: the same state hash at every later tick.
+- A sharded world's snapshot is one barrier-consistent cut: the id space, then every shard at
+  the same tick, and what their coordinator keeps between ticks.
+- Player records (``players``) live in SQLite, written through behind the tick, never ahead
+  of the durable world.
 
 ``state.pkl`` in a snapshot is a pickle (of plain data: arrays, numbers, lists): a data
 directory is the server's own, to be trusted like its code. Its checksum is verified first.

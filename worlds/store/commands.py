@@ -26,7 +26,7 @@ class Acks:
     def after(self, sim, report) -> None:
         if self._f is None:
             return
-        b: ActionBatch = sim.world.resources[ActionBatch]
+        b: ActionBatch = sim.last_batch
         self._pending.append((report.tick, b.actor.copy(), b.seq.copy(), b.status.copy()))
         self._flush(report.durable_tick if report.durable_tick is not None else report.tick)
 
@@ -53,7 +53,8 @@ def start(args, sim) -> DurableRun:
     records = args.records or str(Path(args.data) / "players.db")
     data = DataDir.create(Path(args.data), Path(args.file), seed=sim.seed, generate=sim.generator is not None,
                           actions=args.actions, snapshot_every=args.snapshot_every, fsync=args.fsync,
-                          records=records, records_every_s=args.records_every)
+                          records=records, records_every_s=args.records_every,
+                          shards=len(sim.shards) if hasattr(sim, "shards") else 1)
     if Path(records).exists():  # returning players take up their records as they join
         joined = join(sim, Path(records))
         if joined:

@@ -46,6 +46,7 @@ class RunInfo(msgspec.Struct):
     fsync: str
     records: str | None = None  # the player records' SQLite database
     records_every_s: float = 10.0
+    shards: int = 1
 
 
 @dataclass
@@ -66,7 +67,8 @@ class DataDir:
 
     @classmethod
     def create(cls, path: Path, world_file: Path, seed: int, generate: bool, actions: str | None,
-               snapshot_every: int, fsync: str, records: str | None = None, records_every_s: float = 10.0) -> DataDir:
+               snapshot_every: int, fsync: str, records: str | None = None, records_every_s: float = 10.0,
+               shards: int = 1) -> DataDir:
         """A new data directory for a run of ``world_file``; refuses one that holds a run."""
         path = Path(path)
         if (path / "run.json").exists():
@@ -83,7 +85,7 @@ class DataDir:
         write_atomic(path / "world.toml", text)
         info = RunInfo(RUN_VERSION, defn.world.name, digest(text), int(seed), generate,
                        None if actions is None else str(Path(actions).resolve()), snapshot_every, fsync,
-                       None if records is None else str(Path(records).resolve()), records_every_s)
+                       None if records is None else str(Path(records).resolve()), records_every_s, shards)
         write_atomic(path / "run.json", msgspec.json.encode(info))
         return cls(path, info)
 
@@ -122,7 +124,7 @@ class DurableRun:
     """``sim`` with its ticks journaled and its state snapshotted (``Simulation``'s API:
     attributes not defined here are the simulation's)."""
 
-    def __init__(self, sim: Simulation, data: DataDir, fsync: str | None = None, first_snapshot: bool = True,
+    def __init__(self, sim, data: DataDir, fsync: str | None = None, first_snapshot: bool = True,
                  prev_hash: str = "") -> None:
         self.sim = sim
         self.data = data
@@ -235,10 +237,13 @@ class Recovery:
                 "snapshots_skipped": self.snapshots_skipped}
 
 
-def build(data: DataDir) -> Simulation:
-    """A fresh simulation of the run's world, seed and input source (not yet stepped)."""
+def build(data: DataDir):
+    """A fresh simulation of the run's world, seed, shard count and input source (not yet
+    stepped)."""
+    from worlds.cluster import open_world
+
     info = data.info
-    sim = Simulation(data.world(), seed=info.seed, generate=info.generate)
+    sim = open_world(data.world(), shards=info.shards, seed=info.seed, generate=info.generate)
     if info.actions is not None:
         from worlds.stream import StreamReader
 

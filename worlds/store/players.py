@@ -113,35 +113,44 @@ def read(path: Path) -> dict[str, dict]:
 
 
 def join(sim, path: Path) -> int:
-    """Players whose account has a record take it up (call before the first tick); returns how
-    many did."""
+    """Players whose account has a record take it up (call before the first tick; one world or
+    a sharded one, whose owners take the values); returns how many did."""
     records = read(path)
     if not records:
         return 0
-    w = sim.world
+    sharded = hasattr(sim, "shards")
     n = 0
     for e, a in zip(sim.player_ids.tolist(), accounts_of(sim)):
         r = records.get(a)
         if r is None:
             continue
+        w = sim.shards[int(sim.owner_of(np.array([e]))[0])].world if sharded else sim.world
         w.set(e, Position, x=r["x"], y=r["y"])
         w.set(e, Player, last_x=r["x"], last_y=r["y"])
         w.set(e, Health, hp=r["hp"], max_hp=r["max_hp"], dead=0 if r["hp"] > 0 else 1)
         w.set(e, Inventory, gold=r["gold"], potions=r["potions"], rares=r["rares"])
         w.set(e, CheatStats, **{f: v for f, v in r["stats"].items() if f in LIFETIME})
         n += 1
+    if not n:
+        return 0
+    from worlds.runtime import index_world
+
+    if sharded:  # the ghosts hear of it, the shards' indexes and the clients' view are drawn again
+        sim.stale |= {Position, Player, Health, Inventory}
+        for sh in sim.shards:
+            sh.index_now()
+        if sim.generator is not None:
+            sim._refresh_view(first=True)
+    else:
+        index_world(sim.world, sim.schedule)
     gen = sim.generator
-    if gen is not None and n:  # the clients start from where their players stand now
+    if gen is not None:  # the clients start from where their players stand now
         from systems.columns import gather
 
-        gen.x, _ = gather(w, gen.ids, Position, "x")
-        gen.y, _ = gather(w, gen.ids, Position, "y")
-        gen.potions, _ = gather(w, gen.ids, Inventory, "potions")
-        gen.last_hp, _ = gather(w, gen.ids, Health, "hp")
-    if n:
-        from worlds.runtime import index_world
-
-        index_world(w, sim.schedule)
+        gen.x, _ = gather(gen.world, gen.ids, Position, "x")
+        gen.y, _ = gather(gen.world, gen.ids, Position, "y")
+        gen.potions, _ = gather(gen.world, gen.ids, Inventory, "potions")
+        gen.last_hp, _ = gather(gen.world, gen.ids, Health, "hp")
     return n
 
 

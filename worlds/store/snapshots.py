@@ -1,6 +1,8 @@
 """Snapshots: a world's state at the start of a tick, as files that are whole or absent.
 
-``DIR/snapshots/TICK/`` holds one ``.npy`` per table column block and per table's ids (numpy's
+``DIR/snapshots/TICK/`` holds one ``.npy`` per table column block and per table's ids, for each
+part of the world (one world: one part; a sharded world: its id space, then each shard, all at
+the same tick: a barrier-consistent cut) (numpy's
 own format: a memcpy to write, nothing to install; Arrow IPC would add pyarrow for the same
 bytes), ``state.pkl`` for the small plain-data rest (``worlds.store.state``), and
 ``manifest.json``: tick, world file digest, seed, schema version, and each file's size and
@@ -23,9 +25,9 @@ import numpy as np
 
 from worlds.store.faults import stall
 from worlds.store.files import StoreError, digest, fsync_dir
-from worlds.store.state import TableState, WorldState
+from worlds.store.state import PartState, TableState, WorldState
 
-VERSION = 1
+VERSION = 2
 
 
 class FileEntry(msgspec.Struct):
@@ -41,6 +43,11 @@ class TableEntry(msgspec.Struct):
     blocks: dict[str, str]
 
 
+class PartEntry(msgspec.Struct):
+    tables: list[TableEntry]
+    slots: str
+
+
 class Manifest(msgspec.Struct):
     version: int
     tick: int
@@ -48,7 +55,7 @@ class Manifest(msgspec.Struct):
     world_digest: str
     seed: int
     entities: int
-    tables: list[TableEntry]
+    parts: list[PartEntry]  # one world; or the id space, then each shard
     state: str
     files: dict[str, FileEntry]
 
@@ -79,14 +86,17 @@ def write(root: Path, state: WorldState, world: str, world_digest: str, seed: in
         files[fname] = FileEntry(len(data), digest(data))
         return fname
 
-    tables = []
-    for i, t in enumerate(state.tables):
-        blocks = {key: put(f"t{i}.b{j}.npy", _npy(b)) for j, (key, b) in enumerate(sorted(t.blocks.items()))}
-        tables.append(TableEntry(t.components, t.n, t.capacity, put(f"t{i}.ids.npy", _npy(t.ids)), blocks))
-    put("slots.npy", _npy(state.slots))
+    parts = []
+    for p, part in enumerate(state.parts):
+        pre = f"p{p}." if len(state.parts) > 1 else ""
+        tables = []
+        for i, t in enumerate(part.tables):
+            blocks = {key: put(f"{pre}t{i}.b{j}.npy", _npy(b)) for j, (key, b) in enumerate(sorted(t.blocks.items()))}
+            tables.append(TableEntry(t.components, t.n, t.capacity, put(f"{pre}t{i}.ids.npy", _npy(t.ids)), blocks))
+        parts.append(PartEntry(tables, put(f"{pre}slots.npy", _npy(part.slots))))
     stall("snapshot", state.tick)
     put("state.pkl", pickle.dumps(state.extra, protocol=5))
-    manifest = Manifest(VERSION, state.tick, world, world_digest, seed, state.entities, tables, "state.pkl", files)
+    manifest = Manifest(VERSION, state.tick, world, world_digest, seed, state.entities, parts, "state.pkl", files)
     with open(tmp / "manifest.json", "wb") as f:
         f.write(msgspec.json.encode(manifest))
         f.flush()
@@ -138,10 +148,9 @@ def load(snap: Path, world_digest: str, seed: int) -> WorldState:
     def arr(fname: str) -> np.ndarray:
         return np.load(io.BytesIO(data[fname]), allow_pickle=False)
 
-    tables = [TableState(t.components, t.n, t.capacity, arr(t.ids), {k: arr(f) for k, f in t.blocks.items()})
-              for t in m.tables]
-    extra = pickle.loads(data[m.state])
-    return WorldState(m.tick, tables, arr("slots.npy"), extra)
+    parts = [PartState([TableState(t.components, t.n, t.capacity, arr(t.ids), {k: arr(f) for k, f in t.blocks.items()})
+                        for t in p.tables], arr(p.slots)) for p in m.parts]
+    return WorldState(m.tick, parts, pickle.loads(data[m.state]))
 
 
 def size_of(snap: Path) -> int:

@@ -51,38 +51,63 @@ class TableState:
 
 
 @dataclass
-class WorldState:
-    tick: int
+class PartState:
+    """One world's tables and id slots (a sharded world: the id space's, then each shard's)."""
+
     tables: list[TableState]
     slots: np.ndarray
+
+
+@dataclass
+class WorldState:
+    tick: int
+    parts: list[PartState]
     extra: dict = field(default_factory=dict)  # plain data (see the module's docstring)
 
     @property
     def entities(self) -> int:
-        return sum(t.n for t in self.tables)
+        """Entities held (a sharded world's ghost copies left out)."""
+        skip = 1 if self.extra.get("kind") == "cluster" else 0
+        return sum(t.n for p in self.parts[skip:] for t in p.tables if "Ghost" not in t.components)
 
 
 class StateError(ValueError):
     """A snapshot that does not fit the world it is restored into (one line: what and why)."""
 
 
+def _sharded(sim) -> bool:
+    return hasattr(sim, "shards")
+
+
 def capture(sim) -> WorldState:
-    """A copy of ``sim``'s state between two ticks."""
-    w = sim.world
+    """A copy of ``sim``'s state between two ticks (one world, or every shard of a sharded one
+    at the same tick, with what their coordinator keeps: a barrier-consistent cut)."""
+    if _sharded(sim):
+        parts = [PartState([], sim.allocator.slots.copy())]
+        extras = [{"registry": _registry_state(sim.allocator)}]
+        for sh in sim.shards:
+            part, ex = _world_part(sh.world, sh.schedule)
+            parts.append(part)
+            extras.append(ex)
+        extra = {"kind": "cluster", "shards": len(sim.shards), "parts": extras, "coordinator": _coordinator(sim)}
+    else:
+        part, ex = _world_part(sim.world, sim.schedule)
+        parts, extra = [part], {"kind": "world", "parts": [ex]}
+    extra.update(generator=None if sim.generator is None else _generator_state(sim.generator),
+                 inbox=_inbox_state(sim.inbox), truth=_pick(sim.truth, _TRUTH))
+    return WorldState(sim.clock.tick, parts, extra)
+
+
+def _registry_state(reg: EntityRegistry) -> dict:
+    return {**_pick(reg, _REGISTRY), "free": list(reg._free), "foreign": dict(reg._foreign), "lent": sorted(reg._lent)}
+
+
+def _world_part(w, schedule) -> tuple[PartState, dict]:
     tables = []
     for t in w.tables:
         blocks = {f"{c}|{d}": b[:, : t.n].copy() for (c, d), b in t._blocks.items()}
         tables.append(TableState(sorted(t.key), t.n, t.capacity, t.ids.copy(), blocks))
-    reg = w.registry
-    extra: dict = {
-        "registry": {**_pick(reg, _REGISTRY), "free": list(reg._free), "foreign": dict(reg._foreign),
-                     "lent": sorted(reg._lent)},
-        "resources": {},
-        "regions": None,
-        "generator": None,
-        "inbox": _inbox_state(sim.inbox),
-        "truth": _pick(sim.truth, _TRUTH),
-    }
+    extra: dict = {"registry": _registry_state(w.registry), "resources": {}, "regions": None}
     res = w.resources
     if RegionLayout in res:
         extra["resources"]["layout"] = _pick(res[RegionLayout], _LAYOUT)
@@ -100,12 +125,30 @@ def capture(sim) -> WorldState:
         extra["resources"]["index"] = {"ids": ix.ids.copy(), "x": ix.x.copy(), "y": ix.y.copy(),
                                        "alive": ix.alive.copy(), "offset": ix._offset.copy(),
                                        "tables": [w.tables.index(t) for t in ix._tables]}
-    regions = next((s for s in sim.schedule.systems if isinstance(s, Regions)), None)
+    regions = next((s for s in schedule.systems if isinstance(s, Regions)), None)
     if regions is not None:
         extra["regions"] = _pick(regions, _REGIONS)
-    if sim.generator is not None:
-        extra["generator"] = _generator_state(sim.generator)
-    return WorldState(sim.clock.tick, tables, reg.slots.copy(), extra)
+    return PartState(tables, w.registry.slots.copy()), extra
+
+
+# What a sharded world's coordinator keeps between ticks besides its shards' worlds.
+_MAP = ("region_shard", "_node_of_shard", "_rects", "_split_seen")
+_BALANCER_SKIP = ("map", "cfg")
+
+
+def _coordinator(sim) -> dict:
+    return {
+        "owner": sim._owner.copy(),
+        "map_layout": _pick(sim.map.layout, _LAYOUT),
+        "map": _pick(sim.map, _MAP),
+        "balancer": {k: copy.deepcopy(v) for k, v in vars(sim.balancer).items() if k not in _BALANCER_SKIP},
+        "stale": sorted(c.name for c in sim.stale),
+        "newcomers": sim._newcomers,
+        "stats": copy.deepcopy(vars(sim.stats)),
+        "stood": copy.deepcopy(getattr(sim, "_stood", None)),
+        "shards": [{"interest": copy.deepcopy(sh.interest), "sent": copy.deepcopy(sh.encoder._sent),
+                    "holds": copy.deepcopy(sh.encoder.holds)} for sh in sim.shards],
+    }
 
 
 def _generator_state(gen) -> dict:
@@ -128,9 +171,45 @@ def load_client_state(sim, tick: int, state: dict) -> None:
 
 
 def restore(sim, state: WorldState) -> None:
-    """Put ``state`` into ``sim`` (built from the same world file and seed, not yet stepped)."""
-    w = sim.world
-    for i, ts in enumerate(state.tables):
+    """Put ``state`` into ``sim`` (built from the same world file, seed and shard count, not
+    yet stepped)."""
+    kind = state.extra.get("kind")
+    if (kind == "cluster") != _sharded(sim) or (kind == "cluster" and state.extra["shards"] != len(sim.shards)):
+        have = f"{len(sim.shards)} shards" if _sharded(sim) else "one world"
+        took = f"{state.extra['shards']} shards" if kind == "cluster" else "one world"
+        raise StateError(f"the snapshot is of {took}; this run is {have}")
+    if kind == "cluster":
+        _load_registry(sim.allocator, state.parts[0].slots, state.extra["parts"][0]["registry"])
+        for sh, part, ex in zip(sim.shards, state.parts[1:], state.extra["parts"][1:]):
+            _load_part(sh.world, sh.schedule, part, ex, sim.catalog)
+        _load_coordinator(sim, state.extra["coordinator"])
+    else:
+        known = _known(sim)
+        _load_part(sim.world, sim.schedule, state.parts[0], state.extra["parts"][0], known)
+    sim.clock.tick = state.tick
+    gen = state.extra["generator"]
+    if (gen is None) != (sim.generator is None):
+        raise StateError("the snapshot was taken with the built-in client simulation "
+                         f"{'on' if gen is not None else 'off'}; this world has it {'on' if sim.generator else 'off'}")
+    if gen is not None:
+        _put(sim.generator, gen)
+    _load_inbox(sim.inbox, state.extra["inbox"])
+    _put(sim.truth, state.extra["truth"])
+    if kind == "cluster" and sim.generator is not None:
+        sim._refresh_view()  # the clients' merged view, and where everyone stood, as they were
+
+
+def _load_registry(reg: EntityRegistry, slots: np.ndarray, r: dict) -> None:
+    reg.slots = slots.copy()
+    for k in _REGISTRY:
+        setattr(reg, k, copy.deepcopy(r[k]))
+    reg._free = deque(r["free"])
+    reg._foreign = dict(r["foreign"])
+    reg._lent = set(r["lent"])
+
+
+def _load_part(w, schedule, part: PartState, ex: dict, known: dict) -> None:
+    for i, ts in enumerate(part.tables):
         key = frozenset(ts.components)
         if i < len(w.tables):
             if w.tables[i].key != key:
@@ -138,24 +217,18 @@ def restore(sim, state: WorldState) -> None:
                                  "in the snapshot: it was taken of another world")
             table = w.tables[i]
         else:
-            comps = _components(w, sim, ts.components)
-            _, table = w.table_for(comps)
+            missing = [n for n in ts.components if n not in known]
+            if missing:
+                raise StateError(f"the snapshot holds components this world does not know: {missing}")
+            _, table = w.table_for(tuple(known[n] for n in ts.components))
         _load_table(table, ts)
-    for table in w.tables[len(state.tables):]:
+    for table in w.tables[len(part.tables):]:
         table.n = 0  # (a table the snapshot's world had not made yet)
-    reg: EntityRegistry = w.registry
-    r = state.extra["registry"]
-    reg.slots = state.slots.copy()
-    for k in _REGISTRY:
-        setattr(reg, k, copy.deepcopy(r[k]))
-    reg._free = deque(r["free"])
-    reg._foreign = dict(r["foreign"])
-    reg._lent = set(r["lent"])
+    _load_registry(w.registry, part.slots, ex["registry"])
     w.structure_version += 1
     w.adoptions += 1
-    sim.clock.tick = state.tick
     res = w.resources
-    saved = state.extra["resources"]
+    saved = ex["resources"]
     if "layout" in saved:
         _put(res[RegionLayout], saved["layout"])
     if "region_stats" in saved:
@@ -172,17 +245,25 @@ def restore(sim, state: WorldState) -> None:
         ix._world, ix._tables, ix._sorted_at = w, [w.tables[i] for i in s["tables"]], None
         ix._offset = s["offset"].copy()
         ix.grid.rebuild(ix.x, ix.y)
-    regions = next((s for s in sim.schedule.systems if isinstance(s, Regions)), None)
-    if regions is not None and state.extra["regions"] is not None:
-        _put(regions, state.extra["regions"])
-    gen = state.extra["generator"]
-    if (gen is None) != (sim.generator is None):
-        raise StateError("the snapshot was taken with the built-in client simulation "
-                         f"{'on' if gen is not None else 'off'}; this world has it {'on' if sim.generator else 'off'}")
-    if gen is not None:
-        _put(sim.generator, gen)
-    _load_inbox(sim.inbox, state.extra["inbox"])
-    _put(sim.truth, state.extra["truth"])
+    regions = next((s for s in schedule.systems if isinstance(s, Regions)), None)
+    if regions is not None and ex["regions"] is not None:
+        _put(regions, ex["regions"])
+
+
+def _load_coordinator(sim, c: dict) -> None:
+    sim._owner = c["owner"].copy()
+    _put(sim.map.layout, c["map_layout"])
+    _put(sim.map, c["map"])
+    _put(sim.balancer, c["balancer"])
+    sim.stale = {sim.catalog[n] for n in c["stale"]}
+    sim._newcomers = c["newcomers"]
+    _put(sim.stats, c["stats"])
+    if c["stood"] is not None:
+        sim._stood = copy.deepcopy(c["stood"])
+    for sh, s in zip(sim.shards, c["shards"]):
+        sh.interest = copy.deepcopy(s["interest"])
+        sh.encoder._sent = copy.deepcopy(s["sent"])
+        sh.encoder.holds = copy.deepcopy(s["holds"])
 
 
 # --------------------------------------------------------------------------- helpers
@@ -208,22 +289,19 @@ def _load_table(table, ts: TableState) -> None:
     table.removals += 1
 
 
-def _components(world, sim, names: list[str]):
-    """The Component objects of ``names``: from the world's tables or its systems' declarations."""
-    known = {c.name: c for t in world.tables for c in t.components}
+def _known(sim) -> dict:
+    """Components a one-world snapshot may hold: the world's, its systems', the archetypes'."""
+    from systems.apply_actions import TradeOffer
+    from worlds.runtime import NPC_ARCHETYPE, PLAYER_ARCHETYPE
+
+    known = {c.name: c for t in sim.world.tables for c in t.components}
     for s in sim.schedule.systems:
         for c in (*s.reads, *s.writes):
             if hasattr(c, "fields"):
                 known.setdefault(c.name, c)
-    from worlds.runtime import NPC_ARCHETYPE, PLAYER_ARCHETYPE
-    from systems.apply_actions import TradeOffer
-
     for c in (*PLAYER_ARCHETYPE, *NPC_ARCHETYPE, TradeOffer):
         known.setdefault(c.name, c)
-    missing = [n for n in names if n not in known]
-    if missing:
-        raise StateError(f"the snapshot holds components this world does not know: {missing}")
-    return tuple(known[n] for n in names)
+    return known
 
 
 def _inbox_state(inbox) -> dict:
