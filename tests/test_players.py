@@ -27,12 +27,17 @@ def durable(tmp_path, name, db, every_s=10.0, seed=3):
     return DurableRun(Simulation(data.world(), seed=seed), data)
 
 
-def test_each_account_holds_its_own_players_state_as_the_run_ends(tmp_path):
-    db = tmp_path / "players.db"
-    run = durable(tmp_path, "a", db)
-    for _ in range(40):
+def played(tmp_path, name, db, ticks=40):
+    run = durable(tmp_path, name, db)
+    for _ in range(ticks):
         run.step()
     run.close()
+    return run
+
+
+def test_each_account_holds_its_own_players_state_as_the_run_ends(tmp_path):
+    db = tmp_path / "players.db"
+    run = played(tmp_path, "a", db)
     records = read(db)
     w = run.sim.world
     assert sorted(records) == sorted(accounts_of(run.sim)) and len(records) == run.player_ids.shape[0]
@@ -50,10 +55,7 @@ def test_each_account_holds_its_own_players_state_as_the_run_ends(tmp_path):
 
 def test_a_new_run_of_the_world_finds_each_returning_players_inventory_where_it_was(tmp_path):
     db = tmp_path / "players.db"
-    run = durable(tmp_path, "first", db)
-    for _ in range(40):
-        run.step()
-    run.close()
+    played(tmp_path, "first", db)
     before = read(db)
     fresh = Simulation(load_world(WORLD), seed=3)
     assert join(fresh, db) == fresh.player_ids.shape[0]

@@ -245,3 +245,17 @@ def test_a_sharded_run_is_snapshotted_as_one_cut_and_resumes_to_the_one_shard_ha
 
     with pytest.raises(StateError, match="the snapshot is of 4 shards; this run is one world"):
         restore(Simulation(data.world(), seed=5), capture(again.sim))
+
+
+def test_a_replay_that_does_not_reach_the_hash_the_journal_recorded_is_refused(tmp_path):
+    import msgspec
+
+    from worlds.store.journal import pack
+
+    data, _ = durable(tmp_path, "battle.toml", 25, every=1000)
+    j = scan(data.journal)
+    frames = [msgspec.structs.replace(f, prev_hash="0" * 16) if f.tick == 20 else f for f in j.frames]
+    data.journal.write_bytes(pack(j.header) + b"".join(pack(f) for f in frames))
+    with pytest.raises(StoreError, match=r"replaying tick 19 gave hash [0-9a-f]{16}, the journal says 0{16}"):
+        resume(data.path)
+    assert "status" not in j.frames[3].actions and "actor" in j.frames[3].actions  # outputs are not journaled

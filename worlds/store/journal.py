@@ -34,12 +34,13 @@ import xxhash
 
 from systems.actions import ACTION_FIELDS, ActionBatch
 from worlds.store.faults import stall
-from worlds.store.files import StoreError
+from worlds.store.files import StoreError, fsync_dir
 
 VERSION = 1
 CLIENT_EVERY = 50
 _HEAD = struct.Struct("<IQ")
 FSYNC_POLICIES = ("tick", "interval", "off")
+_datasync = getattr(os, "fdatasync", os.fsync)
 STALLS = bool(os.environ.get("WORLDS_STORE_STALL"))  # crash drills only (``worlds.store.faults``)
 
 
@@ -53,7 +54,7 @@ class Header(msgspec.Struct, tag="header", array_like=True, frozen=True):
 
 class Frame(msgspec.Struct, tag="frame", array_like=True, frozen=True):
     tick: int
-    actions: dict[str, bytes]  # ACTION_FIELDS name -> raw little-endian column
+    actions: dict[str, bytes]  # ACTION_FIELDS name -> raw little-endian column (outputs left unset: absent)
     out_of_band: list[tuple[str, int]] = []  # ("disconnect" | "reconnect", player), in call order
     prev_hash: str = ""  # state hash after tick - 1 ("" when not hashed)
     clients: bytes = b""  # a checkpoint of the built-in client simulation (``state.client_state``), pickled
@@ -63,16 +64,28 @@ _decoder = msgspec.msgpack.Decoder(Header | Frame)
 _encoder = msgspec.msgpack.Encoder()
 
 
+# Columns the tick fills in (validation's outputs): journaled only when a batch arrives with
+# them already set; a frame without them gives them their unset values back.
+_OUTPUTS = {"status": 0.0, "event_ms": np.nan, "excess_ms": np.nan, "speed_ratio": np.nan}
+_REQUIRED = tuple(name for name, _ in ACTION_FIELDS if name not in _OUTPUTS)
+
+
 def frame_of(tick: int, batch: ActionBatch, out_of_band: list[tuple[str, int]], prev_hash: str,
              clients: bytes = b"") -> Frame:
-    cols = {name: np.ascontiguousarray(getattr(batch, name), np.dtype(dt).newbyteorder("<")).tobytes()
-            for name, dt in ACTION_FIELDS}
+    cols = {}
+    for name, dt in ACTION_FIELDS:
+        col = getattr(batch, name)
+        unset = _OUTPUTS.get(name)
+        if unset is not None and (np.all(np.isnan(col)) if unset != unset else not np.any(col)):
+            continue
+        cols[name] = np.ascontiguousarray(col, np.dtype(dt).newbyteorder("<")).tobytes()
     return Frame(tick, cols, list(out_of_band), prev_hash or "", clients)
 
 
 def batch_of_frame(frame: Frame) -> ActionBatch:
+    n = len(frame.actions["actor"]) // 8
     return ActionBatch(**{name: np.frombuffer(frame.actions[name], np.dtype(dt).newbyteorder("<")).copy()
-                          for name, dt in ACTION_FIELDS})
+                          if name in frame.actions else np.full(n, _OUTPUTS[name], dt) for name, dt in ACTION_FIELDS})
 
 
 def pack(message: Header | Frame) -> bytes:
@@ -118,6 +131,7 @@ class FileJournal(Journal):
         if new and header is not None:
             self._write(pack(header))
             os.fsync(self._fd)
+            fsync_dir(self.path.parent)  # the file's name is durable too
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -145,7 +159,7 @@ class FileJournal(Journal):
     def _sync_behind(self, tick: int) -> None:
         """fsync in a thread (it releases the GIL: the tick computes meanwhile)."""
         def run() -> None:
-            os.fsync(self._fd)
+            _datasync(self._fd)  # the appended bytes and the size that reaches them
             with self._lock:
                 self.durable_tick = max(self.durable_tick, tick)
                 self.fsyncs += 1
@@ -235,7 +249,7 @@ def scan(path: Path) -> Scan:
             if message.tick != expect:
                 raise StoreError(f"{path}: offset {start}: frame of tick {message.tick} where tick {expect} "
                                  "was due (a gap or a repeat)")
-            missing = [name for name, _ in ACTION_FIELDS if name not in message.actions]
+            missing = [name for name in _REQUIRED if name not in message.actions]
             if missing:
                 raise StoreError(f"{path}: offset {start}: frame of tick {message.tick} lacks columns {missing}")
             out.frames.append(message)

@@ -38,6 +38,10 @@ _REGIONS = ("_recent_xy", "_recent_counts", "_counts", "_above", "_last_rebalanc
 _GRID = ("raw", "onsets", "spike_onsets", "crowd_onsets", "spike_detect_ticks", "updated_tick")
 _EVENT_STATS = ("spawn_log", "end_log", "figures", "max_world_mobs", "rescaled_up", "rescaled_down", "runs")
 _TRUTH = ("impossible", "impossible_accepted", "honest_refused")
+# Resources kept whole (as plain data): snapshot key, type, fields.
+_RESOURCES = (("layout", RegionLayout, _LAYOUT), ("region_stats", RegionStats, _REGION_STATS),
+              ("deaths", Deaths, ("ids", "tick")), ("grid", DensityGrid, _GRID),
+              ("event_stats", EventStats, _EVENT_STATS))
 _GENERATOR_SKIP = ("defn", "world", "rng", "cheat")  # the file's, the world's, or derived from them alone
 
 
@@ -109,17 +113,9 @@ def _world_part(w, schedule) -> tuple[PartState, dict]:
         tables.append(TableState(sorted(t.key), t.n, t.capacity, t.ids.copy(), blocks))
     extra: dict = {"registry": _registry_state(w.registry), "resources": {}, "regions": None}
     res = w.resources
-    if RegionLayout in res:
-        extra["resources"]["layout"] = _pick(res[RegionLayout], _LAYOUT)
-    if RegionStats in res:
-        extra["resources"]["region_stats"] = _pick(res[RegionStats], _REGION_STATS)
-    if Deaths in res:
-        d = res[Deaths]
-        extra["resources"]["deaths"] = {"ids": d.ids.copy(), "tick": d.tick.copy()}
-    if DensityGrid in res:
-        extra["resources"]["grid"] = _pick(res[DensityGrid], _GRID)
-    if EventStats in res:
-        extra["resources"]["event_stats"] = _pick(res[EventStats], _EVENT_STATS)
+    for key, kind, names in _RESOURCES:
+        if kind in res:
+            extra["resources"][key] = _pick(res[kind], names)
     if SpatialIndex in res:
         ix = res[SpatialIndex]
         extra["resources"]["index"] = {"ids": ix.ids.copy(), "x": ix.x.copy(), "y": ix.y.copy(),
@@ -229,16 +225,9 @@ def _load_part(w, schedule, part: PartState, ex: dict, known: dict) -> None:
     w.adoptions += 1
     res = w.resources
     saved = ex["resources"]
-    if "layout" in saved:
-        _put(res[RegionLayout], saved["layout"])
-    if "region_stats" in saved:
-        _put(res[RegionStats], saved["region_stats"])
-    if "deaths" in saved:
-        res[Deaths].ids, res[Deaths].tick = saved["deaths"]["ids"].copy(), saved["deaths"]["tick"].copy()
-    if "grid" in saved:
-        _put(res[DensityGrid], saved["grid"])
-    if "event_stats" in saved:
-        _put(res[EventStats], saved["event_stats"])
+    for key, kind, _ in _RESOURCES:
+        if key in saved:
+            _put(res[kind], saved[key])
     if "index" in saved:
         ix, s = res[SpatialIndex], saved["index"]
         ix.ids, ix.x, ix.y, ix.alive = s["ids"].copy(), s["x"].copy(), s["y"].copy(), s["alive"].copy()
