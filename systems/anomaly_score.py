@@ -31,8 +31,11 @@ below it at the target false-positive rate):
   of the two is still a martingale for honest players, so e^-T still bounds the flags);
 - regularity: the coefficient of variation of the intervals between deliberate actions (not
   the moves clients send as a heartbeat): bots keep time, people do not;
-- timing: the mean of how much later than its link explains an action arrived (a client that
-  back-dates its actions to win contests);
+- timing: the share of its attacks and loots that arrived later than its link explains by
+  ``excess_delay_ms`` (validation clamps each such claim, so back-dating wins nothing; a client
+  that keeps doing it has most of them late, while a heavy tail of network delays or a
+  congested spell makes only a few of an honest player's late: a share, not a mean, that one
+  bad spell cannot drag up);
 - luck: the binomial tail of rare items found in the corpses a player looted.
 """
 
@@ -68,6 +71,9 @@ ACQUIRE_CHEAT_SD_MS = 30.0
 ACQUIRE_SLIP = 0.05
 ACQUIRE_WINDOW_MS = 500.0  # a first attack on a new foe later than this after the last died is no reaction
 ACQUIRE_READY_MS = 100.0  # the weapon must be ready this soon after the death was seen
+# A back-dater's contested actions are nearly all late; an honest player's only when its
+# network has a bad moment (a heavy tail of delays, a congested spell): a few in a hundred.
+LATE_SHARE = 0.5
 MIN_REPEAT_INTERVALS = 10  # the repeat test's tail needs no more: 9 of 9 repeats is ~4e-8 for a human
 # What changed of a player's statistics in a tick: the tests whose evidence did not change are
 # not run again (a tail test whose count of extremes stayed put only grows less significant).
@@ -89,12 +95,12 @@ _STAT_FIELDS = tuple((CheatStats, f) for f in _FIELDS if f != "last_target")
 assert all(CheatStats.dtype[f] == np.float64 for _, f in _STAT_FIELDS)
 # Positions in that block, by name.
 (_SHOTS, _HITS, _AIM_LL, _REACT_N, _REACT_SUM, _REACT_SQ, _HURT_MS, _ACQ_N, _ACQ_FAST, _ACQ_QUICK, _LAST_MELEE,
- _LAST_RANGED, _LAST_CAST, _INT_N, _INT_SUM, _INT_SQ, _LAST_T_MS, _PREV_INT, _REPEATS, _EXCESS_N, _EXCESS_SUM, _LOOTS,
+ _LAST_RANGED, _LAST_CAST, _INT_N, _INT_SUM, _INT_SQ, _LAST_T_MS, _PREV_INT, _REPEATS, _EXCESS_N, _EXCESS_LATE, _LOOTS,
  _RARES, _R_MOVE, _R_TIMING, _R_RATE, _R_ECONOMY, _SPEED_CUSUM, _FLAGS, _FLAG_TICK) = (
     [f for _, f in _STAT_FIELDS].index(name) for name in (
         "shots", "hits", "aim_ll0", "react_n", "react_sum", "react_sq", "hurt_ms", "acq_n", "acq_fast", "acq_quick",
         "last_melee_ms", "last_ranged_ms", "last_cast_ms", "int_n", "int_sum", "int_sq", "last_t_ms", "prev_int",
-        "repeats", "excess_n", "excess_sum", "loots", "rares", "r_move", "r_timing", "r_rate", "r_economy",
+        "repeats", "excess_n", "excess_late", "loots", "rares", "r_move", "r_timing", "r_rate", "r_economy",
         "speed_cusum", "flags", "flag_tick"))
 assert [f for _, f in _STAT_FIELDS][_AIM_LL:_AIM_LL + AIM_GRID] == [f"aim_ll{k}" for k in range(AIM_GRID)]
 assert _LAST_RANGED == _LAST_MELEE + 1 and _LAST_CAST == _LAST_MELEE + 2  # a weapon's clock by kind
@@ -333,10 +339,7 @@ def _fold(order, grouped, owner, kind, status, value, client_ms, target, x, y, e
             f = 0
             if (d & _SPEED_CHANGED) and stats[left, _SPEED_CUSUM] > SPEED_CUSUM_H:
                 f |= FLAG_SPEED
-            e = stats[left, _EXCESS_N]
-            if (d & _EXCESS_CHANGED) and e >= th[8] and stats[left, _EXCESS_SUM] / e > th[9]:
-                f |= FLAG_EXCESS
-            dirty[left] = d & ~(_SPEED_CHANGED | _EXCESS_CHANGED)
+            dirty[left] = d & ~_SPEED_CHANGED
             if f != 0:
                 if stats[left, _FLAG_TICK] < 0.0:
                     stats[left, _FLAG_TICK] = tick
@@ -370,11 +373,7 @@ def _fold(order, grouped, owner, kind, status, value, client_ms, target, x, y, e
         if not np.isnan(speed_ratio[i]):
             stats[r, _SPEED_CUSUM] = max(0.0, stats[r, _SPEED_CUSUM] + speed_ratio[i] - SPEED_CUSUM_K)
             dirty[r] |= _SPEED_CHANGED
-        if kd == 1:  # a move is scored on its speed and its delay alone
-            if st == 0 and not np.isnan(excess[i]):
-                stats[r, _EXCESS_N] += 1.0
-                dirty[r] |= _EXCESS_CHANGED
-                stats[r, _EXCESS_SUM] += excess[i]
+        if kd == 1:  # a move is scored on its speed alone (a back-dated move wins nothing)
             continue
         t = client_ms[i] - run[r, _OFFSET]  # the client's time on our clock
         rtt = run[r, _RTT]
@@ -430,7 +429,8 @@ def _fold(order, grouped, owner, kind, status, value, client_ms, target, x, y, e
         if not np.isnan(excess[i]):
             stats[r, _EXCESS_N] += 1.0
             dirty[r] |= _EXCESS_CHANGED
-            stats[r, _EXCESS_SUM] += excess[i]
+            if excess[i] > th[9]:
+                stats[r, _EXCESS_LATE] += 1.0
         if kd == 2 or kd == 3 or kd == 4:
             if stats[r, _HURT_MS] > -1e17:
                 # An attack sent before the client could see the hit is no answer to it.
@@ -589,7 +589,7 @@ def _judge(stats, rows, dirty, th, rare_p, tick, least_repeats):
                 stats[r, _REPEATS] >= _least_extreme(least_repeats, int(n) - 1, REPEAT_P, log_luck):
             f |= 128
         n = stats[r, _EXCESS_N]
-        if (d & _EXCESS_CHANGED) and n >= th[8] and stats[r, _EXCESS_SUM] / n > th[9]:
+        if (d & _EXCESS_CHANGED) and n >= th[8] and stats[r, _EXCESS_LATE] > LATE_SHARE * n:
             f |= 256
         if (d & _LOOT_CHANGED) and (raised & 512) == 0 and stats[r, _LOOTS] >= th[10] and \
                 _log_binom_tail(stats[r, _RARES], stats[r, _LOOTS], rare_p, log_luck) < log_luck:

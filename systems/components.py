@@ -88,7 +88,9 @@ CheatStats = Component(
     "CheatStats",
     [
         ("flags", "f8"), ("flag_tick", "f8"),  # flag bits and tick: float64, one block
-        ("speed_cusum", "f8"), ("excess_n", "f8"), ("excess_sum", "f8"),
+        ("speed_cusum", "f8"),
+        # attacks and loots timed, and those among them later than the link explains by excess_delay_ms
+        ("excess_n", "f8"), ("excess_late", "f8"),
         ("last_t_ms", "f8"), ("prev_int", "f8"), ("int_n", "f8"), ("int_sum", "f8"), ("int_sq", "f8"),
         ("repeats", "f8"),
         ("hurt_ms", "f8"), ("react_n", "f8"), ("react_sum", "f8"), ("react_sq", "f8"),

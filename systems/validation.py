@@ -6,15 +6,17 @@ sequence-number order, and refused with a reason code when it is impossible:
 - life and link: the actor must be alive and connected; the action must not come from a life
   that has ended (its time precedes the last respawn);
 - timing: the client's clock (corrected by the measured offset) may not run ahead of ours
-  (``future_timestamp``), nor claim a time older than its round trip and the rewind window
-  allow (``forged_timestamp``) unless the link just stalled (a silence of ``stall_gap_ms``
-  gives the burst after it that much credit), nor anything absurdly old (``stale_timestamp``).
-  What the link explains is half the measured round trip plus four times its measured jitter
-  plus ``timing_slack_ms``; the stall credit covers only actions made during the silence and
-  arriving with the burst that ends it; a client's clock does not run backwards, so a newer
-  sequence number may not carry a time before the newest accepted one's; the rewind window
-  only bounds how far back an event is placed; a sequence number is accepted once, out of
-  order within 64 (``replayed_seq``);
+  (``future_timestamp``), nor claim anything absurdly old (``stale_timestamp``). A claim older
+  than its link explains is late, not forged: the action stands, but its event is placed no
+  earlier than the link explains (half the measured round trip plus four times its measured
+  jitter plus ``timing_slack_ms``, plus, for the burst that ends a silence of
+  ``stall_gap_ms``, that silence, for actions made during it), so a back-dated claim wins
+  nothing, and how late it was is evidence for the anomaly score (``excess_ms``); a network
+  with a heavy tail of delays costs an honest player nothing. What no delay explains is
+  refused: a client's clock does not run backwards, so a newer sequence number may not carry
+  a time before the newest accepted one's by more than the link's error
+  (``forged_timestamp``); the rewind window bounds how far back any event is placed; a
+  sequence number is accepted once, out of order within 64 (``replayed_seq``);
 - position: every action carries where the actor was when it acted. The claim must lie in the
   world and outside blocked space, and be reachable at top speed from the last accepted one
   over the time between their client timestamps (``too_fast``; a jump far beyond that is a
@@ -219,8 +221,6 @@ def _validate(order, owner, actor, target, seq, client_ms, kind, x, y, recv_ms, 
             code = 6  # STALE_TIMESTAMP
         elif not _seq_fresh(last_seq, seqs[r, _SEQ_WINDOW], s):
             code = 4  # REPLAYED_SEQ: seen before, or older than the window
-        elif excess > link_err + credit:
-            code = 22  # FORGED_TIMESTAMP: earlier than the measured link can explain
         elif s > last_seq and t_ms < run[r, _TOKENS_MS] - link_err:
             code = 22  # FORGED_TIMESTAMP: a newer action dated before an older one
         elif not (limits[_X0] <= x[i] <= limits[_X1] and limits[_Y0] <= y[i] <= limits[_Y1]):
@@ -263,7 +263,9 @@ def _validate(order, owner, actor, target, seq, client_ms, kind, x, y, recv_ms, 
                 run[r, clock] = max(run[r, clock], t_ms)
             run[r, _TOKENS] = _tokens(t_ms, run[r, _TOKENS], run[r, _TOKENS_MS], limits) - 1.0
             run[r, _TOKENS_MS] = max(run[r, _TOKENS_MS], t_ms)
-            event_ms[i] = max(t_ms, recv - 0.5 * rtt - limits[_WINDOW])
+            # Placed no earlier than the link explains (a late claim is clamped there: it wins
+            # no contest by being back-dated) nor than the rewind window allows.
+            event_ms[i] = max(t_ms, recv - 0.5 * rtt - link_err - credit, recv - 0.5 * rtt - limits[_WINDOW])
         if credit <= 0.0 and code != 3:
             excess_ms[i] = excess
         # Every packet that arrived tells about the link, valid or not.

@@ -76,7 +76,7 @@ def test_outside_the_rewind_window_the_claimed_time_is_clamped():
 
 
 @pytest.mark.kernel
-def test_a_forged_early_timestamp_on_a_steady_link_is_refused():
+def test_a_back_dated_blow_on_a_steady_link_is_clamped_to_what_the_link_explains_and_wins_nothing():
     sim = Simulation.from_file(WORLDS / "mutual_kill.toml", generate=False)
     near, far = (int(e) for e in sim.player_ids)
     for seq in range(1, 12):  # a steady link: a packet every tick
@@ -84,9 +84,14 @@ def test_a_forged_early_timestamp_on_a_steady_link_is_refused():
     t = now_ms(sim)
     forged = record(sim, near, 12, "melee", t - 150.0, target=far)
     forged["recv_time_ms"] = t - 10.0  # arrived promptly, claims 140 ms more than its link explains
-    r = run(sim, [forged])
-    assert r.refused == {"forged_timestamp": 1}
-    assert sim.world.get(far, Health)["hp"] == 30.0
+    honest = record(sim, far, 1, "melee", t - 130.0, target=near)  # far really struck earlier than near
+    p = sim.world.get(near, Player)
+    r = run(sim, [forged, honest])
+    assert r.refused == {"actor_dead": 1} and r.killed == [near]  # not refused as forged: late, and beaten
+    explained = t - 10.0 - p["rtt_ms"] / 2 - 4.0 * p["jitter_ms"] - sim.defn.rules.timing_slack_ms
+    order = sim.world.resources[ActionOrderIndex]
+    assert sorted(order.effect_ms.tolist()) == [t - 130.0, explained]
+    assert sim.world.resources[ActionBatch].excess_ms[0] == pytest.approx(140.0 - p["rtt_ms"] / 2)  # evidence kept
 
 
 # -- contested claims ---------------------------------------------------------------------------

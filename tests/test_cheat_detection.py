@@ -72,3 +72,42 @@ def test_switching_to_the_next_foe_takes_a_human_its_reaction_time_and_an_aimbot
     assert n[honest].sum() > 1000 and n[aimbots].sum() > 30
     assert fast[honest].sum() / n[honest].sum() < 0.1
     assert fast[aimbots].sum() / n[aimbots].sum() > 0.7
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [3, 4])
+def test_honest_players_on_heavy_tailed_links_are_never_refused_for_timing_nor_flagged(seed):
+    """Clients written apart from the built-in simulation, through the server-loop API: each
+    sends an update at 10 Hz from where it stands; a few packets are delayed tens to hundreds
+    of milliseconds more (Wi-Fi, a congested hop), and now and then a whole second of them sits
+    in a congested queue. Their clocks are honest: a late packet is late, not forged."""
+    from systems.components import Player
+
+    sim = Simulation.from_file(WORLDS / "battle.toml", seed=seed, generate=False, hash_every=0)
+    rng = np.random.default_rng(seed)
+    ids = [int(e) for e in sim.player_ids]
+    link = {e: sim.world.get(e, Player) for e in ids}
+    dt = 1000.0 / sim.defn.world.tick_rate_hz
+    queue: dict[int, list[dict]] = {}
+    congested_until = {e: -1.0 for e in ids}
+    refused: dict[str, int] = {}
+    for tick in range(400):
+        for seq, e in ((tick // 2 + 1, e) for e in ids if tick % 2 == 0):
+            p = link[e]
+            sent = tick * dt + rng.uniform(0.0, dt)
+            if rng.uniform() < 0.003:
+                congested_until[e] = sent + 1000.0
+            extra = 150.0 if sent < congested_until[e] else 0.0
+            if rng.uniform() < 0.05:
+                extra += 20.0 * (rng.pareto(1.5) + 1.0)  # heavy tail: tens of ms, sometimes hundreds
+            arrive = sent + p["rtt_ms"] / 2 + abs(rng.normal(0.0, p["jitter_ms"])) + min(extra, 900.0)
+            due = int(np.ceil(arrive / dt))
+            queue.setdefault(due, []).append({
+                "player": e, "seq": seq, "kind": "move", "client_time_ms": sent + p["clock_offset_ms"],
+                "recv_time_ms": arrive, "x": p["last_x"], "y": p["last_y"]})
+        assert sim.submit(queue.pop(sim.tick, [])) == []
+        for reason, n in sim.step().refused.items():
+            refused[reason] = refused.get(reason, 0) + n
+    assert not MOVEMENT_OR_TIMING & set(refused), refused
+    flags = sim.world.query(CheatStats).concat(CheatStats, "flags")
+    assert int(np.count_nonzero(flags)) == 0

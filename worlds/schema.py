@@ -52,7 +52,7 @@ class Rules(Strict):
     future_tolerance_ms: NonNegFloat = 50.0  # client clocks may run this far ahead of ours
     stale_limit_ms: PositiveFloat = 2000.0  # later than this past its round trip: refused, not clamped
     stall_gap_ms: PositiveFloat = 250.0  # a silence this long on a link makes the next burst a stall
-    timing_slack_ms: NonNegFloat = 40.0  # arrival later than rtt/2 + 4 x jitter + this: a forged timestamp
+    timing_slack_ms: NonNegFloat = 40.0  # a claim later than rtt/2 + 4 x jitter + this is clamped there
     teleport_m: PositiveFloat = 15.0  # a jump this far beyond what speed allows is a teleport
     melee_interval_ms: NonNegFloat = 400.0  # weapon rates: the least time between two swings,
     ranged_interval_ms: NonNegFloat = 500.0  # two shots,
@@ -158,8 +158,8 @@ class CheatSection(Strict):
     acquire_tail_p: Annotated[float, Field(gt=0, lt=1)] = 1e-4
     min_intervals: Annotated[int, Field(ge=2)] = 25
     regularity_cv: Annotated[float, Field(gt=0, lt=1)] = 0.25  # coefficient of variation of action intervals
-    min_timings: Annotated[int, Field(ge=1)] = 20
-    excess_delay_ms: PositiveFloat = 70.0  # mean claimed-time excess over the measured one-way delay
+    min_timings: Annotated[int, Field(ge=1)] = 20  # attacks and loots timed before the late share is judged
+    excess_delay_ms: PositiveFloat = 70.0  # an attack this much later than its link explains is late
     min_loots: Annotated[int, Field(ge=1)] = 5
     luck_p: Annotated[float, Field(gt=0, lt=1)] = 1e-6  # binomial tail of rare drops
     rare_drop_p: Annotated[float, Field(gt=0, lt=1)] = 0.02
