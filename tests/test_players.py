@@ -15,7 +15,7 @@ from tests.conftest import ROOT, WORLDS
 from worlds import Simulation
 from worlds.loader import load_world
 from worlds.store import DataDir, DurableRun, resume
-from worlds.store.journal import scan
+from worlds.store.journal import scan_all
 from worlds.store.players import LIFETIME, accounts_of, join, read
 
 WORLD = WORLDS / "village.toml"
@@ -100,7 +100,7 @@ def test_after_a_crash_the_records_are_never_ahead_and_the_resumed_world_rewrite
     err.close()
     assert proc.returncode == -signal.SIGKILL
     written = max(r["tick"] for r in read(db).values())
-    assert written <= scan(data / "journal.log").last_tick  # never ahead of the journal
+    assert written <= scan_all(data / "journal.log").last_tick  # never ahead of the journal
     run, rec = resume(data)
     run.close()
     records = read(db)

@@ -131,16 +131,18 @@ def worlds(*args, cwd=ROOT):
 
 
 def test_a_flipped_byte_mid_journal_is_refused_naming_file_offset_and_reason(tmp_path):
-    data, _ = durable(tmp_path, "duel.toml", 12)
+    from worlds.store.journal import segments
+
+    data, _ = durable(tmp_path, "duel.toml", 12, every=100)
     frames = scan(data.journal)
     raw = bytearray(data.journal.read_bytes())
-    at = len(raw) // 2
+    at = frames.end - len(raw) // 3  # inside a frame with frames after it
     raw[at] ^= 0x01
     data.journal.write_bytes(bytes(raw))
     with pytest.raises(StoreError) as info:
         resume(data.path)
     msg = str(info.value)
-    assert str(data.journal) in msg and "offset" in msg and "checksum" in msg and frames.frames
+    assert str(data.journal) in msg and "offset" in msg and "checksum" in msg and len(segments(data.journal)) == 1
     out = worlds("resume", data.path)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "checksum" in out.stderr
     ins = worlds("inspect", data.path, "--json")
@@ -186,7 +188,9 @@ def test_worlds_run_data_then_resume_until_reaches_the_uninterrupted_hash(tmp_pa
     whole = json.loads(worlds("run", WORLDS / "chest_rush.toml", "--ticks", "45", "--seed", "3", "--json").stdout)
     assert s["state_hash"] == whole["state_hash"]
     listing = json.loads(worlds("inspect", d, "--json").stdout)
-    assert listing["journal"]["first_tick"] == 0 and listing["journal"]["last_tick"] == 44
+    # the journal is cut at each snapshot, and what is older than the oldest kept one is gone
+    assert (listing["journal"]["first_tick"], listing["journal"]["last_tick"], listing["journal"]["segments"]) == (
+        12, 44, 3)
     assert [s["tick"] for s in listing["snapshots"]] == [12, 24, 36] and np.all([s["entities"] > 0
                                                                              for s in listing["snapshots"]])
 
@@ -259,3 +263,14 @@ def test_a_replay_that_does_not_reach_the_hash_the_journal_recorded_is_refused(t
     with pytest.raises(StoreError, match=r"replaying tick 19 gave hash [0-9a-f]{16}, the journal says 0{16}"):
         resume(data.path)
     assert "status" not in j.frames[3].actions and "actor" in j.frames[3].actions  # outputs are not journaled
+
+
+def test_the_journal_is_cut_at_snapshots_and_a_missing_middle_segment_is_a_gap(tmp_path):
+    from worlds.store.journal import segments
+
+    data, _ = durable(tmp_path, "duel.toml", 47, every=10)  # snapshots 0, 10, ..., 40: 20, 30, 40 kept
+    parts = segments(data.journal)
+    assert [p.name for p in parts] == ["journal-000000020.log", "journal-000000030.log", "journal.log"]
+    parts[1].unlink()
+    with pytest.raises(StoreError, match=r"journal\.log: starts at tick 40, after tick 29: a gap"):
+        resume(data.path)

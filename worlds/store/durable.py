@@ -3,7 +3,7 @@ recovery.
 
 A data directory holds ``run.json`` (how the run was started: world, seed, input source,
 cadence, fsync policy), ``world.toml`` (a copy of the world file, so a resume needs nothing
-else), ``journal.log`` and ``snapshots/``. ``DurableRun`` wraps a ``Simulation``: each sealed
+else), the journal (``journal.log`` and its closed segments) and ``snapshots/``. ``DurableRun`` wraps a ``Simulation``: each sealed
 batch is journaled before its tick runs, each report says which tick is durable, and every K
 ticks the state is copied between two ticks and written by a background thread (the tick goes
 on while the files are written and fsynced). ``resume`` loads the newest good snapshot, replays
@@ -25,7 +25,8 @@ import msgspec
 from worlds.loader import WorldFileError, load_world
 from worlds.store import snapshots
 from worlds.store.files import StoreError, digest, write_atomic
-from worlds.store.journal import (CLIENT_EVERY, FSYNC_POLICIES, FileJournal, Header, batch_of_frame, frame_of, scan,
+from worlds.store import journal as segments
+from worlds.store.journal import (CLIENT_EVERY, FSYNC_POLICIES, FileJournal, Header, batch_of_frame, frame_of, scan_all,
                                   truncate)
 from worlds.store.players import RecordWriter
 from worlds.store.state import StateError, capture, client_state, load_client_state, restore
@@ -172,6 +173,7 @@ class DurableRun:
     def snapshot(self, wait: bool = False) -> None:
         """Copy the state now; write it in the background (``wait``: before returning)."""
         self._join()
+        self.journal.rotate(self.sim.tick)  # the frames from here on in a segment of their own
         t0 = time.perf_counter()
         state = capture(self.sim)
         copy_ms = (time.perf_counter() - t0) * 1000.0
@@ -182,6 +184,9 @@ class DurableRun:
                 t1 = time.perf_counter()
                 snap = snapshots.write(self.data.path, state, info.world, info.world_digest, info.seed)
                 snapshots.prune(self.data.path, KEEP_SNAPSHOTS)
+                kept = snapshots.listing(self.data.path)
+                if kept:
+                    segments.prune(self.data.journal, int(kept[0].name))
                 self.snapshot_stats.append({"tick": state.tick, "copy_ms": round(copy_ms, 3),
                                             "write_ms": round((time.perf_counter() - t1) * 1000.0, 3),
                                             "bytes": snapshots.size_of(snap), "entities": state.entities})
@@ -260,9 +265,7 @@ def resume(path: Path, fsync: str | None = None) -> tuple[DurableRun, Recovery]:
     t0 = time.perf_counter()
     data = DataDir.open(path)
     info = data.info
-    if not data.journal.exists():
-        raise StoreError(f"{data.journal}: no journal")
-    j = scan(data.journal)
+    j = scan_all(data.journal)
     if j.header is not None and (j.header.world_digest != info.world_digest or j.header.seed != info.seed):
         raise StoreError(f"{data.journal}: offset 0: the journal of world {j.header.world} (digest "
                          f"{j.header.world_digest}, seed {j.header.seed}), not of this run's (digest "
@@ -346,8 +349,8 @@ def inspect(path: Path) -> dict:
         snaps.append(entry)
     journal: dict = {"file": str(data.journal)}
     try:
-        j = scan(data.journal)
-        journal.update(first_tick=j.first_tick, last_tick=j.last_tick, frames=len(j.frames), bytes=j.size,
+        j = scan_all(data.journal)
+        journal.update(segments=len(segments.segments(data.journal)), first_tick=j.first_tick, last_tick=j.last_tick, frames=len(j.frames), bytes=j.size,
                        health="ok" if j.torn_at is None else f"torn last frame at offset {j.torn_at} ({j.torn_reason})")
     except StoreError as e:
         journal["health"] = str(e)

@@ -15,7 +15,9 @@ while the tick computes), ``interval`` (every ``interval_ms``, in the background
 (the OS writes when it likes). ``scan`` reads a journal back: a torn last frame (the process
 died mid-write) is dropped and reported with its byte offset; a bad frame with good ones after
 it, a gap in the ticks, or a header of another world is refused with the file, offset and
-reason. ``Journal`` is the interface a shared log (Redis Streams, for shards on several
+reason. The journal is cut into segments at snapshots (``journal.log`` the active one,
+``journal-START.log`` the closed ones), and a segment older than every kept snapshot is
+deleted: the journal does not grow without end. ``Journal`` is the interface a shared log (Redis Streams, for shards on several
 machines) implements too.
 """
 
@@ -118,7 +120,13 @@ class FileJournal(Journal):
         self.path = Path(path)
         self.policy = fsync
         self.interval_s = interval_ms / 1000.0
+        self._header = header
+        self._open(header)
+
+    def _open(self, header: Header | None) -> None:
         new = not self.path.exists() or self.path.stat().st_size == 0
+        self.start_tick = header.start_tick if new and header is not None else _start_of(self.path)
+        self.frames_here = 0  # frames appended to this segment by this journal
         self._f = open(self.path, "ab", buffering=0)
         self._fd = self._f.fileno()
         self._written_tick = -1
@@ -132,6 +140,21 @@ class FileJournal(Journal):
             self._write(pack(header))
             os.fsync(self._fd)
             fsync_dir(self.path.parent)  # the file's name is durable too
+
+    def rotate(self, start_tick: int) -> None:
+        """Close this segment (as ``journal-START.log`` beside it) and go on in a new one whose
+        frames start at ``start_tick``: at a snapshot, so that a segment older than every kept
+        snapshot can go (``prune``)."""
+        if self.frames_here == 0:
+            return
+        self._join()
+        os.fsync(self._fd)
+        self.durable_tick = self._written_tick
+        self._f.close()
+        os.replace(self.path, self.path.with_name(f"journal-{self.start_tick:09d}.log"))
+        fsync_dir(self.path.parent)
+        header = self._header if self._header is not None else Header(VERSION, "", "", 0, start_tick)
+        self._open(msgspec.structs.replace(header, start_tick=start_tick))
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -148,6 +171,7 @@ class FileJournal(Journal):
             stall("journal", frame.tick)
             data = data[len(data) // 2:]
         self._write(data)
+        self.frames_here += 1
         self._written_tick = frame.tick
         if self.policy == "off":
             self.durable_tick = frame.tick
@@ -257,6 +281,62 @@ def scan(path: Path) -> Scan:
     if out.header is None and out.torn_at is None:
         raise StoreError(f"{path}: empty journal (no header)")
     return out
+
+
+def _start_of(path: Path) -> int:
+    """The first tick of a journal segment, from its header."""
+    with open(path, "rb") as f:
+        head = f.read(_HEAD.size)
+        if len(head) < _HEAD.size:
+            return 0
+        length, _ = _HEAD.unpack(head)
+        try:
+            message = _decoder.decode(f.read(length))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return 0
+    return message.start_tick if isinstance(message, Header) else 0
+
+
+def segments(active: Path) -> list[Path]:
+    """A journal's closed segments, oldest first, then the active file."""
+    active = Path(active)
+    closed = sorted(active.parent.glob("journal-*.log"))
+    return [*closed, active] if active.exists() else closed
+
+
+def scan_all(active: Path) -> Scan:
+    """Every segment of a journal read as one: their frames in tick order (``StoreError`` for a
+    gap between segments, a segment of another world, or a closed one cut short); the torn
+    tail, end and size are the active segment's."""
+    parts = segments(active)
+    if not parts:
+        raise StoreError(f"{active}: no journal")
+    out = Scan(Path(active))
+    for seg in parts:
+        s = scan(seg)
+        if seg != Path(active) and s.torn_at is not None:
+            raise StoreError(f"{seg}: offset {s.torn_at}: a closed segment cut short ({s.torn_reason})")
+        if out.header is None:
+            out.header = s.header
+        elif s.header is not None and (s.header.world_digest, s.header.seed) != (out.header.world_digest,
+                                                                                out.header.seed):
+            raise StoreError(f"{seg}: offset 0: a segment of another world or seed")
+        if out.frames and s.frames and s.frames[0].tick != out.frames[-1].tick + 1:
+            raise StoreError(f"{seg}: starts at tick {s.frames[0].tick}, after tick {out.frames[-1].tick}: a gap")
+        out.frames.extend(s.frames)
+        out.size += s.size
+        if seg == Path(active):
+            out.end, out.torn_at, out.torn_reason = s.end, s.torn_at, s.torn_reason
+    return out
+
+
+def prune(active: Path, before_tick: int) -> None:
+    """Delete the closed segments that hold only frames before ``before_tick``."""
+    parts = segments(active)
+    starts = [_start_of(p) for p in parts]
+    for seg, nxt in zip(parts[:-1], starts[1:]):
+        if nxt <= before_tick:
+            seg.unlink(missing_ok=True)
 
 
 def truncate(path: Path, end: int) -> None:
