@@ -31,7 +31,8 @@ def played(world: str, seed: int, seconds: int) -> Simulation:
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2])
 def test_impossible_refused_honest_untouched_and_refusal_backed_kinds_caught(seed):
-    c = cheat_summary(played("cheat_small.toml", seed, 30))
+    sim = played("cheat_small.toml", seed, 30)
+    c = cheat_summary(sim)
     assert c["cheaters"] == 20 and c["impossible_actions"] > 1000
     assert c["impossible_refused_share"] == 1.0  # every impossible action refused before effect
     assert not MOVEMENT_OR_TIMING & set(c["honest_refused"])  # bad links, stalls and all
@@ -45,6 +46,15 @@ def test_impossible_refused_honest_untouched_and_refusal_backed_kinds_caught(see
     assert bots["recall"] == 1.0 and bots["precision"] == 1.0, bots  # all within these 30 s
     flagged = {f["player"]: f["flags"] for f in c["flagged_players"]}
     assert all(flags for flags in flagged.values())  # every flag carries the features that raised it
+    assert all(set(f["evidence"]) == set(f["flags"]) and all(f["evidence"].values()) for f in c["flagged_players"])
+    assert c["certain"] + c["suspect"] == c["flagged"] and c["certain"] > 0 and c["suspect"] > 0
+    level = {f["player"]: f["level"] for f in c["flagged_players"]}
+    for kind, want in (("speedhack", "certain"), ("teleport", "certain"), ("rapid_fire", "certain"), ("bot", None)):
+        mine = [int(p) for p in sim.player_ids[sim.truth.kind == KIND_CODE[kind]]]
+        got = {level.get(p) for p in mine}
+        assert got == {want} if want else got <= {"certain", "suspect"}, (kind, got)
+    bots = [level[int(p)] for p in sim.player_ids[sim.truth.kind == KIND_CODE["bot"]] if int(p) in level]
+    assert "suspect" in bots  # a bot that breaks no rule is only suspected, on its rhythm
 
 
 @pytest.mark.slow

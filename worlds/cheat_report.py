@@ -3,7 +3,9 @@
 Prevention is measured per action: every action a client sent that was impossible (see
 ``worlds.cheaters.CheatProfiles.impossible``) must have been refused. Detection is measured per
 player: for each kind of cheat, precision and recall of the flags that speak for it, honest
-players flagged (false positives), and the median game time to the first flag.
+players flagged (false positives), and the median game time to the first flag. Each flagged
+player is reported ``certain`` (refused impossible actions behind a flag) or ``suspect``
+(statistics only, for review), with the features behind each flag.
 """
 
 from __future__ import annotations
@@ -28,6 +30,46 @@ KIND_FLAGS = {
     "dupe": FLAG_ECONOMY | FLAG_TIMING,
     "loot_luck": FLAG_LUCK,
 }
+
+
+# Flags backed by refused impossible actions are certain; the statistical ones are suspect
+# (for review): a player is reported at the level of the most certain flag it carries.
+CERTAIN = FLAG_MOVE | FLAG_TIMING | FLAG_RATE | FLAG_ECONOMY
+# What each flag rests on: the CheatStats fields (features) reported beside it.
+EVIDENCE = {
+    FLAG_MOVE: ("r_move",), FLAG_TIMING: ("r_timing",), FLAG_RATE: ("r_rate",), FLAG_ECONOMY: ("r_economy",),
+    FLAG_SPEED: ("speed_cusum",), FLAG_AIM: ("shots", "hits"), FLAG_REACTION: ("react_n", "react_sum"),
+    FLAG_ACQUIRE: ("acq_n", "acq_fast", "acq_quick"), FLAG_REGULAR: ("int_n", "int_sum", "int_sq", "repeats"),
+    FLAG_EXCESS: ("excess_n", "excess_late"), FLAG_LUCK: ("loots", "rares"),
+}
+
+
+def flag_level(flags: int) -> str | None:
+    """``certain`` (refused impossible actions behind it), ``suspect`` (statistics), or None."""
+    if flags & CERTAIN:
+        return "certain"
+    return "suspect" if flags else None
+
+
+def evidence(world, player: int, flags: int) -> dict[str, dict[str, float]]:
+    """Per raised flag, the features behind it (and a derived score where one reads better:
+    mean reaction ms, the interval CV, the late share)."""
+    st = world.get(player, CheatStats)
+    out = {}
+    for bit, fields in EVIDENCE.items():
+        if not flags & bit:
+            continue
+        e = {f: round(float(st[f]), 4) for f in fields}
+        if bit == FLAG_REACTION and st["react_n"]:
+            e["mean_ms"] = round(float(st["react_sum"] / st["react_n"]), 2)
+        elif bit == FLAG_REGULAR and st["int_n"] > 1:
+            mean = st["int_sum"] / st["int_n"]
+            var = max(st["int_sq"] / st["int_n"] - mean * mean, 0.0)
+            e["cv"] = round(float(np.sqrt(var) / mean), 4) if mean > 0 else 0.0
+        elif bit == FLAG_EXCESS and st["excess_n"]:
+            e["late_share"] = round(float(st["excess_late"] / st["excess_n"]), 4)
+        out[flag_names(bit)[0]] = e
+    return out
 
 
 class GroundTruth:
@@ -57,8 +99,9 @@ def cheat_summary(sim) -> dict:
     """The ``cheat`` section of the run summary."""
     truth: GroundTruth = sim.truth
     ids = sim.player_ids
-    flags = gather(sim.world, ids, CheatStats, "flags")[0].astype(np.int64)
-    flag_tick = gather(sim.world, ids, CheatStats, "flag_tick")[0].astype(np.int64)
+    world = sim.world  # (a sharded world's: merged once)
+    flags = gather(world, ids, CheatStats, "flags")[0].astype(np.int64)
+    flag_tick = gather(world, ids, CheatStats, "flag_tick")[0].astype(np.int64)
     kind = truth.kind if truth.kind is not None else np.zeros(ids.size, np.int64)
     honest = kind == 0
     flagged = flags != 0
@@ -73,7 +116,10 @@ def cheat_summary(sim) -> dict:
         "impossible_refused_share": round(1.0 - truth.impossible_accepted / truth.impossible, 6) if truth.impossible else 1.0,
         "honest_refused": dict(sorted(truth.honest_refused.items())),
         "kinds": {},
-        "flagged_players": [{"player": int(p), "flags": flag_names(int(f)), "tick": int(t)}
+        "certain": int(((flags & CERTAIN) != 0).sum()),
+        "suspect": int((flagged & ((flags & CERTAIN) == 0)).sum()),
+        "flagged_players": [{"player": int(p), "flags": flag_names(int(f)), "tick": int(t), "level": flag_level(int(f)),
+                             "evidence": evidence(world, int(p), int(f))}
                             for p, f, t in zip(ids[flagged], flags[flagged], flag_tick[flagged])],
     }
     dt = sim.clock.dt_s
