@@ -3,12 +3,13 @@ recovery.
 
 A data directory holds ``run.json`` (how the run was started: world, seed, input source,
 cadence, fsync policy), ``world.toml`` (a copy of the world file, so a resume needs nothing
-else), the journal (``journal.log`` and its closed segments) and ``snapshots/``. ``DurableRun`` wraps a ``Simulation``: each sealed
-batch is journaled before its tick runs, each report says which tick is durable, and every K
-ticks the state is copied between two ticks and written by a background thread (the tick goes
-on while the files are written and fsynced). ``resume`` loads the newest good snapshot, replays
-the journal (every replayed tick checks the hash the journal recorded for it), cuts a torn
-tail off, and hands back a ``DurableRun`` that goes on appending.
+else), the journal (``journal.log`` and its closed segments) and ``snapshots/``.
+``DurableRun`` wraps a ``Simulation``: each sealed batch is journaled before its tick runs,
+each report says which tick is durable, and every K ticks the state is copied between two
+ticks and written by a background thread (the tick goes on while the files are written and
+fsynced). ``resume`` loads the newest good snapshot, replays the journal (checking the hashes
+it recorded, every tenth tick), cuts a torn tail off, and hands back a ``DurableRun`` that
+goes on appending.
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ class DurableRun:
         self._out_of_band = list(out_of_band)
         clients = b""
         if self.sim.generator is not None and tick % CLIENT_EVERY == 0:
-            clients = pickle.dumps(client_state(self.sim, truth), protocol=5)
+            clients = client_state(self.sim, truth)
         self.journal.append(frame_of(tick, batch, out_of_band, self._last_hash, clients))
 
     def step(self, wall_start: float | None = None):
@@ -350,8 +351,10 @@ def inspect(path: Path) -> dict:
     journal: dict = {"file": str(data.journal)}
     try:
         j = scan_all(data.journal)
-        journal.update(segments=len(segments.segments(data.journal)), first_tick=j.first_tick, last_tick=j.last_tick, frames=len(j.frames), bytes=j.size,
-                       health="ok" if j.torn_at is None else f"torn last frame at offset {j.torn_at} ({j.torn_reason})")
+        journal.update(segments=len(segments.segments(data.journal)), first_tick=j.first_tick,
+                       last_tick=j.last_tick, frames=len(j.frames), bytes=j.size,
+                       health="ok" if j.torn_at is None
+                       else f"torn last frame at offset {j.torn_at} ({j.torn_reason})")
     except StoreError as e:
         journal["health"] = str(e)
     return {"data": str(data.path), "world": info.world, "seed": info.seed, "fsync": info.fsync,

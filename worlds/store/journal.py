@@ -17,8 +17,8 @@ died mid-write) is dropped and reported with its byte offset; a bad frame with g
 it, a gap in the ticks, or a header of another world is refused with the file, offset and
 reason. The journal is cut into segments at snapshots (``journal.log`` the active one,
 ``journal-START.log`` the closed ones), and a segment older than every kept snapshot is
-deleted: the journal does not grow without end. ``Journal`` is the interface a shared log (Redis Streams, for shards on several
-machines) implements too.
+deleted: the journal does not grow without end. ``Journal`` is the interface a shared log
+(Redis Streams, for shards on several machines) implements too.
 """
 
 from __future__ import annotations

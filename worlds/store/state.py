@@ -15,6 +15,7 @@ Everything else a system keeps is a cache, rebuilt from these on first use.
 from __future__ import annotations
 
 import copy
+import pickle
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -151,12 +152,16 @@ def _generator_state(gen) -> dict:
     return {k: copy.deepcopy(v) for k, v in vars(gen).items() if k not in _GENERATOR_SKIP}
 
 
-def client_state(sim, sealed_truth) -> dict:
-    """The client side of ``sim`` just after a tick's batch was sealed: the built-in client
-    simulation, the inbox, the ground-truth counters and the sealed batch's truth (a recovery
-    takes it up there, instead of running the clients through every tick it replays)."""
-    return {"generator": _generator_state(sim.generator), "inbox": _inbox_state(sim.inbox),
-            "truth": _pick(sim.truth, _TRUTH), "sealed_truth": np.asarray(sealed_truth, np.bool_).copy()}
+def client_state(sim, sealed_truth) -> bytes:
+    """The client side of ``sim`` just after a tick's batch was sealed, pickled: the built-in
+    client simulation, the inbox, the ground-truth counters and the sealed batch's truth (a
+    recovery takes it up there, instead of running the clients through every tick it replays).
+    Pickled at once, so nothing is copied twice."""
+    gen = {k: v for k, v in vars(sim.generator).items() if k not in _GENERATOR_SKIP}
+    inbox = {"batches": [{name: getattr(b, name) for name, _ in ACTION_FIELDS} for b in sim.inbox._batches],
+             "due": sim.inbox._due, "truth": sim.inbox._truth}
+    return pickle.dumps({"generator": gen, "inbox": inbox, "truth": {k: getattr(sim.truth, k) for k in _TRUTH},
+                         "sealed_truth": np.asarray(sealed_truth, np.bool_)}, protocol=5)
 
 
 def load_client_state(sim, tick: int, state: dict) -> None:
