@@ -15,7 +15,6 @@ goes on appending.
 from __future__ import annotations
 
 import pickle
-import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -359,7 +358,3 @@ def inspect(path: Path) -> dict:
         journal["health"] = str(e)
     return {"data": str(data.path), "world": info.world, "seed": info.seed, "fsync": info.fsync,
             "snapshot_every": info.snapshot_every, "snapshots": snaps, "journal": journal}
-
-
-def remove(path: Path) -> None:  # pragma: no cover - a convenience for operators
-    shutil.rmtree(path)
