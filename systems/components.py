@@ -93,6 +93,9 @@ CheatStats = Component(
         ("excess_n", "f8"), ("excess_late", "f8"),
         ("last_t_ms", "f8"), ("prev_int", "f8"), ("int_n", "f8"), ("int_sum", "f8"), ("int_sq", "f8"),
         ("repeats", "f8"),
+        # attacks soon after their weapon was ready again (left out of the intervals above): how
+        # long after, in ms (count, sum, sum of squares)
+        ("gate_n", "f8"), ("gate_sum", "f8"), ("gate_sq", "f8"),
         ("hurt_ms", "f8"), ("react_n", "f8"), ("react_sum", "f8"), ("react_sq", "f8"),
         # Target acquisition: the client's own weapon clocks (last swing, shot, cast, counting
         # those at a foe that died meanwhile); first attacks on a new foe timed from seeing the
@@ -100,10 +103,11 @@ CheatStats = Component(
         # acq_quick).
         ("last_melee_ms", "f8"), ("last_ranged_ms", "f8"), ("last_cast_ms", "f8"),
         ("acq_n", "f8"), ("acq_fast", "f8"), ("acq_quick", "f8"),
-        # shots, hits: judged ranged shots and the hits among them; aim_ll<k>: log-likelihood of
-        # those outcomes were the player a human of the k-th skill level of the aim test (one
-        # column per level of the anomaly score's AIM_GRID).
-        ("shots", "f8"), ("hits", "f8"), *[(f"aim_ll{k}", "f8") for k in range(9)],
+        # shots, hits: judged ranged shots and the hits among them; shots<k>, hits<k>: the same
+        # for the shots of the k-th difficulty bin of the aim test (the anomaly score's
+        # AIM_BINS), which weighs them against the population's hit rate in that bin.
+        ("shots", "f8"), ("hits", "f8"), *[(f"shots{k}", "f8") for k in range(8)],
+        *[(f"hits{k}", "f8") for k in range(8)],
         ("loots", "f8"), ("rares", "f8"),
         ("r_move", "f8"), ("r_timing", "f8"), ("r_rate", "f8"), ("r_economy", "f8"),
         ("last_target", "i8"),  # the foe of the last attack (an id: all 64 bits, so read apart)

@@ -15,6 +15,7 @@ import numpy as np
 from ecs import Phase, System
 from systems.components import Ghost, Health, Inventory, Link, Loot, Npc, Player, Position, Velocity
 from systems.spawning import spawn_points
+from systems.validation import clock_error_ms
 
 STREAM_RESPAWN = 7
 
@@ -119,7 +120,7 @@ class Lifecycle(System):
             h.dead[back] = 0
             h.died_tick[back] = -1
             p.life_start_ms[back] = ctx.time_ms
-            p.last_move_ms[back] = ctx.time_ms
+            p.last_move_ms[back] = ctx.time_ms - clock_error_ms(p.jitter_ms[back], self._defn.rules.timing_slack_ms)
             if t.has(Link):
                 t.column(Link, "last_recv_ms")[back] = ctx.time_ms  # a dead client's silence is no stall
         world.resources[Revived] = Revived(np.concatenate(revived) if revived else np.empty(0, np.int64))

@@ -23,7 +23,9 @@ sequence-number order, and refused with a reason code when it is impossible:
   ``teleport``). Judged on client timestamps, which carry no network jitter, an honest player
   on a bad network, even bursting after a stall, is never refused;
 - rates: a weapon's interval between swings, shots or casts (``cooldown``), and a token bucket
-  on all actions (``rate_limit``);
+  on deliberate actions (``rate_limit``); position updates, which clients send at their own
+  fixed rate (10-60 Hz), are bounded by the speed check instead (a flood of them is the
+  connection's rate cap's to stop);
 - targets: present, alive (or, for loot, a corpse, a chest, or hit this tick), within reach
   with a lag allowance, and for ranged attacks and casts, in sight (``not_visible``).
 
@@ -100,6 +102,14 @@ def _judge_target(kind, what, dead, tx, ty, x, y, reach_m, rtt_ms, limits):
     if np.sqrt((tx - x) ** 2 + (ty - y) ** 2) > allow:
         return 11  # OUT_OF_REACH
     return 0
+
+
+def clock_error_ms(jitter_ms, timing_slack_ms: float):
+    """How far the server's reading of a client's clock may be off (four times the link's
+    measured jitter plus the slack): a time the server stamps on a client's record (a spawn,
+    a respawn) is placed this much earlier, so that the client's first move after it, on the
+    client's clock, is not judged on less time than it had."""
+    return 4.0 * np.asarray(jitter_ms, np.float64) + timing_slack_ms
 
 
 @njit(inline="always", **JIT)
@@ -230,7 +240,7 @@ def _validate(order, owner, actor, target, seq, client_ms, kind, x, y, recv_ms, 
         else:
             code, speed_ratio[i] = _judge_speed(x[i], y[i], t_ms, run[r, _MOVE], run[r, _X], run[r, _Y],
                                                 run[r, _SPEED], limits)
-            if code == 0:
+            if code == 0 and kd != 1:  # position updates are bounded by speed, not by the bucket
                 code = _judge_rate(kd, t_ms, run[r, _MELEE], run[r, _RANGED], run[r, _CAST], run[r, _TOKENS],
                                    run[r, _TOKENS_MS], limits)
             if code == 0 and kd != 1 and kd != 7:
@@ -261,7 +271,7 @@ def _validate(order, owner, actor, target, seq, client_ms, kind, x, y, recv_ms, 
             if 2 <= kd <= 4:
                 clock = _MELEE if kd == 2 else (_RANGED if kd == 3 else _CAST)
                 run[r, clock] = max(run[r, clock], t_ms)
-            run[r, _TOKENS] = _tokens(t_ms, run[r, _TOKENS], run[r, _TOKENS_MS], limits) - 1.0
+            run[r, _TOKENS] = _tokens(t_ms, run[r, _TOKENS], run[r, _TOKENS_MS], limits) - (0.0 if kd == 1 else 1.0)
             run[r, _TOKENS_MS] = max(run[r, _TOKENS_MS], t_ms)
             # Placed no earlier than the link explains (a late claim is clamped there: it wins
             # no contest by being back-dated) nor than the rewind window allows.

@@ -50,19 +50,20 @@ def naive_knn(x, y, px, py, k, exclude=-1):
     return idx[by_distance_then_index[:k]]
 
 
-def naive_aim_log_bf(b, hit, skill_mean, skill_sd, skill_max, levels, blind):
+def naive_aim_log_bf(b, hit, hit_rate, shifts, blind, bins=8, least=0.1):
     """log Bayes factor of a difficulty-blind hit chance (each of ``blind`` equally likely) over
-    a human's (skill x b, skill on ``levels`` even steps up to ``skill_max``, each level taking
-    the normal prior's mass nearest to it), from the shots' difficulties b and outcomes hit."""
-    skills = [skill_max * (k + 1) / levels for k in range(levels)]
-    cdf = [0.0] + [0.5 * (1 + math.erf((skill_max * (k + 1.5) / levels - skill_mean) / (skill_sd * math.sqrt(2))))
-                   for k in range(levels - 1)] + [1.0]
+    a human's: the population's hit rate in the shot's bin (``bins`` even bins of b from
+    ``least`` to 1) shifted in log-odds by one of ``shifts``, equally likely; from the shots'
+    difficulties b and outcomes hit, one shot at a time."""
     human = 0.0
-    for k, s in enumerate(skills):
+    for shift in shifts:
         like = 1.0
         for bi, h in zip(b, hit):
-            like *= s * bi if h else 1 - s * bi
-        human += (cdf[k + 1] - cdf[k]) * like
+            k = min(max(int((bi - least) / (1.0 - least) * bins), 0), bins - 1)
+            r = min(max(hit_rate[k], 1e-3), 1 - 1e-3)
+            p = 1.0 / (1.0 + math.exp(-(math.log(r / (1 - r)) + shift)))
+            like *= p if h else 1 - p
+        human += like / len(shifts)
     aimbot = 0.0
     for a in blind:
         like = 1.0

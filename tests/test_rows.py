@@ -265,11 +265,11 @@ def test_row_major_fields_of_every_dtype_are_named_right():
     e = int(ids[6])  # Position, Player, CheatStats
     flip = 1 - a.get(e, Player)["connected"]
     a.set(e, Player, team=7, connected=flip)
-    a.set(e, CheatStats, last_target=-(2**62), aim_ll3=0.125)
+    a.set(e, CheatStats, last_target=-(2**62), hits3=0.125)
     (r,), _ = enc.delta(a, ids)
     got = {(c.component, c.field): column_values(r, c)[0].tolist() for c in r.columns}
     assert got == {("Player", "team"): [7], ("Player", "connected"): [flip],
-                   ("CheatStats", "last_target"): [-(2**62)], ("CheatStats", "aim_ll3"): [0.125]}
+                   ("CheatStats", "last_target"): [-(2**62)], ("CheatStats", "hits3"): [0.125]}
     write_rows(b, [r], COMPS)
     assert_same(a, b, ids)
 

@@ -332,3 +332,23 @@ def test_a_group_reaching_beyond_the_ghosts_is_resolved_with_borrowed_rows_as_on
         assert a.state_hash == b.state_hash and a.killed == b.killed
     assert sim.stats.borrowed > 0  # resolvers lent rows they held no ghost of
     assert all(not any(t.has(Borrowed) and t.n for t in sh.world.tables) for sh in sim.shards)  # given back
+
+
+def test_the_population_baseline_is_learned_from_every_shard_as_from_one_world():
+    """Shards score the players they own against one baseline learned from all of them: the
+    same thresholds, hit rates and hashes as on one world, the thresholds the population's."""
+    import tomllib
+
+    from worlds.cheat_report import baseline_of
+
+    data = tomllib.loads((WORLDS / "aimbot_small.toml").read_text())
+    data.setdefault("cheat", {}).update(baseline_every_s=0.5, min_population=10, min_shots=3, min_intervals=5)
+    defn = parse_world(data)
+    one, many = Simulation(defn, seed=5, hash_every=0), ShardedSimulation(defn, 3, seed=5, hash_every=0)
+    for _ in range(80):
+        one.step(), many.step()
+    assert one.state_hash() == many.state_hash()
+    mine, theirs = baseline_of(one), baseline_of(many)
+    assert mine.tick == theirs.tick == 79 and mine.report == theirs.report
+    assert all(np.array_equal(baseline_of(many).scalars, sh.world.resources[type(mine)].scalars) for sh in many.shards)
+    assert any(t["threshold"] > t["prior"] for t in mine.report.values()), mine.report

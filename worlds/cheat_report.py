@@ -14,7 +14,8 @@ import numpy as np
 
 from systems.actions import REFUSAL_NAMES, ActionBatch
 from systems.anomaly_score import (FLAG_ACQUIRE, FLAG_AIM, FLAG_ECONOMY, FLAG_EXCESS, FLAG_LUCK, FLAG_MOVE, FLAG_RATE,
-                                   FLAG_REACTION, FLAG_REGULAR, FLAG_SPEED, FLAG_TIMING, flag_names)
+                                   FLAG_REACTION, FLAG_REGULAR, FLAG_SPEED, FLAG_TIMING, SCORED_TESTS, STAT_FIELDS,
+                                   PopulationBaseline, flag_names, population_scores, thresholds)
 from systems.columns import gather
 from systems.components import CheatStats
 from worlds.cheaters import KIND_CODE
@@ -39,7 +40,8 @@ CERTAIN = FLAG_MOVE | FLAG_TIMING | FLAG_RATE | FLAG_ECONOMY
 EVIDENCE = {
     FLAG_MOVE: ("r_move",), FLAG_TIMING: ("r_timing",), FLAG_RATE: ("r_rate",), FLAG_ECONOMY: ("r_economy",),
     FLAG_SPEED: ("speed_cusum",), FLAG_AIM: ("shots", "hits"), FLAG_REACTION: ("react_n", "react_sum"),
-    FLAG_ACQUIRE: ("acq_n", "acq_fast", "acq_quick"), FLAG_REGULAR: ("int_n", "int_sum", "int_sq", "repeats"),
+    FLAG_ACQUIRE: ("acq_n", "acq_fast", "acq_quick"),
+    FLAG_REGULAR: ("int_n", "int_sum", "int_sq", "repeats", "gate_n", "gate_sum"),
     FLAG_EXCESS: ("excess_n", "excess_late"), FLAG_LUCK: ("loots", "rares"),
 }
 
@@ -51,15 +53,33 @@ def flag_level(flags: int) -> str | None:
     return "suspect" if flags else None
 
 
-def evidence(world, player: int, flags: int) -> dict[str, dict[str, float]]:
-    """Per raised flag, the features behind it (and a derived score where one reads better:
-    mean reaction ms, the interval CV, the late share)."""
+def baseline_of(sim) -> PopulationBaseline:
+    """The population's baseline a run judges by (on a sharded world, every shard's is the same)."""
+    world = sim.shards[0].world if hasattr(sim, "shards") else sim.world
+    return world.resources[PopulationBaseline]
+
+
+# The population-scored tests behind each statistical flag (``SCORED_TESTS``).
+SCORES = {FLAG_AIM: ("aim_difficulty", "aim_and_acquisition"),
+          FLAG_ACQUIRE: ("acquisition_time", "aim_and_acquisition"),
+          FLAG_REGULAR: ("rhythm_repeats", "rhythm_spread", "rhythm_at_the_gate")}
+
+
+def evidence(world, player: int, flags: int, baseline: PopulationBaseline, th: np.ndarray) -> dict[str, dict]:
+    """Per raised flag, the features behind it, a derived figure where one reads better (mean
+    reaction ms, the interval CV, the late share) and, for the statistical flags, the score of
+    each test behind it with the threshold the population's baseline now sets."""
     st = world.get(player, CheatStats)
+    row = np.array([[st[f] for _, f in STAT_FIELDS]], np.float64)
+    scores = dict(zip(SCORED_TESTS, population_scores(row, th, baseline.scalars, baseline.table)[0]))
     out = {}
     for bit, fields in EVIDENCE.items():
         if not flags & bit:
             continue
-        e = {f: round(float(st[f]), 4) for f in fields}
+        e: dict = {f: round(float(st[f]), 4) for f in fields}
+        if bit in SCORES:
+            e["scores"] = {t: round(float(scores[t]), 3) for t in SCORES[bit] if not np.isnan(scores[t])}
+            e["thresholds"] = {t: baseline.report.get(t, {}).get("threshold") for t in e["scores"]}
         if bit == FLAG_REACTION and st["react_n"]:
             e["mean_ms"] = round(float(st["react_sum"] / st["react_n"]), 2)
         elif bit == FLAG_REGULAR and st["int_n"] > 1:
@@ -105,6 +125,8 @@ def cheat_summary(sim) -> dict:
     kind = truth.kind if truth.kind is not None else np.zeros(ids.size, np.int64)
     honest = kind == 0
     flagged = flags != 0
+    baseline = baseline_of(sim)
+    th = thresholds(sim.defn.cheat)
     out = {
         "players": int(ids.size),
         "cheaters": int((~honest).sum()),
@@ -113,14 +135,19 @@ def cheat_summary(sim) -> dict:
         "false_positive_rate": round(float((flagged & honest).sum() / max(honest.sum(), 1)), 6),
         "impossible_actions": truth.impossible,
         "impossible_refused": truth.impossible - truth.impossible_accepted,
-        "impossible_refused_share": round(1.0 - truth.impossible_accepted / truth.impossible, 6) if truth.impossible else 1.0,
+        "impossible_refused_share": (round(1.0 - truth.impossible_accepted / truth.impossible, 6)
+                                     if truth.impossible else 1.0),
         "honest_refused": dict(sorted(truth.honest_refused.items())),
         "kinds": {},
         "certain": int(((flags & CERTAIN) != 0).sum()),
         "suspect": int((flagged & ((flags & CERTAIN) == 0)).sum()),
         "flagged_players": [{"player": int(p), "flags": flag_names(int(f)), "tick": int(t), "level": flag_level(int(f)),
-                             "evidence": evidence(world, int(p), int(f))}
+                             "evidence": evidence(world, int(p), int(f), baseline, th)}
                             for p, f, t in zip(ids[flagged], flags[flagged], flag_tick[flagged])],
+        # The statistical tests as the population's baseline last had them: thresholds, how
+        # many players were scored, their score percentiles.
+        "baseline_tick": baseline.tick,
+        "tests": baseline.report,
     }
     dt = sim.clock.dt_s
     for name, code in KIND_CODE.items():

@@ -4,14 +4,17 @@ A cheater is a simulated client of an ordinary population with one thing changed
 
 - ``speedhack``: moves at ``speed_factor`` times its top speed;
 - ``teleport``: now and then jumps ``teleport_m`` in a random direction;
-- ``aimbot``: lands ``accuracy`` of its shots almost whatever their difficulty, and answers
-  a hit, or turns on its next foe once its last one died, after ``reaction_ms``
-  (+- ``reaction_jitter_ms``);
+- ``aimbot``: lands ``accuracy`` of its shots almost whatever their difficulty (only
+  ``difficulty_falloff`` of it falls with difficulty: a smoothed, humanised aimbot has more),
+  and answers a hit, or turns on its next foe once its last one died, after ``reaction_ms``
+  (+- ``reaction_jitter_ms``) from when the news reached the client (no interpolation buffer:
+  it reads the state, not the screen);
 - ``rapid_fire``: fires ``fire_rate_factor`` times faster than its weapon allows;
-- ``bot``: acts on a fixed beat of ``interval_ms`` (+- ``interval_jitter_ms``), walking to the
-  nearest prey when nothing is in reach;
-- ``timestamp``: back-dates its attacks and loots by ``forge_ms`` to win contests, and replays
-  some packets (``replay_rate``);
+- ``bot``: acts on a fixed beat of ``interval_ms`` (+- ``interval_jitter_ms``, a normal bounded
+  at 3 sigma; no beat shorter than a fifth of the interval), walking to the nearest prey when
+  nothing is in reach;
+- ``timestamp``: back-dates ``forge_share`` of its attacks and loots by ``forge_ms`` to win
+  contests, and replays some packets (``replay_rate``);
 - ``dupe``: tries to duplicate gold: replays trades and offers gold it does not hold
   (``dupe_rate``);
 - ``loot_luck``: knows which corpses hold rare items (a leaked seed) and loots only those.
@@ -32,7 +35,7 @@ from systems.columns import gather, locate
 from systems.components import Inventory, Player
 from worlds.schema import CHEAT_KINDS
 
-S_CHEAT, S_TELEPORT, S_REPLAY, S_DUPE = range(300, 304)
+S_CHEAT, S_TELEPORT, S_REPLAY, S_DUPE, S_FORGE = range(300, 305)
 KIND_CODE = {name: k + 1 for k, name in enumerate(CHEAT_KINDS)}  # 0 is honest
 BOT_HUNT_M = 1000.0  # a farming bot goes looking for prey across the map
 
@@ -80,13 +83,17 @@ class CheatProfiles:
         gen.rate = np.where(rapid, np.maximum(gen.rate, 1.2 * gen.fire_factor * rate_cap), gen.rate)
         gen.rate = np.where(aim, np.maximum(gen.rate, 1.5 * rate_cap), gen.rate)
         gen.aim_accuracy = np.where(aim, self.param("accuracy", 0.0), 0.0)
+        gen.aim_falloff = np.where(aim, self.param("difficulty_falloff", 0.15), 0.15)
         gen.react_mean = np.where(aim, self.param("reaction_ms", 0.0), gen.react_mean)
         gen.react_sd = np.where(aim, self.param("reaction_jitter_ms", 0.0), gen.react_sd)
+        # An aimbot reads the freshest state the client holds, not what its screen shows.
+        gen.honest.interp_ms = np.where(aim, 0.0, gen.honest.interp_ms)
         bot = self.is_("bot")
         gen.behaviour = np.where(bot, 2, gen.behaviour)  # a farming bot: fights whatever is near, on a beat,
         gen.hunt_m = np.where(bot, BOT_HUNT_M, gen.hunt_m)  # and walks to the nearest prey when none is
         gen.bot_interval = np.where(bot, self.param("interval_ms", 0.0), 0.0)
         gen.bot_jitter = np.where(bot, self.param("interval_jitter_ms", 0.0), 0.0)
+        gen.bot_min_beat = 0.2 * gen.bot_interval  # a wide jitter does not make the beat run backwards
         gen.next_beat_ms = gen.bot_interval * self.rng.uniform(0, gen.ids, S_CHEAT, 1)
 
     def teleport(self, gen, tick: int, ex: np.ndarray, ey: np.ndarray) -> None:
@@ -109,7 +116,12 @@ class CheatProfiles:
         actor = who  # generator row of each action's actor
         forgers = self.is_("timestamp")[actor]
         contest = np.isin(batch.kind, [ActionKind.MELEE, ActionKind.RANGED, ActionKind.CAST, ActionKind.LOOT])
-        batch.client_time_ms[forgers & contest] -= self.param("forge_ms", 0.0)[actor][forgers & contest]
+        forged = forgers & contest
+        share = self.param("forge_share", 1.0)[actor]
+        if forged.any() and (share[forged] < 1.0).any():  # now and then only
+            forged &= self.rng.uniform(tick, batch.actor, S_FORGE) < share
+        batch.client_time_ms[forged] -= self.param("forge_ms", 0.0)[actor][forged]
+        self.forged = forged  # which rows were back-dated (``impossible`` reads it)
         dupers = self.is_("dupe")[actor]
         trades = dupers & (batch.kind == ActionKind.TRADE)
         if trades.any():
@@ -125,6 +137,7 @@ class CheatProfiles:
         again = np.flatnonzero(self.rng.uniform(tick, batch.actor, S_REPLAY) < rate)
         if not again.size:
             return batch
+        self.forged = np.concatenate([forged, forged[again]])
         copy = batch.take(again)
         copy.recv_time_ms = copy.recv_time_ms + 5.0  # the same packet, sent once more
         return ActionBatch.concat([batch, copy])
@@ -146,7 +159,9 @@ class CheatProfiles:
                          "last_ranged_ms", "last_cast_ms", "jitter_ms")}
         t_ms = batch.client_time_ms - rec["clock_offset_ms"]
         row = np.searchsorted(gen.ids, batch.actor)
-        forged = self.is_("timestamp")[row] & np.isin(batch.kind, [2, 3, 4, 5])
+        forged = getattr(self, "forged", None)
+        if forged is None or forged.shape[0] != n:
+            forged = self.is_("timestamp")[row] & np.isin(batch.kind, [2, 3, 4, 5])
         true_t = t_ms + np.where(forged, self.param("forge_ms", 0.0)[row], 0.0)
         far = np.hypot(batch.x - rec["last_x"], batch.y - rec["last_y"])
         allowed = rec["speed_mps"] * (1.0 + rules.speed_tolerance) * np.abs(true_t - rec["last_move_ms"]) / 1000.0

@@ -6,6 +6,7 @@
                               [--data DIR [--snapshot-every K] [--fsync tick|interval|off] [--acks FILE]]
     python -m worlds resume DIR [--until N] [--json] [--fsync P] [--acks FILE] [--hashes FILE]
     python -m worlds inspect DIR [--json]
+    python -m worlds cheat-grid [--quick] [--json] [--seeds 1,2] [--seconds 60,120,300] [--models a,b]
 
 Without ``--realtime`` ticks run back to back, as fast as they go; with it they are paced at
 the world's tick rate, as a server would run them. ``--json`` prints exactly one JSON object
@@ -14,6 +15,8 @@ on stdout (the summary); the progress bar and any refused stream lines go to std
 writes ``TICK HASH`` per tick; ``--verify`` steps a one-shard reference beside the run (or, given
 a hashes file, compares with it) and reports the first divergence in the summary's ``shards``.
 ``--data DIR`` makes the run durable (``worlds.store``): journaled, snapshotted, resumable.
+``cheat-grid`` measures cheat detection over honest models x cheater profiles x seeds
+(``worlds.cheat_grid``).
 """
 
 from __future__ import annotations
@@ -127,8 +130,8 @@ def shards_summary(sim) -> dict:
 
 def _print_readable(summary: dict) -> None:
     t, a = summary["tick_ms"], summary["action_to_effect_ms"]
-    print(f"world {summary['world']} (seed {summary['seed']}): {summary['ticks']} ticks at {summary['tick_rate_hz']:g} Hz, "
-          f"{summary['entities']} entities, {summary['players']} players")
+    print(f"world {summary['world']} (seed {summary['seed']}): {summary['ticks']} ticks at "
+          f"{summary['tick_rate_hz']:g} Hz, {summary['entities']} entities, {summary['players']} players")
     print(f"actions: {summary['actions_submitted']} submitted, {summary['actions_applied']} applied, "
           f"{sum(summary['actions_refused'].values())} refused, {summary['actions_per_second']:.0f} actions/s")
     for reason, count in summary["actions_refused"].items():
@@ -266,7 +269,18 @@ def main(argv: list[str] | None = None) -> int:
     insp.add_argument("--json", action="store_true", help="print the listing as one JSON object")
     check = sub.add_parser("check", help="validate world files and report every problem")
     check.add_argument("files", nargs="+")
+    grid = sub.add_parser("cheat-grid", help="cheat detection over honest models x cheater profiles x seeds")
+    grid.add_argument("--quick", action="store_true", help="the small grid (few hundred players, 60 s, one seed)")
+    grid.add_argument("--json", action="store_true", help="print the grid as one JSON object")
+    grid.add_argument("--seeds", metavar="S,S", help="seeds (default: the grid file's)")
+    grid.add_argument("--seconds", metavar="T,T", help="checkpoints in game seconds; the run lasts the longest")
+    grid.add_argument("--models", metavar="M,M", help="only these honest models")
+    grid.add_argument("--dir", metavar="DIR", help="the grid's directory (default worlds/defs/grid)")
     args = parser.parse_args(argv)
+    if args.command == "cheat-grid":
+        from worlds.cheat_grid import main as grid_main
+
+        return grid_main(args)
     if args.command == "check":
         status = 0
         for f in args.files:

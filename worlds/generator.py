@@ -10,6 +10,10 @@ keyed (seed, tick, player, stream), so a world file and seed give one stream, al
 Behaviours: ``wander`` (random headings), ``travel`` (hotspot to hotspot), ``fight`` (close
 in on the nearest enemy and attack it), ``trade`` (go to a hotspot, trade with those there),
 ``idle`` (stay and only use items now and then).
+
+The human and its client program (skill, hit curve, fire mode, frame clock, perception) are
+``worlds.honest``'s; the link (measured and true, per-packet delays) is ``worlds.links``'s;
+cheats are ``worlds.cheaters``'s. This module steers and schedules.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from systems.components import Health, Inventory, Loot, Player, Position, Veloci
 from systems.obstacles import inside_many, obstacle_arrays, segment_blocked
 from systems.spatial_index import SpatialIndex
 from worlds.cheaters import CheatProfiles
+from worlds.honest import HonestClients
+from worlds.links import PacketDelays, client_network
 
 BEHAVIOURS = ("wander", "travel", "fight", "trade", "idle")
 # Probability of each kind for one action, per behaviour: move, melee, ranged, cast, loot, trade, use.
@@ -43,24 +49,7 @@ _KINDS = np.array([ActionKind.MOVE, ActionKind.MELEE, ActionKind.RANGED, ActionK
  S_HIT) = range(200, 214)
 CLIENT_PACE = 0.95  # honest clients move a little under their top speed
 ANSWER_PATIENCE_MS = 2000.0  # how long a client that lost its foe waits for the next one to come in reach
-
-
-def client_network(defn, player_ids: np.ndarray, population: np.ndarray, rng: Rng) -> dict[str, np.ndarray]:
-    """Each player's round trip and clock offset, drawn from its population's network section.
-
-    Part of the world, not of the generator: a replayed stream meets the same measured links.
-    """
-    pops = defn.players()
-    ids = np.asarray(player_ids, np.int64)
-    net = [pops[p].network for p in np.asarray(population).tolist()]
-    lo = np.array([x.rtt_ms[0] for x in net])
-    hi = np.array([x.rtt_ms[1] for x in net])
-    off = np.array([x.clock_offset_ms for x in net])
-    return {
-        "rtt_ms": lo + rng.uniform(0, ids, S_NET) * (hi - lo),
-        "clock_offset_ms": (2 * rng.uniform(0, ids, S_NET, 1) - 1) * off,
-        "jitter_ms": np.array([x.jitter_ms for x in net]),
-    }
+__all__ = ["ActionGenerator", "client_network"]  # client_network: worlds.links's, where the runtime looks
 
 
 class ActionGenerator:
@@ -89,12 +78,10 @@ class ActionGenerator:
         self.rate = np.array([pops[p].actions_per_s for p in self.pop])
         self.team = np.array([pops[p].team for p in self.pop], np.int64)
         net = [pops[p].network for p in self.pop]
-        self.rtt_ms = network["rtt_ms"]
-        self.clock_offset_ms = network["clock_offset_ms"]
-        self.jitter_ms = np.array([x.jitter_ms for x in net])
-        self.stall_rate = np.array([x.stall_rate_per_s for x in net])
-        self.stall_ms = np.array([x.stall_ms for x in net])
-        self.stall_until_ms = np.full(n, -1.0)
+        # The client lives on its true link; the server's record holds what it measured.
+        self.rtt_ms = network.get("true_rtt_ms", network["rtt_ms"])
+        self.clock_offset_ms = network.get("true_clock_offset_ms", network["clock_offset_ms"])
+        self.links = PacketDelays(pops, self.pop, self.rtt_ms, rng)
         self.next_seq = np.zeros(n, np.int64)
         self.x, _ = gather(world, self.ids, Position, "x")
         self.y, _ = gather(world, self.ids, Position, "y")
@@ -106,7 +93,8 @@ class ActionGenerator:
         self.hot_y = np.array([h.y for h in defn.hotspots]) if defn.hotspots else np.zeros(1)
         self.hot_r = np.array([h.radius_m for h in defn.hotspots]) if defn.hotspots else np.ones(1)
         names = [h.name for h in defn.hotspots]
-        self.route = [np.array([names.index(h) for h in (pops[p].hotspots or names)], np.int64) for p in range(len(pops))]
+        self.route = [np.array([names.index(h) for h in (pops[p].hotspots or names)], np.int64)
+                      for p in range(len(pops))]
         self.leg = (rng.uniform(0, self.ids, S_HOTSPOT) * 1e6).astype(np.int64)
         self.mix = np.array([_MIX[BEHAVIOURS[b]] for b in self.behaviour]).reshape(n, len(_KINDS))
         self.mix_cdf = np.cumsum(self.mix, axis=1)
@@ -115,7 +103,8 @@ class ActionGenerator:
                             ActionKind.CAST: r.cast_cooldown_ms}
         self.last_fired = {k: np.full(n, -1e18) for k in self.interval_ms}  # the client's weapon clocks
         # A human: skill (the share of possible hits it lands) and reaction time, per player.
-        self.skill = np.clip(0.55 + 0.12 * rng.normal(0, self.ids, S_SKILL), 0.15, 0.95)
+        self.honest = HonestClients(pops, self.pop, self.ids, rng)
+        self.skill = self.honest.skill
         self.react_mean = np.maximum(260.0 + 35.0 * rng.normal(0, self.ids, S_SKILL, 1), 180.0)
         self.react_sd = np.full(n, 60.0)
         self.respond_at = np.full(n, -1e18)
@@ -127,7 +116,8 @@ class ActionGenerator:
         self.acquire_at = np.full(n, -1e18)
         r_engage = rng.uniform(0, self.ids, S_SKILL, 2)
         self.hunt_m = np.full(n, 3.0 * r.ranged_range_m)  # fighters take on foes they can see nearby
-        self.engage_m = np.where(r_engage < 0.5, 0.5 * r.melee_reach_m, 0.2 * r.ranged_range_m + r_engage * 0.6 * r.ranged_range_m)
+        self.engage_m = np.where(r_engage < 0.5, 0.5 * r.melee_reach_m,
+                                 0.2 * r.ranged_range_m + r_engage * 0.6 * r.ranged_range_m)
         self.update_ms = np.array([1000.0 / x.update_hz for x in net])
         self.last_sent_ms = np.full(n, -1e18)
         self.walls, self.occluders = obstacle_arrays(defn)
@@ -142,14 +132,16 @@ class ActionGenerator:
         routed = (self.behaviour == 1) | (self.behaviour == 3)
         if self.defn.hotspots and routed.any():
             idx = np.flatnonzero(routed)
-            h = np.array([self.route[self.pop[i]][self.leg[i] % len(self.route[self.pop[i]])] for i in idx.tolist()], np.int64)
+            h = np.array([self.route[self.pop[i]][self.leg[i] % len(self.route[self.pop[i]])] for i in idx.tolist()],
+                         np.int64)
             gx[idx], gy[idx], has[idx] = self.hot_x[h], self.hot_y[h], True
             # Travellers that reached their hotspot go on to the next one.
             arrived = np.hypot(self.x[idx] - gx[idx], self.y[idx] - gy[idx]) < 0.5 * self.hot_r[h]
             arrived &= self.behaviour[idx] == 1
             self.leg[idx[arrived]] += 1
             # Traders stop once inside the market.
-            inside = (self.behaviour[idx] == 3) & (np.hypot(self.x[idx] - gx[idx], self.y[idx] - gy[idx]) < 0.6 * self.hot_r[h])
+            near = np.hypot(self.x[idx] - gx[idx], self.y[idx] - gy[idx]) < 0.6 * self.hot_r[h]
+            inside = (self.behaviour[idx] == 3) & near
             has[idx[inside]] = False
         return gx, gy, has
 
@@ -184,7 +176,8 @@ class ActionGenerator:
         hurt = alive & ~resync & (hp < self.last_hp)
         self.last_hp = hp
         react = self.react_mean + self.react_sd * np.clip(rng.normal(tick, ids, S_REACT), -2.5, 2.5)
-        answer_ms = np.maximum(tick * tick_ms + 0.5 * self.rtt_ms + np.maximum(react, 60.0), self.hold_ms)
+        seen_ms = tick * tick_ms + 0.5 * self.rtt_ms + self.honest.interp_ms  # on its screen
+        answer_ms = np.maximum(seen_ms + np.maximum(react, 60.0), self.hold_ms)
         self.respond_at = np.where(hurt, answer_ms, self.respond_at)
 
         gx, gy, has_goal = self._destination()
@@ -205,42 +198,77 @@ class ActionGenerator:
         speed = self.speed * self.pace
         dist_goal = np.hypot(gx - self.x, gy - self.y)
         # Fighters hold at the distance they like to fight from (swordsmen close, archers far).
-        close = has_goal & (dist_goal < np.where(self.behaviour == 2, self.engage_m, 0.5 * self.defn.rules.melee_reach_m))
+        hold_m = np.where(self.behaviour == 2, self.engage_m, 0.5 * self.defn.rules.melee_reach_m)
+        close = has_goal & (dist_goal < hold_m)
         moving = alive & (self.behaviour != 4) & ~close & ~((self.behaviour == 3) & ~has_goal)
         vx = np.where(moving, speed * np.cos(heading), 0.0)
         vy = np.where(moving, speed * np.sin(heading), 0.0)
 
         # When in this tick each client acts: at its own pace, on a bot's beat, or in answer.
+        # A client on a frame clock sends only on its frames: in a tick without one it waits,
+        # and what fell due meanwhile goes out on its next frame (``open_ms``: since when).
+        hc = self.honest
+        start_ms, end_ms = tick * tick_ms, (tick + 1) * tick_ms
+        open_ms = start_ms
+        p_act = self.rate * dt
+        if hc.any_framed:
+            alive = alive & hc.has_frame(start_ms, end_ms)
+            open_ms = np.where(hc.framed, hc.window_ms, start_ms)
+            p_act = p_act * np.where(hc.framed, np.maximum(hc.frame_ms / tick_ms, 1.0), 1.0)
         frac = rng.uniform(tick, ids, S_OFFSET)
-        act = alive & (rng.uniform(tick, ids, S_ACT) < self.rate * dt)
+        act = alive & (rng.uniform(tick, ids, S_ACT) < p_act)
         bots = self.bot_interval > 0
         beat = bots & alive & (self.next_beat_ms < (tick + 1) * tick_ms)
         frac = np.where(beat, np.clip((self.next_beat_ms - tick * tick_ms) / tick_ms, 0.0, 0.999), frac)
         act = np.where(bots, beat, act)
         deliberate = act.copy()
         jitter = self.bot_jitter * np.clip(rng.normal(tick, ids, S_BEAT), -3.0, 3.0)
-        self.next_beat_ms = np.where(beat, np.maximum(self.next_beat_ms, tick * tick_ms) + self.bot_interval + jitter,
-                                     self.next_beat_ms)
-        answer = alive & ~bots & (self.respond_at >= tick * tick_ms) & (self.respond_at < (tick + 1) * tick_ms)
+        last = np.maximum(self.next_beat_ms, tick * tick_ms)
+        after = np.where(self.bot_interval + jitter >= self.bot_min_beat, last + self.bot_interval + jitter,
+                         last + self.bot_min_beat)
+        self.next_beat_ms = np.where(beat, after, self.next_beat_ms)
+        pending_mask = alive & ~bots & (self.acquire_at > tick * tick_ms - ANSWER_PATIENCE_MS)
+        # Sustained fire: the trigger is held, the weapon goes off once ready (plus a delay).
+        sustained = np.zeros(n, np.bool_)
+        sustained_kind = np.zeros(n, np.int8)
+        if hc.any_sustained and index is not None:
+            rows = np.flatnonzero(alive & ~bots & hc.sustained & (foe >= 0) & ~pending_mask)
+            rows, kd, ready_ms = self._sustained_shots(index, rows, foe, end_ms)
+            sustained[rows], sustained_kind[rows] = True, kd
+            overdue = ready_ms < open_ms if np.ndim(open_ms) == 0 else ready_ms < open_ms[rows]
+            on_beat = np.where(overdue, np.where(hc.framed[rows], 0.0, frac[rows]), (ready_ms - start_ms) / tick_ms)
+            frac[rows] = on_beat
+            act |= sustained
+        answer = alive & ~bots & (self.respond_at >= open_ms) & (self.respond_at < (tick + 1) * tick_ms)
         answer &= foe >= 0
         frac = np.where(answer, (self.respond_at - tick * tick_ms) / tick_ms, frac)
         # The first attack on the next foe: at once with a weapon ready by then, or (a while) as
         # soon as a foe is within its reach; with none ready, it is one of the client's
         # ordinary actions.
-        pending = np.flatnonzero(alive & ~bots & (self.acquire_at > tick * tick_ms - ANSWER_PATIENCE_MS))
+        pending = np.flatnonzero(pending_mask)
         weapon = np.zeros(n, np.int8)
         weapon[pending], any_ready = self._acquire_weapon(index, pending, foe[pending])
         self.acquire_at[pending[~any_ready]] = -1e18
         acquire = (weapon != 0) & (self.acquire_at < (tick + 1) * tick_ms)
-        on_time = acquire & (self.acquire_at >= tick * tick_ms)
+        on_time = acquire & (self.acquire_at >= open_ms)
         frac = np.where(on_time, (self.acquire_at - tick * tick_ms) / tick_ms, frac)
         answer |= acquire
         act |= answer
         deliberate |= answer
         # Between actions a client keeps sending its position (a heartbeat at its update rate):
         # a silence on the link is then a stall, never a quiet player.
+        # On a frame clock, position updates go out at a fixed rate, merged into any action.
         heartbeat = alive & ~act & (tick * tick_ms - self.last_sent_ms >= self.update_ms - tick_ms)
+        if hc.any_framed:
+            due, when = hc.updates_due(start_ms, end_ms, self.update_ms, alive)
+            heartbeat = np.where(hc.framed, due & ~act, heartbeat)
+            frac = np.where(hc.framed & heartbeat, (when - start_ms) / tick_ms, frac)
         act |= heartbeat
+        event_q = None
+        if hc.any_framed:  # timestamps on the frame clock, within the tick
+            event_q = hc.on_frames(start_ms, end_ms, start_ms + frac * tick_ms)
+            frac = np.where(hc.framed, (event_q - start_ms) / tick_ms, frac)
+            hc.window_ms = np.where(hc.framed & hc.has_frame(start_ms, end_ms), end_ms, hc.window_ms)
 
         x0, y0, x1, y1 = self.defn.bounds
         ex = np.clip(self.x + vx * frac * dt, x0, x1)
@@ -270,6 +298,8 @@ class ActionGenerator:
         kind = _KINDS[(pick[:, None] >= self.mix_cdf[who]).sum(axis=1).clip(0, 6)]
         attacks = [ActionKind.MELEE, ActionKind.RANGED, ActionKind.CAST]
         kind[(answer | beat)[who] & ~np.isin(kind, attacks)] = ActionKind.RANGED
+        held = sustained[who] & ~answer[who]
+        kind[held] = sustained_kind[who[held]]
         kind[acquire[who]] = weapon[who[acquire[who]]]
         swords = np.flatnonzero(answer[who] & (kind == ActionKind.MELEE))
         if index is not None and swords.size:  # an answer goes to the gun when the foe is beyond the sword
@@ -281,16 +311,22 @@ class ActionGenerator:
         target = np.zeros(who.size, np.int64)
         value = np.zeros(who.size)
         event_ms = (tick + frac[who]) * tick_ms
+        if event_q is not None:
+            event_ms = np.where(hc.framed[who], event_q[who], event_ms)
         kind[np.isin(kind, attacks) & (event_ms < self.hold_ms[who] - 1e-6)] = ActionKind.MOVE  # still looking
         if index is not None:
             self._pick_targets(index, who, kind, target, value, foe, ex, ey, tick, acquire[who])
             self._aim(index, who, kind, target, value, ex, ey, event_ms, tick)
-        kind = np.where((kind != ActionKind.MOVE) & (kind != ActionKind.USE) & (target == 0), np.int8(ActionKind.MOVE), kind)
+        untargeted = (kind != ActionKind.MOVE) & (kind != ActionKind.USE) & (target == 0)
+        kind = np.where(untargeted, np.int8(ActionKind.MOVE), kind)
         fired = np.isin(kind, attacks)
         self.respond_at[who[fired]] = -1e18  # answered
         self.acquire_at[who[acquire[who]]] = -1e18  # one try: taken, or blocked (then its next action)
         self.engaged[who[fired]] = target[fired]
         self.engaged_ms[who[fired]] = event_ms[fired]
+        if hc.any_sustained:
+            shot = who[fired & sustained[who]]
+            hc.shot_delay_ms[shot] = hc.next_delay(tick, shot)
         # An honest client drinks only potions it still has, and only when hurt.
         use = np.flatnonzero(kind == ActionKind.USE)
         max_hp, _ = gather(self.world, ids[who[use]], Health, "max_hp")
@@ -301,15 +337,7 @@ class ActionGenerator:
         seq = self.next_seq[who] + 1
         self.next_seq[who] = seq
         self.last_sent_ms[who] = event_ms
-        noise = self.jitter_ms[who] * np.clip(rng.normal(tick, ids[who], S_JITTER), -3.0, 3.0)
-        one_way = 0.5 * self.rtt_ms[who]
-        recv = event_ms + np.maximum(one_way + noise, 0.5 * one_way)
-        # Stalls: the link freezes and releases everything at once when it recovers.
-        stall_start = rng.uniform(tick, ids[who], S_STALL) < self.stall_rate[who] * dt
-        until = self.stall_until_ms[who]
-        until = np.where(stall_start & (until < event_ms), event_ms + self.stall_ms[who], until)
-        self.stall_until_ms[who] = until
-        recv = np.where(until > event_ms, np.maximum(recv, until + one_way), recv)
+        recv = self.links.arrival(tick, dt, who, ids[who], event_ms)
         batch = ActionBatch(
             actor=ids[who], seq=seq, client_time_ms=event_ms + self.clock_offset_ms[who], kind=kind,
             target=target, x=ex[who], y=ey[who], value=value, recv_time_ms=recv,
@@ -333,7 +361,8 @@ class ActionGenerator:
         e, died_end = e[lost], died_end[lost]
         draw = np.clip(self.rng.normal(tick, self.ids[e], S_REACT, 1), -2.5, 2.5)
         react = self.react_mean[e] + self.react_sd[e] * draw
-        self.hold_ms[e] = self.acquire_at[e] = died_end + 0.5 * self.rtt_ms[e] + np.maximum(react, 60.0)
+        seen_ms = died_end + 0.5 * self.rtt_ms[e] + self.honest.interp_ms[e]  # on its screen
+        self.hold_ms[e] = self.acquire_at[e] = seen_ms + np.maximum(react, 60.0)
 
     def _acquire_weapon(self, index: SpatialIndex | None, who: np.ndarray,
                         foe: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -358,11 +387,31 @@ class ActionGenerator:
             weapon = np.where(ready & (dist <= 0.9 * reach), np.int8(kd), weapon)
         return weapon, any_ready
 
+    def _sustained_shots(self, index: SpatialIndex, rows: np.ndarray, foe: np.ndarray,
+                         end_ms: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Of sustained shooters ``rows``: those whose primary weapon (the sword for who fights
+        close, else the gun) is ready before ``end_ms`` with their foe in its reach; returns
+        (rows, weapon kind (int8), when it fires (ms))."""
+        r = self.defn.rules
+        melee = self.engage_m[rows] < r.melee_reach_m
+        fi = index.index_of(np.maximum(foe[rows], 0))
+        dist = np.hypot(index.x[fi] - self.x[rows], index.y[fi] - self.y[rows])
+        ok = (fi >= 0) & (dist <= 0.75 * np.where(melee, r.melee_reach_m, r.ranged_range_m))
+        last = np.where(melee, self.last_fired[ActionKind.MELEE][rows], self.last_fired[ActionKind.RANGED][rows])
+        wait = np.where(melee, r.melee_interval_ms, r.ranged_interval_ms) / self.fire_factor[rows] * 1.02
+        ready_ms = last + wait + self.honest.shot_delay_ms[rows]
+        if self.honest.any_framed:  # the shot goes out on a frame: wait for the tick that has it
+            ready_ms = np.where(self.honest.framed[rows], self.honest.frame_at_or_after(ready_ms, rows), ready_ms)
+        ok &= ready_ms < end_ms
+        kd = np.where(melee, np.int8(ActionKind.MELEE), np.int8(ActionKind.RANGED))
+        return rows[ok], kd[ok], ready_ms[ok]
+
     def _aim(self, index, who, kind, target, value, ex, ey, event_ms, tick) -> None:
         """Weapons wait for their interval (an honest clock); shots and sight lines are judged.
 
-        A ranged shot's hit claim: a human lands skill x difficulty of the shot, an aimbot its
-        accuracy whatever the difficulty. A shot or cast through an occluder is not taken.
+        A ranged shot's hit claim: a human lands what its hit curve gives (``worlds.honest``),
+        an aimbot its accuracy, falling with difficulty by its ``difficulty_falloff`` only. A
+        shot or cast through an occluder is not taken.
         """
         rules = self.defn.rules
         for kd, interval in self.interval_ms.items():
@@ -384,8 +433,9 @@ class ActionGenerator:
                 vy, _ = gather(self.world, target[k], Velocity, "vy")
                 dist = np.hypot(tx[ready] - ex[who[k]], ty[ready] - ey[who[k]])
                 base = shot_difficulty(dist, rules.ranged_range_m, np.hypot(vx, vy), rules.player_speed_mps)
-                p_hit = np.where(self.aim_accuracy[who[k]] > 0,
-                                 self.aim_accuracy[who[k]] * (0.85 + 0.15 * base), self.skill[who[k]] * base)
+                acc, fall = self.aim_accuracy[who[k]], self.aim_falloff[who[k]]
+                human = self.honest.hit_chance(who[k], base, dist, np.hypot(vx, vy) / rules.player_speed_mps)
+                p_hit = np.where(acc > 0, acc * ((1.0 - fall) + fall * base), human)
                 value[k] = (self.rng.uniform(tick, self.ids[who[k]], S_HIT) < p_hit).astype(np.float64)
 
     # -- targets ---------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from systems.regions import RegionCell, Regions, RegionStats
 from systems.spatial_index import SpatialHash, SpatialIndex
 from systems.spawning import spawn_points
 from systems.telemetry import Telemetry
-from systems.validation import ActionValidation
+from systems.validation import ActionValidation, clock_error_ms
 from worlds.cheat_report import GroundTruth
 from worlds.generator import ActionGenerator, client_network
 from worlds.loader import load_world
@@ -153,6 +153,8 @@ class Simulation:
         network = client_network(defn, self.player_ids, player_pop, self.rng)
         for name in ("rtt_ms", "clock_offset_ms", "jitter_ms"):
             scatter(self.world, self.player_ids, Player, name, network[name])
+        scatter(self.world, self.player_ids, Player, "last_move_ms",
+                -clock_error_ms(network["jitter_ms"], defn.rules.timing_slack_ms))
         self.generator = (
             ActionGenerator(defn, self.world, self.player_ids, player_pop, network, self.rng, self.clock.dt_s)
             if generate else None

@@ -126,6 +126,12 @@ class Cheaters(Strict):
     forge_ms: PositiveFloat = 150.0  # timestamp: claims to have acted this much earlier
     replay_rate: Annotated[float, Field(ge=0, le=1)] = 0.1  # timestamp: share of packets replayed
     dupe_rate: Annotated[float, Field(ge=0, le=1)] = 0.3  # dupe: share of trades tried twice / unheld
+    # Humanised variants (the defaults are the blunt cheats above):
+    # aimbot: the share of its hit chance that still falls with the shot's difficulty (a
+    # smoothed aimbot misses more far away and on fast targets, as humans do).
+    difficulty_falloff: Annotated[float, Field(ge=0, le=1)] = 0.15
+    forge_share: Annotated[float, Field(gt=0, le=1)] = 1.0  # timestamp: share of its attacks back-dated
+    label: Name | None = None  # what reports call this profile (default: its kind)
 
 
 class CheatSection(Strict):
@@ -164,6 +170,16 @@ class CheatSection(Strict):
     luck_p: Annotated[float, Field(gt=0, lt=1)] = 1e-6  # binomial tail of rare drops
     rare_drop_p: Annotated[float, Field(gt=0, lt=1)] = 0.02
     refusals: Annotated[int, Field(ge=1)] = 3  # impossible actions before a player is flagged
+    # An attack within this share of its weapon's interval after it was ready again times the
+    # weapon (the player held the trigger; the client's frames and delays add a little), not the
+    # player: it is no interval of the player's rhythm.
+    gate_share: Annotated[float, Field(ge=0, le=2)] = 0.5
+    # The population's baseline: learned this often, from this many players with evidence for a
+    # test before that test's threshold comes from their scores, at this false-positive rate
+    # (shared among the statistical tests), never below the thresholds above.
+    baseline_every_s: PositiveFloat = 1.0
+    min_population: Annotated[int, Field(ge=10)] = 100
+    false_positive_rate: Annotated[float, Field(gt=0, lt=0.1)] = 0.001
 
 
 class Hotspot(Strict):
@@ -185,12 +201,69 @@ class SpawnArea(Strict):
 
 
 class Network(Strict):
+    """A population's links (``worlds.links``): the true round trip, offset and delays, and
+    how well the server has measured them. Every default reproduces the plain link."""
+
     rtt_ms: Annotated[list[NonNegFloat], Field(min_length=2, max_length=2)] = [20.0, 300.0]  # range, uniform
     jitter_ms: NonNegFloat = 10.0  # standard deviation of one-way delay noise (bounded at 3 sigma)
     clock_offset_ms: NonNegFloat = 500.0  # client clock offsets are drawn from +-this
     stall_rate_per_s: NonNegFloat = 0.0  # chance per second of a stall
     stall_ms: NonNegFloat = 0.0
     update_hz: Annotated[float, Field(gt=0, le=60)] = 10.0  # position updates while not acting
+    # Heavy tail: this share of packets is delayed by a Pareto draw (scale ``tail_ms``, shape
+    # ``tail_alpha``: tens of ms, now and then hundreds), at most ``tail_max_ms``.
+    tail_share: Annotated[float, Field(ge=0, le=1)] = 0.0
+    tail_ms: PositiveFloat = 20.0
+    tail_alpha: Annotated[float, Field(gt=0.5, le=10)] = 1.5
+    tail_max_ms: PositiveFloat = 900.0
+    # Congestion bursts: a burst starts with this chance per second, and for ``burst_ms`` every
+    # packet waits ``burst_delay_ms`` more in a queue.
+    burst_rate_per_s: NonNegFloat = 0.0
+    burst_ms: NonNegFloat = 1000.0
+    burst_delay_ms: NonNegFloat = 150.0
+    # Measured links: the server's round trip and clock offset are the true ones plus a normal
+    # error of this standard deviation (bounded at 3 sigma); the client lives on the true link.
+    rtt_error_ms: NonNegFloat = 0.0
+    offset_error_ms: NonNegFloat = 0.0
+
+
+class SkillMode(Strict):
+    """One mode of a skill mixture: players drawn N(mean, sd), ``weight`` of the population."""
+
+    weight: PositiveFloat
+    mean: Annotated[float, Field(gt=0, lt=1)]
+    sd: NonNegFloat
+
+
+class Client(Strict):
+    """The human behind an honest client and its program (``worlds.honest``). Every default
+    reproduces the project's own client model."""
+
+    # Skill (share of possible hits): the project's N(0.55, 0.12) in [0.15, 0.95] when empty,
+    # else a mixture, clipped to [0.01, 0.99].
+    skill: list[SkillMode] = []
+    # Hit chance of a ranged shot: ``project`` is skill x the detector's own shot difficulty;
+    # ``logistic`` is hit_max / (1 + e^-z), z = hit_skill_logit (skill - 0.5)
+    # + (hit_mid_m - distance) / hit_width_m - hit_move_logit x (target speed / top speed).
+    hit_curve: Literal["project", "logistic"] = "project"
+    hit_mid_m: PositiveFloat = 22.0
+    hit_width_m: PositiveFloat = 7.0
+    hit_skill_logit: NonNegFloat = 4.0
+    hit_move_logit: NonNegFloat = 1.2
+    hit_max: Annotated[float, Field(gt=0, le=1)] = 0.95
+    # ``picked``: attacks are some of the player's actions, with human pauses; ``sustained``:
+    # the trigger is held, and the weapon fires as soon as it is ready plus a human/client
+    # delay (exponential, mean ``fire_delay_ms``). ``sustained_share`` (when set) makes that
+    # share of the population sustained and the rest picked.
+    fire: Literal["picked", "sustained"] = "picked"
+    sustained_share: Annotated[float, Field(ge=0, le=1)] | None = None
+    fire_delay_ms: NonNegFloat = 40.0
+    # Fixed-rate client frames: timestamps and sends fall on the client's frame clock, and
+    # position updates go out at the network's ``update_hz`` on it, whatever else is sent.
+    client_hz: Annotated[float, Field(ge=10, le=60)] | None = None
+    # Perception: the client reacts to what it shows, one-way delay plus this interpolation
+    # buffer after it happened (reacting to hits, switching to the next foe).
+    interp_ms: NonNegFloat = 0.0
 
 
 class Players(Strict):
@@ -206,6 +279,7 @@ class Players(Strict):
     potions: Count = 3
     spawn: SpawnArea = SpawnArea()
     network: Network = Network()
+    client: Client = Client()
 
 
 class Npcs(Strict):
@@ -313,9 +387,12 @@ def semantic_problems(d: WorldDef) -> list[tuple[str, str]]:
                 out.append((f"{path}.network.rtt_ms", f"expected [low, high] with low <= high, got {p.network.rtt_ms}"))
             for j, h in enumerate(p.hotspots):
                 if h not in names:
-                    out.append((f"{path}.hotspots[{j}]", f"unknown hotspot {h!r} (known: {', '.join(names) or 'none'})"))
+                    known = ", ".join(names) or "none"
+                    out.append((f"{path}.hotspots[{j}]", f"unknown hotspot {h!r} (known: {known})"))
             if p.behaviour == "travel" and not d.hotspots:
                 out.append((f"{path}.behaviour", "'travel' needs at least one [[hotspots]] entry"))
+            if p.client.fire == "sustained" and p.client.sustained_share is not None:
+                out.append((f"{path}.client.sustained_share", "give either fire = 'sustained' or a sustained_share"))
     if d.events is not None:
         out += event_problems(d)
     return out

@@ -131,6 +131,31 @@ class DensityCounts(msgspec.Struct, tag="density", array_like=True, frozen=True)
     npcs: bytes = b""
 
 
+class PlayerEvidence(msgspec.Struct, tag="evidence", array_like=True, frozen=True):
+    """A shard's scored players at the end of learning tick ``tick``, for the shard that learns
+    the population's baseline: their ids (int64, ascending) and CheatStats rows (float64,
+    ``fields`` per row)."""
+
+    tick: int
+    src: int
+    dst: int
+    ids: bytes
+    stats: bytes
+    fields: int
+
+
+class Baseline(msgspec.Struct, tag="baseline", array_like=True, frozen=True):
+    """The population's baseline learned at the end of ``tick`` (``PopulationBaseline``): its
+    scalars and hit rate per difficulty bin (float64 each) and its report."""
+
+    tick: int
+    src: int
+    dst: int
+    scalars: bytes
+    hit_rate: bytes
+    report: dict[str, dict[str, float | int | list[float] | None]]
+
+
 class Barrier(msgspec.Struct, tag="barrier", array_like=True, frozen=True):
     """A shard reached ``step`` of ``tick`` and sent everything that step owes."""
 
@@ -140,7 +165,8 @@ class Barrier(msgspec.Struct, tag="barrier", array_like=True, frozen=True):
     sent: int = 0  # messages sent to each destination in this step, for the receiver to count
 
 
-Message = Union[GhostDelta, HandOff, HandOffAck, RoutedActions, GroupResult, ShardHash, DensityCounts, Barrier]
+Message = Union[GhostDelta, HandOff, HandOffAck, RoutedActions, GroupResult, ShardHash, DensityCounts, PlayerEvidence,
+               Baseline, Barrier]
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)
 
@@ -223,6 +249,13 @@ def _check(message: Message) -> None:
         n = unpack(message.players, np.float64, f"{name}.players").shape[0]
         if message.npcs and unpack(message.npcs, np.float64, f"{name}.npcs").shape[0] != n:
             raise ProtocolError(f"{name}: players and npcs differ in length")
+    if isinstance(message, PlayerEvidence):
+        n = unpack(message.ids, np.int64, f"{name}.ids").shape[0]
+        if message.fields <= 0 or unpack(message.stats, np.float64, f"{name}.stats").shape[0] != n * message.fields:
+            raise ProtocolError(f"{name}: stats is not {n} rows of {message.fields} fields")
+    if isinstance(message, Baseline):
+        unpack(message.scalars, np.float64, f"{name}.scalars")
+        unpack(message.hit_rate, np.float64, f"{name}.hit_rate")
     if isinstance(message, ShardHash) and not 0 <= message.part < 2**64:
         raise ProtocolError(f"{name}.part: {message.part} is not a uint64")
     if isinstance(message, RoutedActions) and message.reason not in ("route", "forward"):

@@ -46,6 +46,7 @@ from worlds.cluster.balance import ShardBalancer
 from worlds.cluster.border import BorderExchange
 from worlds.cluster.events import WorldEvents
 from worlds.cluster.groups import GroupResolution, _deaths_copy
+from worlds.cluster.population import PopulationLearning
 from worlds.cluster.protocol import ShardHash
 from worlds.cluster.rows import catalog, encode_rows, write_rows
 from worlds.cluster.shard import GHOST_SKIPS, Shard
@@ -63,7 +64,7 @@ class ShardingError(ValueError):
     """A world this sharded runtime cannot split (one line, naming what and why)."""
 
 
-class ShardedSimulation(BorderExchange, GroupResolution, WorldEvents, ClientView):
+class ShardedSimulation(BorderExchange, GroupResolution, WorldEvents, PopulationLearning, ClientView):
     """``shards`` shards of one world, in this process, talking through ``transport``."""
 
     def __init__(self, defn, shards: int, seed: int | None = None, generate: bool = True, hash_every: int = 1,
@@ -97,6 +98,7 @@ class ShardedSimulation(BorderExchange, GroupResolution, WorldEvents, ClientView
         self.transport = transport or InProcessTransport(shards)
         self.shards = [Shard(i, shards, defn, self.allocator, self.map, self.halo_m, self.max_speed_mps)
                        for i in range(shards)]
+        self._stop_learning_alone()
         # Every component a row may carry: what the world holds, and what its systems may spawn.
         declared = (c for s in self.shards[0].schedule.systems for c in (*s.reads, *s.writes) if hasattr(c, "fields"))
         self.catalog = catalog([*PLAYER_ARCHETYPE, *NPC_ARCHETYPE, TradeOffer, Ghost, Borrowed, *declared,
@@ -323,6 +325,7 @@ class ShardedSimulation(BorderExchange, GroupResolution, WorldEvents, ClientView
                 self._tell_deaths(deaths_before, authoritative=name == "ApplyActions")
             if name == "AnomalyScore":
                 self._tell_hurt(tick)
+                self._learn_population(tick)
             elif name == "SpatialHash" and self.generator is not None:
                 self._stood = self._where_everyone_stands()
             for sh in self.shards:

@@ -23,6 +23,7 @@ import numpy as np
 
 from ecs.ids import EntityRegistry
 from systems.actions import ACTION_FIELDS, ActionBatch
+from systems.anomaly_score import PopulationBaseline
 from systems.density import DensityGrid
 from systems.lifecycle import Deaths
 from systems.orchestration import EventStats
@@ -42,7 +43,8 @@ _TRUTH = ("impossible", "impossible_accepted", "honest_refused")
 # Resources kept whole (as plain data): snapshot key, type, fields.
 _RESOURCES = (("layout", RegionLayout, _LAYOUT), ("region_stats", RegionStats, _REGION_STATS),
               ("deaths", Deaths, ("ids", "tick")), ("grid", DensityGrid, _GRID),
-              ("event_stats", EventStats, _EVENT_STATS))
+              ("event_stats", EventStats, _EVENT_STATS),
+              ("population", PopulationBaseline, PopulationBaseline.__slots__))
 _GENERATOR_SKIP = ("defn", "world", "rng", "cheat")  # the file's, the world's, or derived from them alone
 
 
