@@ -67,6 +67,13 @@ class PopulationBaseline:
         self.tick = -1
         self.report: dict[str, dict] = {}
 
+    def adopt(self, scalars: np.ndarray, hit_rate: np.ndarray, tick: int, report: dict) -> None:
+        """Take a baseline learned elsewhere (another shard's): the aim table follows from the
+        hit rate."""
+        self.scalars, self.hit_rate = np.array(scalars, np.float64), np.array(hit_rate, np.float64)
+        self.table = aim_table(self.hit_rate)
+        self.tick, self.report = int(tick), report
+
     def learn(self, stats: np.ndarray, th: np.ndarray, tick: int, fp_rate: float, min_population: int) -> None:
         """Learn the baseline from ``stats`` ((p, f) float64 CheatStats rows, in id order, read)."""
         prior = prior_scalars(th)

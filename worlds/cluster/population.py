@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from systems.anomaly_score import AnomalyScore, PopulationBaseline, aim_table, scored_rows
+from systems.anomaly_score import AnomalyScore, PopulationBaseline, scored_rows
 from systems.anomaly_score.layout import STAT_FIELDS
 from worlds.cluster.protocol import Baseline, PlayerEvidence, pack, unpack
 
@@ -58,8 +58,6 @@ class PopulationLearning:
             if s == LEARNER:
                 continue
             for m in self.transport.receive(s):
-                mine: PopulationBaseline = sh.world.resources[PopulationBaseline]
-                mine.scalars = unpack(m.scalars, np.float64, "Baseline.scalars").copy()
-                mine.hit_rate = unpack(m.hit_rate, np.float64, "Baseline.hit_rate").copy()
-                mine.table = aim_table(mine.hit_rate)
-                mine.tick, mine.report = m.tick, m.report
+                sh.world.resources[PopulationBaseline].adopt(unpack(m.scalars, np.float64, "Baseline.scalars"),
+                                                             unpack(m.hit_rate, np.float64, "Baseline.hit_rate"),
+                                                             m.tick, m.report)
