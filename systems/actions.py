@@ -71,6 +71,7 @@ class Refusal(IntEnum):
     COOLDOWN = 20
     RATE_LIMIT = 21
     FORGED_TIMESTAMP = 22
+    OFFER_LAPSED = 23  # a trade accepted after its offerer spent what it offered
 
 
 REFUSAL_NAMES = {int(r): r.name.lower() for r in Refusal}

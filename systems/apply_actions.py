@@ -11,7 +11,9 @@ written under the merge policy its component declares (``systems.conflict_merge`
   refused ``claim_lost``; a corpse (or a chest) is only lootable once it is one;
 - gold and potions are additive and conserved: a trade is an offer (a ``TradeOffer`` entity,
   until accepted or expired) and an acceptance, the other side's trade toward the offerer,
-  which swaps both purses at once if both still hold them, and nothing otherwise.
+  which swaps both purses at once if both still hold them, and nothing otherwise (the
+  acceptor is refused ``offer_lapsed`` when the offerer spent its side meanwhile: a race
+  between honest players, no claim the acceptor could not back).
 """
 
 from __future__ import annotations
@@ -150,7 +152,7 @@ def _apply(perm, effect_ms, kind, actor_ix, target_ix, value, is_player, rules, 
                 theirs = float(offers[j, 2])
                 offers[j, 4] = 0  # consumed, whatever happens
                 if ent[t, _GOLD] < theirs:
-                    status[i] = 12  # NOT_HELD: the offerer spent it meanwhile; nothing moves
+                    status[i] = 23  # OFFER_LAPSED: the offerer spent it meanwhile; nothing moves
                 else:
                     ent[a, _GOLD] += theirs - gold
                     ent[t, _GOLD] += gold - theirs

@@ -94,8 +94,11 @@ CheatStats = Component(
         ("last_t_ms", "f8"), ("prev_int", "f8"), ("int_n", "f8"), ("int_sum", "f8"), ("int_sq", "f8"),
         ("repeats", "f8"),
         # attacks soon after their weapon was ready again (left out of the intervals above): how
-        # long after, in ms (count, sum, sum of squares)
-        ("gate_n", "f8"), ("gate_sum", "f8"), ("gate_sq", "f8"),
+        # long after, in ms (count, sum, and sums of squares, cubes and fourth powers: the
+        # population's kurtosis there sets how far a spread measured on a few attacks may stray),
+        # and the sum of the gates' widths (gate_share x the weapon's interval)
+        ("gate_n", "f8"), ("gate_sum", "f8"), ("gate_sq", "f8"), ("gate_cu", "f8"), ("gate_qu", "f8"),
+        ("gate_span", "f8"),
         ("hurt_ms", "f8"), ("react_n", "f8"), ("react_sum", "f8"), ("react_sq", "f8"),
         # Target acquisition: the client's own weapon clocks (last swing, shot, cast, counting
         # those at a foe that died meanwhile); first attacks on a new foe timed from seeing the
@@ -110,6 +113,7 @@ CheatStats = Component(
         *[(f"hits{k}", "f8") for k in range(8)],
         ("loots", "f8"), ("rares", "f8"),
         ("r_move", "f8"), ("r_timing", "f8"), ("r_rate", "f8"), ("r_economy", "f8"),
+        ("econ_n", "f8"),  # trades and potions used, refused or not: what economy refusals are out of
         ("last_target", "i8"),  # the foe of the last attack (an id: all 64 bits, so read apart)
     ],
     defaults={"hurt_ms": -1.0e18, "last_t_ms": -1.0e18, "last_melee_ms": -1.0e18, "last_ranged_ms": -1.0e18,

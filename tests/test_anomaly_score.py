@@ -6,10 +6,10 @@ from scipy.stats import binom
 import pytest
 
 from systems.anomaly_score import (ACQUIRE_WINDOW_MS, AIM_BINS, AIM_BLIND, ALL_CHANGED, FLAG_ACQUIRE, FLAG_AIM,
-                                   FLAG_EXCESS, FLAG_LUCK, FLAG_MOVE, FLAG_REACTION, FLAG_REGULAR, FLAG_SPEED,
-                                   REFUSAL_CLASS, AnomalyScore, PopulationBaseline, _acquired, _flags, _fold, _judge,
-                                   _least_extreme, _log_binom_tail, acquire_log_bf, acquisition_model, aim_log_bf,
-                                   aim_table, flag_names, prior_baseline, shot_difficulty, thresholds)
+                                   FLAG_ECONOMY, FLAG_EXCESS, FLAG_LUCK, FLAG_MOVE, FLAG_REACTION, FLAG_REGULAR,
+                                   FLAG_SPEED, REFUSAL_CLASS, AnomalyScore, PopulationBaseline, _acquired, _flags,
+                                   _fold, _judge, _least_extreme, _log_binom_tail, acquire_log_bf, acquisition_model,
+                                   aim_log_bf, aim_table, flag_names, prior_baseline, shot_difficulty, thresholds)
 from systems.anomaly_score.aim import AIM_SHIFTS
 from systems.components import CheatStats, Player
 from tests.reference import naive_aim_log_bf
@@ -324,6 +324,86 @@ def test_an_attack_as_soon_as_the_weapon_allows_is_no_interval_of_the_rhythm():
         stats = fresh()
         fold(stats, np.zeros(30, np.int64), np.full(30, 3), np.arange(30) * gap, judge=False)
         assert stats[0, F["int_n"]] == counted, gap
+
+
+def _gate_rows(delays):
+    """CheatStats rows of players whose attacks at the gate came ``delays[k]`` (ms after
+    the weapon was ready: a list of arrays, one per player), all shots of the bow (a gate
+    250 ms wide)."""
+    stats = fresh(len(delays))
+    for k, d in enumerate(delays):
+        for j, f in enumerate(("gate_n", "gate_sum", "gate_sq", "gate_cu", "gate_qu")):
+            stats[k, F[f]] = (d ** j).sum()
+        stats[k, F["gate_span"]] = 250.0 * d.size
+    return stats
+
+
+@pytest.mark.parametrize("model", ["pickers", "sustained"])
+def test_the_gate_test_judges_a_beat_against_the_population_spread_there(model):
+    """Attacks soon after the weapon was ready: honest players of a kind the detector was not
+    written for (``pickers``: each its own gamma-distributed pause of its own mean and shape,
+    on 30 Hz client frames; ``sustained``: the trigger held, an exponential client delay, 60 Hz
+    frames) and bots firing 100 ms +- 15 ms after it. With the reference learned from all of
+    them, the bots with 30 attacks or more are flagged and at most the world file's false
+    positive rate of the humans is, however few attacks a human showed."""
+    rng = np.random.default_rng(7)
+    humans, bots = 2000, 20
+    counts = rng.integers(10, 90, humans + bots)
+    counts[humans:] = rng.integers(30, 90, bots)
+    delays = []
+    for k, n in enumerate(counts):
+        if k >= humans:
+            d = 100.0 + rng.normal(0.0, 15.0, n) + rng.uniform(0.0, 33.3, n)
+        elif model == "pickers":
+            shape, mean = rng.uniform(1.5, 4.0), rng.uniform(80.0, 160.0)
+            d = rng.gamma(shape, mean / shape, 4 * n)
+            d = (d[d < 230.0][:n] + rng.uniform(0.0, 33.3, n))[:n]
+        else:
+            d = rng.exponential(rng.uniform(40.0, 90.0), n) + rng.uniform(0.0, 16.7, n)
+        delays.append(np.maximum(d, 0.0))
+    stats = _gate_rows(delays)
+    base = _learned(stats)
+    report = base.report["rhythm_at_the_gate"]
+    assert report["reference_cv"] is not None and report["threshold"] > 3.0
+    flagged = (_flags(stats, TH, DEFAULTS.rare_drop_p, (base.scalars, base.table))[0] & FLAG_REGULAR) != 0
+    assert flagged[humans:].mean() >= 0.9
+    assert flagged[:humans].mean() <= DEFAULTS.false_positive_rate
+    # Before the population has shown its spread there, nobody is judged on it.
+    assert not ((_flags(stats, TH, DEFAULTS.rare_drop_p)[0] & FLAG_REGULAR) != 0).any()
+
+
+@pytest.mark.kernel
+def test_the_fold_counts_how_long_after_the_weapon_was_ready_an_attack_at_the_gate_came():
+    """Shots at 500 ms + 20, 60, 100, ... ms: each after the one before, its delay counted with
+    its powers up to the fourth (the reference's kurtosis needs them)."""
+    after = np.array([20.0, 60.0, 100.0, 140.0, 30.0, 70.0])
+    t = np.concatenate([[0.0], np.cumsum(500.0 + after)])
+    stats = fresh()
+    fold(stats, np.zeros(t.size, np.int64), np.full(t.size, 3), t, judge=False)
+    for j, f in enumerate(("gate_n", "gate_sum", "gate_sq", "gate_cu", "gate_qu")):
+        assert stats[0, F[f]] == pytest.approx((after ** j).sum()), f
+    assert stats[0, F["gate_span"]] == 0.5 * INTERVAL[3] * after.size  # the gates' widths
+
+
+def test_economy_refusals_are_judged_out_of_the_trades_against_the_populations_races():
+    """A claim of gold or potions the purse does not hold is refused; three are a flag when
+    they are few trades' worth, not when a busy honest trader's offers now and then outran
+    its purse (a trade in flight spent it). The race rate is learned from the players, those
+    flagged for it left out: a population whose clients race more is not flagged for it."""
+    assert judge(r_economy=3, econ_n=3) & FLAG_ECONOMY
+    assert judge(r_economy=3, econ_n=10) & FLAG_ECONOMY
+    assert not judge(r_economy=3, econ_n=300) & FLAG_ECONOMY  # what a 1 % race rate gives
+    assert judge(r_economy=12, econ_n=300) & FLAG_ECONOMY
+    rng = np.random.default_rng(3)
+    stats = fresh(1000)
+    stats[:, F["econ_n"]] = rng.integers(50, 400, 1000)
+    stats[:, F["r_economy"]] = rng.binomial(stats[:, F["econ_n"]].astype(int), 0.03)  # racy clients
+    stats[:20, F["econ_n"]], stats[:20, F["r_economy"]] = 40, 12  # dupers: 30 % of their trades
+    base = _learned(stats)
+    assert 0.025 < base.report["economy_refusals"]["race_p"] < 0.045
+    flagged = (_flags(stats, TH, DEFAULTS.rare_drop_p, (base.scalars, base.table))[0] & FLAG_ECONOMY) != 0
+    assert flagged[:20].all() and flagged[20:].mean() <= DEFAULTS.false_positive_rate
+    assert ((_flags(stats, TH, DEFAULTS.rare_drop_p)[0] & FLAG_ECONOMY) != 0)[20:].sum() > 50  # the prior's
 
 
 @pytest.mark.kernel

@@ -207,7 +207,8 @@ def test_trade_with_a_spent_offer_moves_nothing():
     assert offers(sim) == [(bob, alice, 5)]
     sim.world.set(bob, Inventory, gold=2)  # spent elsewhere meanwhile
     r = step_with(sim, act(sim, alice, 1, "trade", target=bob, value=10))
-    assert r.refused == {"not_held": 1}
+    assert r.refused == {"offer_lapsed": 1}  # alice holds her 10: bob's side lapsed, no claim of hers
+    assert sim.world.get(alice, CheatStats)["r_economy"] == 0.0
     assert purses(sim, alice, bob) == [50, 2]
     assert offers(sim) == []
 

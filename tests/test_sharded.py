@@ -345,10 +345,11 @@ def test_the_population_baseline_is_learned_from_every_shard_as_from_one_world()
     data.setdefault("cheat", {}).update(baseline_every_s=0.5, min_population=10, min_shots=3, min_intervals=5)
     defn = parse_world(data)
     one, many = Simulation(defn, seed=5, hash_every=0), ShardedSimulation(defn, 3, seed=5, hash_every=0)
-    for _ in range(80):
+    for _ in range(100):
         one.step(), many.step()
     assert one.state_hash() == many.state_hash()
     mine, theirs = baseline_of(one), baseline_of(many)
-    assert mine.tick == theirs.tick == 79 and mine.report == theirs.report
+    # Learned from tick 89's statistics over the ticks up to 98; tick 99's is being learned.
+    assert mine.tick == theirs.tick == 89 and mine.report == theirs.report
     assert all(np.array_equal(baseline_of(many).scalars, sh.world.resources[type(mine)].scalars) for sh in many.shards)
-    assert any(t["threshold"] > t["prior"] for t in mine.report.values()), mine.report
+    assert any(t["threshold"] > t["prior"] for t in mine.report.values() if t["prior"] is not None), mine.report

@@ -102,7 +102,9 @@ class AnomalyScore(System):
         self.learn_every = max(1, round(c.baseline_every_s * defn.world.tick_rate_hz))
         self.fp_rate = c.false_positive_rate
         self.min_population = c.min_population
-        self.learns = True  # a sharded world learns from all its shards' players instead (``learn``)
+        self.learns = True  # False on shards: shard 0 learns from all of them (``worlds.cluster.population``)
+        # The learning's kernel is loaded now, not on the first learning tick.
+        population_scores(np.zeros((0, len(STAT_FIELDS))), self.th, *prior_baseline(self.th))
 
     def run(self, world, ctx) -> None:
         batch: ActionBatch = world.resources[ActionBatch]
@@ -114,8 +116,10 @@ class AnomalyScore(System):
         table, row = np.empty(0, np.int32), np.empty(0, np.int64)
         if batch.n:
             table, row = self._fold_tick(world, ctx, batch, effects)
-        if self.learns and self.learning(ctx.tick):
-            self.learn(world, scored_rows(world)[1], ctx.tick)
+        if self.learns:
+            self.advance_learning(world)
+            if self.learning(ctx.tick):
+                self.start_learning(world, scored_rows(world)[1], ctx.tick)
         seen_ms = ctx.time_ms + 1000.0 * ctx.dt_s
         world.resources[HitVictims] = HitVictims(
             np.concatenate([world.tables[t].ids[row[table == t]] for t in np.unique(table).tolist()] or
@@ -132,10 +136,27 @@ class AnomalyScore(System):
         """Whether the baseline is learned at the end of ``tick``."""
         return (tick + 1) % self.learn_every == 0
 
-    def learn(self, world, stats: np.ndarray, tick: int) -> None:
-        """Learn the population's baseline from ``stats`` (every scored player's CheatStats
-        row, in id order) into ``world``'s resource."""
-        world.resources[PopulationBaseline].learn(stats, self.th, tick, self.fp_rate, self.min_population)
+    def start_learning(self, world, stats: np.ndarray, tick: int) -> None:
+        """Begin learning the population's baseline from ``stats`` (every scored player's
+        CheatStats row, in id order) into ``world``'s resource; ``advance_learning`` goes on
+        with it on the ticks up to the next learning tick (all at once when there are fewer
+        than four)."""
+        base: PopulationBaseline = world.resources[PopulationBaseline]
+        if base.job is not None:  # (never with learning ticks four or more apart)
+            base.advance(None)
+        base.start(stats, self.th, tick, self.fp_rate, self.min_population)
+        if self.learn_every < 4:
+            base.advance(None)
+
+    def advance_learning(self, world) -> bool:
+        """One tick's share of the baseline being learned: the references on the tick after
+        the learning tick, the players' scores over the ticks after it but the last before the
+        next learning tick, the thresholds on that one. True when the new baseline was put in
+        force (it judges from the next tick on)."""
+        base: PopulationBaseline = world.resources[PopulationBaseline]
+        if base.job is None:
+            return False
+        return base.advance(math.ceil(base.job.stats.shape[0] / (self.learn_every - 3)))
 
     def _fold_tick(self, world, ctx, batch, effects) -> tuple[np.ndarray, np.ndarray]:
         """Fold the tick's actions into their actors' statistics and re-judge only those actors

@@ -14,13 +14,14 @@ from systems.actions import SEEN_VX, SEEN_VY, SEEN_X, SEEN_Y, SPELL_HEAL
 from systems.anomaly_score.acquisition import ACQUIRE_READY_MS, ACQUIRE_WINDOW_MS
 from systems.anomaly_score.aim import _shot_chance, difficulty_bin
 from systems.anomaly_score.layout import (AIM_CHANGED, EXCESS_CHANGED, EXCESS_LATE, EXCESS_N, FLAG_SPEED, FLAG_TICK,
-                                          FLAGS, GATE_N, GATE_SQ, GATE_SUM, HITS, HITS_B, HURT_MS, INT_N, INT_SQ,
-                                          INT_SUM, LAST_CAST, LAST_MELEE, LAST_RANGED, LAST_T_MS, LOOT_CHANGED, LOOTS,
-                                          MIN_REPEAT_INTERVALS, OFFSET, PREV_INT, R_ECONOMY, R_MOVE, R_RATE, R_TIMING,
-                                          RARES, REACT_CHANGED, REACT_N, REACT_SQ, REACT_SUM, REFUSED, REPEATS,
-                                          REPEATS_CHANGED, RHYTHM_CHANGED, RTT, SHOTS, SHOTS_B, SPEED_CHANGED,
-                                          SPEED_CUSUM, SPEED_CUSUM_H, SPEED_CUSUM_K, SWITCHED, TH_ACQ_FAST_MS,
-                                          TH_ACQ_QUICK_MS, TH_EXCESS_MS, TH_GATE_SHARE, TOUCHED)
+                                          FLAGS, GATE_CU, GATE_N, GATE_QU, GATE_SPAN, GATE_SQ, GATE_SUM, HITS, HITS_B,
+                                          HURT_MS, INT_N, INT_SQ, INT_SUM, LAST_CAST, LAST_MELEE, LAST_RANGED,
+                                          LAST_T_MS, LOOT_CHANGED, LOOTS, MIN_REPEAT_INTERVALS, OFFSET, PREV_INT,
+                                          ECON_N, R_ECONOMY, R_MOVE, R_RATE, R_TIMING, RARES, REACT_CHANGED, REACT_N,
+                                          REACT_SQ, REACT_SUM, REFUSED, REPEATS, REPEATS_CHANGED, RHYTHM_CHANGED, RTT,
+                                          SHOTS, SHOTS_B, SPEED_CHANGED, SPEED_CUSUM, SPEED_CUSUM_H, SPEED_CUSUM_K,
+                                          SWITCHED, TH_ACQ_FAST_MS, TH_ACQ_QUICK_MS, TH_EXCESS_MS, TH_GATE_SHARE,
+                                          TOUCHED)
 
 
 @njit(**JIT)
@@ -83,6 +84,8 @@ def _fold(order, grouped, owner, kind, status, value, client_ms, target, x, y, e
             touched[m] = r
             m += 1
         dirty[r] |= TOUCHED
+        if kd == 6 or kd == 7:
+            stats[r, ECON_N] += 1.0
         if st != 0:
             c = refusal_class[st]
             if 1 <= c <= 4:
@@ -114,7 +117,11 @@ def _fold(order, grouped, owner, kind, status, value, client_ms, target, x, y, e
                 if after >= 0.0:
                     stats[r, GATE_N] += 1.0
                     stats[r, GATE_SUM] += after
-                    stats[r, GATE_SQ] += after * after
+                    sq = after * after
+                    stats[r, GATE_SQ] += sq
+                    stats[r, GATE_CU] += sq * after
+                    stats[r, GATE_QU] += sq * sq
+                    stats[r, GATE_SPAN] += interval_ms[kd] * th[TH_GATE_SHARE]
                     dirty[r] |= RHYTHM_CHANGED
         if (st == 0 or refusal_class[st] == 5) and not gated:
             if stats[r, LAST_T_MS] > -1e17:

@@ -48,13 +48,15 @@ assert all(CheatStats.dtype[f] == np.float64 for _, f in STAT_FIELDS)
 _NAMES = [f for _, f in STAT_FIELDS]
 # Positions in that block, by name.
 (SHOTS, HITS, SHOTS_B, HITS_B, REACT_N, REACT_SUM, REACT_SQ, HURT_MS, ACQ_N, ACQ_FAST, ACQ_QUICK, LAST_MELEE,
- LAST_RANGED, LAST_CAST, INT_N, INT_SUM, INT_SQ, LAST_T_MS, PREV_INT, REPEATS, GATE_N, GATE_SUM, GATE_SQ, EXCESS_N,
- EXCESS_LATE, LOOTS, RARES, R_MOVE, R_TIMING, R_RATE, R_ECONOMY, SPEED_CUSUM, FLAGS, FLAG_TICK) = (
+ LAST_RANGED, LAST_CAST, INT_N, INT_SUM, INT_SQ, LAST_T_MS, PREV_INT, REPEATS, GATE_N, GATE_SUM, GATE_SQ, GATE_CU,
+ GATE_QU, GATE_SPAN, EXCESS_N, EXCESS_LATE, LOOTS, RARES, R_MOVE, R_TIMING, R_RATE, R_ECONOMY, ECON_N,
+ SPEED_CUSUM, FLAGS, FLAG_TICK) = (
     _NAMES.index(name) for name in (
         "shots", "hits", "shots0", "hits0", "react_n", "react_sum", "react_sq", "hurt_ms", "acq_n", "acq_fast",
         "acq_quick", "last_melee_ms", "last_ranged_ms", "last_cast_ms", "int_n", "int_sum", "int_sq", "last_t_ms",
-        "prev_int", "repeats", "gate_n", "gate_sum", "gate_sq", "excess_n", "excess_late", "loots", "rares", "r_move",
-        "r_timing", "r_rate", "r_economy", "speed_cusum", "flags", "flag_tick"))
+        "prev_int", "repeats", "gate_n", "gate_sum", "gate_sq", "gate_cu", "gate_qu", "gate_span", "excess_n",
+        "excess_late", "loots", "rares", "r_move", "r_timing", "r_rate", "r_economy", "econ_n", "speed_cusum", "flags",
+        "flag_tick"))
 assert _NAMES[SHOTS_B:SHOTS_B + AIM_BINS] == [f"shots{k}" for k in range(AIM_BINS)]
 assert _NAMES[HITS_B:HITS_B + AIM_BINS] == [f"hits{k}" for k in range(AIM_BINS)]
 assert LAST_RANGED == LAST_MELEE + 1 and LAST_CAST == LAST_MELEE + 2  # a weapon's clock by kind
@@ -71,7 +73,7 @@ for _code in (4, 5, 6, 22):
 for _code in (20, 21):
     REFUSAL_CLASS[_code] = 3
 REFUSAL_CLASS[12] = 4
-for _code in (9, 10, 11, 13, 14, 15, 19):  # the target was wrong; the client still acted then
+for _code in (9, 10, 11, 13, 14, 15, 19, 23):  # the target was wrong; the client still acted then
     REFUSAL_CLASS[_code] = 5
 
 
@@ -82,15 +84,19 @@ def flag_names(flags: int) -> list[str]:
 # then the acquisition model.
 (TH_REFUSALS, TH_MIN_SHOTS, TH_AIM, TH_MIN_REACT, TH_REACT_MEAN, TH_REACT_SD, TH_MIN_INT, TH_CV, TH_MIN_TIMINGS,
  TH_EXCESS_MS, TH_MIN_LOOTS, TH_LUCK_P, TH_SKILL_MEAN, TH_SKILL_SD, TH_SKILL_MAX, TH_ACQ_FAST_MS, TH_FLOOR_FAST,
- TH_ACQ_TAIL_P, TH_ACQ_QUICK_MS, TH_GATE_SHARE) = range(20)
-TH_SCALARS = 20
+ TH_ACQ_TAIL_P, TH_ACQ_QUICK_MS, TH_GATE_SHARE, TH_FP_RATE) = range(21)
+TH_SCALARS = 21
 
 # What the kernels read of the population's baseline (``PopulationBaseline.scalars``): the
 # thresholds the population's own scores call for, each oriented so that a larger score is more
-# suspicious, the chance of a repeated interval between deliberate actions, and the share of
-# fast acquisitions the fastest honest players have.
-B_AIM, B_JOINT, B_REPEAT_P, B_REPEAT, B_CV, B_ACQ, B_GATED, B_ACQ_P = range(8)
-BASE_SCALARS = 8
+# suspicious, the chance of a repeated interval between deliberate actions, the share of
+# fast acquisitions the fastest honest players have, and the population's reference spread at
+# the gate (a coefficient of variation; 0: none yet) with the kurtosis and skewness there, and
+# the chance that an honest trade or potion is refused (a race: the purse changed meanwhile)
+# with the tail that count is judged at.
+(B_AIM, B_JOINT, B_REPEAT_P, B_REPEAT, B_CV, B_ACQ, B_GATED, B_ACQ_P, B_GATE_CV, B_GATE_KURT, B_GATE_SKEW, B_ECON_P,
+ B_ECON) = range(13)
+BASE_SCALARS = 13
 # The statistical tests whose thresholds come from the population, as ``population_scores``
 # gives their scores (columns), by name.
 SCORED_TESTS = ("aim_difficulty", "aim_and_acquisition", "rhythm_repeats", "rhythm_spread", "acquisition_time",
@@ -98,7 +104,12 @@ SCORED_TESTS = ("aim_difficulty", "aim_and_acquisition", "rhythm_repeats", "rhyt
 # A player's attacks at the gate are judged on how long after the weapon was ready they came
 # only when that is this long on average: nearer the gate, the client's frames set it.
 GATE_MIN_MS = 50.0
+# Nor when they average more than this share of the gate's width: a human whose delays straddle
+# the gate's edge has only its near side counted there, which is narrower than its spread.
+GATE_INNER = 0.6
 MIN_GATED = 10  # attacks at the gate before their spread is judged
+GATE_REF_N = 15  # attacks at the gate a player needs to count in the population's reference spread
+GATE_MIN_REFERENCE = 25  # players the reference needs (or a quarter of [cheat] min_population, if more)
 
 
 def _drop_stale_kernels() -> None:

@@ -3,8 +3,9 @@
 The anomaly score of each shard scores the players it owns, but the baseline it judges them by
 (``systems.anomaly_score.population``) is the whole population's. At the end of a learning
 tick every shard sends its scored players' statistics to shard 0 (``PlayerEvidence``), which
-learns the baseline from all of them in id order, exactly as one world would, and sends it back
-to every other shard (``Baseline``). No shard learns on its own.
+learns the baseline from all of them in id order over the ticks that follow, exactly as one
+world would, and sends it to every other shard (``Baseline``) on the tick it is put in force.
+No shard learns on its own.
 """
 
 from __future__ import annotations
@@ -31,10 +32,15 @@ class PopulationLearning:
                 s.learns = False
 
     def _learn_population(self, tick: int) -> None:
-        """After the anomaly score of a learning tick: shard 0 learns the baseline from every
-        shard's players and tells the others."""
+        """After the anomaly score of each tick: shard 0 goes on learning the baseline and,
+        when it is done, tells the others; on a learning tick it begins the next from every
+        shard's players."""
         learner = scorer(self.shards[LEARNER])
-        if learner is None or not learner.learning(tick):
+        if learner is None:
+            return
+        if learner.advance_learning(self.shards[LEARNER].world):
+            self._send_baseline()
+        if not learner.learning(tick):
             return
         fields = len(STAT_FIELDS)
         for s, sh in enumerate(self.shards):
@@ -48,11 +54,15 @@ class PopulationLearning:
             stats.append(unpack(m.stats, np.float64, "PlayerEvidence.stats").reshape(-1, m.fields))
         every, rows = np.concatenate(ids), np.concatenate(stats)
         world = self.shards[LEARNER].world
-        learner.learn(world, rows[np.argsort(every, kind="stable")], tick)
-        base: PopulationBaseline = world.resources[PopulationBaseline]
+        learner.start_learning(world, rows[np.argsort(every, kind="stable")], tick)
+        if world.resources[PopulationBaseline].job is None:  # learned at once
+            self._send_baseline()
+
+    def _send_baseline(self) -> None:
+        base: PopulationBaseline = self.shards[LEARNER].world.resources[PopulationBaseline]
         for s in range(len(self.shards)):
             if s != LEARNER:
-                self.transport.send(s, Baseline(tick, LEARNER, s, pack(base.scalars), pack(base.hit_rate),
+                self.transport.send(s, Baseline(base.tick, LEARNER, s, pack(base.scalars), pack(base.hit_rate),
                                                 base.report))
         for s, sh in enumerate(self.shards):
             if s == LEARNER:
