@@ -55,6 +55,12 @@ def thresholds(c) -> np.ndarray:
         m["human_w"], m["human"].T.ravel(), m["cheat"].T.ravel()]).astype(np.float64)
 
 
+def test_alpha(fp_rate: float) -> float:
+    """The false-positive rate each statistical test is held to: the world file's, shared
+    among them."""
+    return fp_rate / len(SCORED_TESTS)
+
+
 def prior_scalars(th: np.ndarray) -> np.ndarray:
     """(BASE_SCALARS,) the baseline's thresholds and repeat chance from the world file alone."""
     out = np.zeros(BASE_SCALARS)
@@ -66,7 +72,7 @@ def prior_scalars(th: np.ndarray) -> np.ndarray:
     out[B_GATED] = np.inf  # no prior: judged once the population has shown how humans spread there
     out[B_GATE_CV], out[B_GATE_KURT], out[B_GATE_SKEW] = 0.0, 3.0, 0.0
     out[B_ECON_P] = ECON_RACE_P
-    out[B_ECON] = -math.log(th[TH_FP_RATE] / len(SCORED_TESTS))
+    out[B_ECON] = -math.log(test_alpha(th[TH_FP_RATE]))
     out[B_ACQ_P] = th[TH_FLOOR_FAST]
     return out
 

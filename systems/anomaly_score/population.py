@@ -18,11 +18,10 @@ anomaly score learns, from the statistics of every scored player:
 - the reference spread at the gate (``_gate_reference``): how steadily after its weapon was
   ready the steadiest honest players attack, from the players with ``GATE_REF_N`` such attacks
   or more: a normal tail on the log of their coefficients of variation, drawn through the
-  median and the lower quartile and read at the false-positive rate (so that the spread a few
-  attacks measure, wider than the true one, only lowers it), with the kurtosis of the
-  attacks' delays among the steadier half. Its test is that model's own (``_gate_score``, a
-  normal deviate judged at the false-positive rate), not a tail of scores: the players at
-  the top of that tail are the bots it is for;
+  median and the lower quartile less the noise of their few attacks (from the kurtosis and
+  skewness of the delays among the steadier half), read at the false-positive rate. Its test
+  is that model's own (``_gate_score``, a normal deviate judged at the false-positive rate),
+  not a tail of scores: the players at the top of that tail are the bots it is for;
 - each other statistical test's threshold from the population's own scores: an exponential tail
   through their 85th and 95th percentiles (``_tail_threshold``), read at the false-positive
   rate the world file sets (shared among the tests), and never below the world file's
@@ -46,7 +45,7 @@ import numpy as np
 
 from systems.anomaly_score.aim import aim_table
 from systems.anomaly_score.judge import (ECON_RACE_P, REPEAT_P, log_cv_variance, population_scores, prior_hit_rate,
-                                         prior_scalars)
+                                         prior_scalars, test_alpha)
 from systems.anomaly_score.layout import (TH_CV, ACQ_FAST, ACQ_N, AIM_BINS, B_ACQ, B_ACQ_P, B_AIM, B_CV, B_ECON,
                                           B_ECON_P, B_GATE_CV, B_GATE_KURT, B_GATE_SKEW, B_GATED, B_JOINT, B_REPEAT,
                                           B_REPEAT_P, ECON_N, FLAG_ECONOMY, FLAGS, GATE_CU, GATE_INNER, GATE_MIN_MS,
@@ -126,8 +125,8 @@ class PopulationBaseline:
         self.job = LearningJob(stats, th, tick, fp_rate, min_population)
 
     def _references(self, job: LearningJob) -> None:
-        """The first step of learning: the hit rates, the repeat chance, the fast share and the
-        gate's reference, which the players' scores are then taken under."""
+        """The first step of learning: the hit rates, the repeat chance, the race rate, the fast
+        share and the gate's reference, which the players' scores are then taken under."""
         stats, th, min_population, fp_rate = job.stats, job.th, job.min_population, job.fp_rate
         job.prior = prior = prior_scalars(th)
         shots_b = stats[:, SHOTS_B:SHOTS_B + AIM_BINS]
@@ -149,7 +148,7 @@ class PopulationBaseline:
         job.gate = _gate_reference(stats, min_population, fp_rate)
         if job.gate is not None:
             scalars[B_GATE_CV], scalars[B_GATE_KURT], scalars[B_GATE_SKEW] = job.gate
-            scalars[B_GATED] = -NormalDist().inv_cdf(fp_rate / len(SCORED_TESTS))
+            scalars[B_GATED] = -NormalDist().inv_cdf(test_alpha(fp_rate))
 
     def advance(self, rows: int | None) -> bool:
         """Go on learning: find the references first; then score up to ``rows`` more players
@@ -175,7 +174,7 @@ class PopulationBaseline:
 
     def _finish(self, job: LearningJob) -> None:
         prior, scalars = job.prior, job.scalars
-        alpha = job.fp_rate / len(SCORED_TESTS)
+        alpha = test_alpha(job.fp_rate)
         report = {}
         for j, name in enumerate(SCORED_TESTS):
             col = job.scores[:, j]
@@ -186,13 +185,13 @@ class PopulationBaseline:
             if col.size:
                 q = np.quantile(col, (0.5, TAIL_FROM, 0.9, TAIL_TO, 0.99))
                 entry.update(q50=q[0], q90=q[2], q99=q[4])
-                if col.size >= job.min_population and slot != B_GATED:
-                    floor = prior[slot] if np.isfinite(prior[slot]) else -np.inf
-                    entry["threshold"] = max(floor, _tail_threshold(col, q[1], q[3], alpha))
-                    if not np.isfinite(entry["threshold"]):  # no tail: the world file's spread cut
-                        entry["threshold"] = -math.log(job.th[TH_CV])
-            if slot == B_GATED:
+            if slot == B_GATED:  # its model's own, set with the reference (``_references``)
                 entry["threshold"] = scalars[B_GATED]
+            elif col.size and col.size >= job.min_population:
+                floor = prior[slot] if np.isfinite(prior[slot]) else -np.inf
+                entry["threshold"] = max(floor, _tail_threshold(col, q[1], q[3], alpha))
+                if not np.isfinite(entry["threshold"]):  # no tail: the world file's spread cut
+                    entry["threshold"] = -math.log(job.th[TH_CV])
             scalars[slot] = entry["threshold"]
             report[name] = {k: _figure(v) for k, v in entry.items()}
         gate = job.gate
