@@ -17,10 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from systems.actions import ActionBatch
-from systems.components import Player
-from systems.density import DensityCount, DensityGrid
-from systems.orchestration import EventDirector, EventMember
-from worlds.cluster.protocol import DensityCounts, pack, unpack
+from systems.density import DensityCount
+from systems.orchestration import EventDirector
+from worlds.cluster.protocol import encode, routed
 
 DIRECTOR = 0  # the shard that owns the world's entities without a position
 
@@ -33,42 +32,19 @@ def stand_by(shard) -> None:
 
 
 class WorldEvents:
-    def _watched(self, sh, ids: np.ndarray | None = None) -> np.ndarray:
-        """What the director reads of a shard besides its border: the players and event mobs
-        it owns (those among ``ids`` when given). Nothing in a world without events."""
-        if getattr(self.defn, "events", None) is None or sh.index == DIRECTOR:
-            return np.empty(0, np.int64)
-        parts = [t.ids for t in sh.owned_tables() if t.has(Player) or t.has(EventMember)]
-        mine = np.concatenate(parts) if parts else np.empty(0, np.int64)
-        return mine if ids is None else np.intersect1d(mine, ids)
-
-    def _gather_density(self, tick: int) -> None:
-        """After the count: every shard's counts go to the director's grid, added up."""
-        counter = next((s for s in self.shards[DIRECTOR].schedule.systems if isinstance(s, DensityCount)), None)
+    def _density_extra(self, tick: int) -> dict:
+        """What the shards owe at the density count: their counts when players are counted."""
+        counter = next((s for s in self.systems if isinstance(s, DensityCount)), None)
         players, npcs = counter.counts(tick) if counter is not None else (False, False)
-        if not players:
-            return
-        for s, sh in enumerate(self.shards):
-            if s != DIRECTOR:
-                raw = sh.world.resources[DensityGrid].raw
-                self.transport.send(DIRECTOR, DensityCounts(tick, s, DIRECTOR, pack(raw[0]),
-                                                            pack(raw[1]) if npcs else b""))
-        raw = self.shards[DIRECTOR].world.resources[DensityGrid].raw
-        for m in self.transport.receive(DIRECTOR):
-            raw[0] += unpack(m.players, np.float64, "DensityCounts.players")
-            if npcs:
-                raw[1] += unpack(m.npcs, np.float64, "DensityCounts.npcs")
+        return {"count": (players, npcs)} if players else {}
 
-    def _before_directing(self, batch: ActionBatch) -> None:
+    def _director_extra(self, tick: int, batch: ActionBatch) -> dict:
         """The director reads the whole tick's actions, with their outcomes."""
-        res = self.shards[DIRECTOR].world.resources
-        self._own_batch = res.get(ActionBatch)
-        res[ActionBatch] = batch
+        frame = self.transport.count(encode(routed(tick, -1, DIRECTOR, "direct", batch, np.arange(batch.n))))
+        return {"batch": frame}
 
-    def _after_directing(self, tick: int) -> None:
-        """Its writes into copies, and the copies it removed, go to their owners."""
-        sh = self.shards[DIRECTOR]
-        sh.world.resources[ActionBatch] = self._own_batch
-        changed, gone = sh.changes()
-        self._send_results(tick, DIRECTOR, changed, gone)
-        self._deliver_results()
+    def _after_directing(self, tick: int, results: dict) -> list:
+        """Its writes into copies, and the copies it removed, go to their owners (what that
+        frees is returned, for this step's sync point)."""
+        self._send_results(tick, DIRECTOR, *results[DIRECTOR]["changes"])
+        return self._deliver_results()

@@ -92,11 +92,23 @@ class RoutedActions(msgspec.Struct, tag="actions", array_like=True, frozen=True)
     actions: Actions
 
 
+class Fields(msgspec.Struct, array_like=True, frozen=True):
+    """New values of one component field for some entities, by id (``ids`` int64, ``data``
+    ``dtype`` each): the sender need not know the archetype the receiver holds them in; rows
+    of tables without ``component`` (an NPC has no cheat statistics) are left alone."""
+
+    component: str
+    field: str
+    dtype: str
+    ids: bytes
+    data: bytes
+
+
 class GroupResult(msgspec.Struct, tag="group_result", array_like=True, frozen=True):
     """What the shard that resolved a conflict group did to entities owned by ``dst``:
-    their new field values (``rows``), the copies it removed (``drop``: an offer settled
-    there), and the outcome of ``dst``'s actions in the group (``seqs`` of ``actors`` with
-    ``status`` and ``effect``)."""
+    their new field values (``rows`` by archetype, ``fields`` by id), the copies it removed
+    (``drop``: an offer settled there), and the outcome of ``dst``'s actions in the group
+    (``seqs`` of ``actors`` with ``status`` and ``effect``)."""
 
     tick: int
     src: int
@@ -107,6 +119,17 @@ class GroupResult(msgspec.Struct, tag="group_result", array_like=True, frozen=Tr
     seqs: bytes = b""  # int64
     status: bytes = b""  # int16
     effect: bytes = b""  # float64
+    fields: list[Fields] = []
+
+
+class Loan(msgspec.Struct, tag="loan", array_like=True, frozen=True):
+    """An owner's whole rows lent to the shard resolving a conflict group that touches them,
+    for this tick only (``Borrowed``)."""
+
+    tick: int
+    src: int
+    dst: int
+    rows: list[Rows]
 
 
 class ShardHash(msgspec.Struct, tag="hash", array_like=True, frozen=True):
@@ -165,8 +188,9 @@ class Barrier(msgspec.Struct, tag="barrier", array_like=True, frozen=True):
     sent: int = 0  # messages sent to each destination in this step, for the receiver to count
 
 
-Message = Union[GhostDelta, HandOff, HandOffAck, RoutedActions, GroupResult, ShardHash, DensityCounts, PlayerEvidence,
-               Baseline, Barrier]
+Message = Union[GhostDelta, HandOff, HandOffAck, RoutedActions, GroupResult, Loan, ShardHash, DensityCounts,
+               PlayerEvidence, Baseline, Barrier]
+ROUTE_REASONS = ("route", "forward", "resolve", "direct")
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)
 
@@ -183,6 +207,15 @@ def decode(frame: bytes) -> Message:
         raise ProtocolError(f"malformed frame ({len(frame)} bytes): {e}") from None
     _check(message)
     return message
+
+
+def routed(tick: int, src: int, dst: int, reason: str, batch, idx: np.ndarray) -> RoutedActions:
+    """Actions ``idx`` of ``batch`` (a ``systems.actions.ActionBatch``) for shard ``dst``, with
+    their places in the batch."""
+    from systems.actions import ACTION_FIELDS
+
+    return RoutedActions(tick, src, dst, reason, Actions(
+        {name: pack(getattr(batch, name)[idx], dtype) for name, dtype in ACTION_FIELDS}, pack(idx, np.int64)))
 
 
 # --------------------------------------------------------------------------- numpy <-> bytes
@@ -239,6 +272,16 @@ def _check(message: Message) -> None:
         if isinstance(data, bytes):
             unpack(data, np.int64, f"{name}.{field}")
     if isinstance(message, GroupResult):
+        for f in message.fields:
+            where = f"{name}.fields.{f.component}.{f.field}"
+            try:
+                dt = np.dtype(f.dtype)
+            except (TypeError, ValueError, SyntaxError):
+                raise ProtocolError(f"{where}: unknown dtype {f.dtype!r}") from None
+            if dt.kind not in "biuf" or dt.shape != () or dt.byteorder == ">":
+                raise ProtocolError(f"{where}: dtype {f.dtype!r} is not a little-endian scalar number")
+            if unpack(f.ids, np.int64, where).shape[0] != unpack(f.data, dt, where).shape[0]:
+                raise ProtocolError(f"{where}: ids and values differ in length")
         sizes = {len(message.actors) // 8, len(message.seqs) // 8, len(message.status) // 2,
                  len(message.effect) // 8}
         unpack(message.status, np.int16, f"{name}.status")
@@ -258,8 +301,8 @@ def _check(message: Message) -> None:
         unpack(message.hit_rate, np.float64, f"{name}.hit_rate")
     if isinstance(message, ShardHash) and not 0 <= message.part < 2**64:
         raise ProtocolError(f"{name}.part: {message.part} is not a uint64")
-    if isinstance(message, RoutedActions) and message.reason not in ("route", "forward"):
-        raise ProtocolError(f"{name}.reason: expected 'route' or 'forward', got {message.reason!r}")
+    if isinstance(message, RoutedActions) and message.reason not in ROUTE_REASONS:
+        raise ProtocolError(f"{name}.reason: expected one of {ROUTE_REASONS}, got {message.reason!r}")
     if isinstance(message, RoutedActions):
         from systems.actions import ACTION_FIELDS
 

@@ -21,8 +21,8 @@ from systems.regions import RegionCell
 from systems.replication import Replication
 from worlds.cluster.events import stand_by
 from worlds.cluster.protocol import GhostDelta, Rows, pack, unpack
-from worlds.cluster.rows import ShardEncoder, write_rows
-from worlds.runtime import index_world, tick_systems
+from worlds.cluster.rows import ShardEncoder, catalog, write_rows
+from worlds.runtime import NPC_ARCHETYPE, PLAYER_ARCHETYPE, index_world, tick_systems
 
 
 GHOST_SKIPS = (Ghost, Borrowed, RegionCell, CheatStats, Link)
@@ -148,6 +148,15 @@ class Shard:
                 for (c, f), old in fields.items():
                     self.world.tables[t].column(c, f)[row[sel]] = old[sel]
         self._snap = []
+
+
+def shard_catalog(shard: Shard, more=()) -> dict[str, Component]:
+    """Every component a row may carry, by name: what the world holds (``more``: a template
+    world's), and what the shard's systems may spawn."""
+    from systems.apply_actions import TradeOffer
+
+    declared = (c for s in shard.schedule.systems for c in (*s.reads, *s.writes) if hasattr(c, "fields"))
+    return catalog([*PLAYER_ARCHETYPE, *NPC_ARCHETYPE, TradeOffer, Ghost, Borrowed, *declared, *more])
 
 
 def _bits(v: np.ndarray) -> np.ndarray:

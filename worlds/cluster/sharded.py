@@ -23,7 +23,10 @@ The tick, as the shards live it (DESIGN.md's ten steps, with what crosses shard 
 - the state hash is the sum of the shards' parts, each over the rows it owns: the one-world
   hash, blind to how many shards there are and to ghosts.
 
-Every message between shards goes through the transport as protocol bytes.
+Every message between shards goes through the transport as protocol bytes. The coordinator
+(this class) decides what the world must; it reaches the shards only through a host
+(``hosts``): in this process (``backend="inprocess"``, the default) or in Ray actors
+(``backend="ray"``), each shard's side of the tick being ``node.Node``'s operations.
 """
 
 from __future__ import annotations
@@ -33,28 +36,30 @@ import time
 
 import numpy as np
 
-from ecs.commands import key_order, place_op
+from ecs.commands import key_order
 from ecs.hashing import combine
 from systems.action_order import ActionOrder
 from systems.actions import REFUSAL_NAMES, ActionBatch
 from systems.apply_actions import TradeOffer
-from systems.components import Borrowed, Ghost, Link, Player, Position
+from systems.components import Link, Player, Position
 from systems.context import TickContext
-from systems.lifecycle import Deaths, Revived
+from systems.lifecycle import Deaths
 from systems.regions import RegionLayout, RegionStats
 from worlds.cluster.balance import ShardBalancer
 from worlds.cluster.border import BorderExchange
 from worlds.cluster.events import WorldEvents
-from worlds.cluster.groups import GroupResolution, _deaths_copy
+from worlds.cluster.groups import GroupResolution
+from worlds.cluster.hosts import LocalHost
+from worlds.cluster.node import Node
 from worlds.cluster.population import PopulationLearning
-from worlds.cluster.protocol import ShardHash
-from worlds.cluster.rows import catalog, encode_rows, write_rows
-from worlds.cluster.shard import GHOST_SKIPS, Shard
+from worlds.cluster.protocol import HandOff, encode
+from worlds.cluster.rows import encode_rows
+from worlds.cluster.shard import GHOST_SKIPS, Shard, shard_catalog
 from worlds.cluster.shardmap import ShardMap
 from worlds.cluster.stats import ShardStats
 from worlds.cluster.transport import InProcessTransport, Transport
 from worlds.cluster.view import ClientView, merged_view
-from worlds.runtime import NPC_ARCHETYPE, PLAYER_ARCHETYPE, Inbox, Simulation, TickReport
+from worlds.runtime import Inbox, Simulation, TickReport
 
 _SLOT = np.int64(0xFFFFFFFF)
 _NONE = np.empty(0, np.int64)
@@ -65,10 +70,11 @@ class ShardingError(ValueError):
 
 
 class ShardedSimulation(BorderExchange, GroupResolution, WorldEvents, PopulationLearning, ClientView):
-    """``shards`` shards of one world, in this process, talking through ``transport``."""
+    """``shards`` shards of one world, talking through ``transport``, kept by ``backend``'s host."""
 
     def __init__(self, defn, shards: int, seed: int | None = None, generate: bool = True, hash_every: int = 1,
-                 transport: Transport | None = None) -> None:
+                 transport: Transport | None = None, backend: str = "inprocess",
+                 ray_address: str | None = None) -> None:
         if shards < 2:
             raise ShardingError("a sharded world needs at least 2 shards (one shard is a Simulation)")
         # The world as one shard would start it: the same ids, links and client simulation.
@@ -96,13 +102,25 @@ class ShardedSimulation(BorderExchange, GroupResolution, WorldEvents, Population
         step_m = 2.0 * self.max_speed_mps * self.clock.dt_s
         self.halo_m = max(defn.regions.interest_radius_m, 2.0 * reach + step_m + 1.0)
         self.transport = transport or InProcessTransport(shards)
-        self.shards = [Shard(i, shards, defn, self.allocator, self.map, self.halo_m, self.max_speed_mps)
-                       for i in range(shards)]
-        self._stop_learning_alone()
+        self.shard_range = range(shards)
+        self.backend = backend
+        self._allocator_log: list = []  # draws and frees a shard's replica of the allocator has not seen
+        if backend == "inprocess":
+            self.host = LocalHost([Node(i, shards, defn, self.allocator, self.map, self.halo_m, self.max_speed_mps,
+                                        self.seed) for i in range(shards)])
+            self.prototype = self.host.shards[0]
+        elif backend == "ray":
+            from worlds.cluster.ray_host import RayHost
+
+            self.host = RayHost(shards, defn, self.allocator, self.halo_m, self.max_speed_mps, self.seed,
+                                address=ray_address)
+            # What the coordinator reads of the schedule (systems, what they read and write).
+            self.prototype = Shard(0, shards, defn, self.allocator, self.map, self.halo_m, self.max_speed_mps)
+        else:
+            raise ShardingError(f"unknown back-end {backend!r} (inprocess or ray)")
+        self.systems = self.prototype.schedule.systems
         # Every component a row may carry: what the world holds, and what its systems may spawn.
-        declared = (c for s in self.shards[0].schedule.systems for c in (*s.reads, *s.writes) if hasattr(c, "fields"))
-        self.catalog = catalog([*PLAYER_ARCHETYPE, *NPC_ARCHETYPE, TradeOffer, Ghost, Borrowed, *declared,
-                                *(c for t in template.world.tables for c in t.components)])
+        self.catalog = shard_catalog(self.prototype, (c for t in template.world.tables for c in t.components))
         self._owner = np.zeros(max(self.allocator.slots.shape[0], 1), np.int16)  # by id slot
         self._orderer = ActionOrder(defn)
         # Components changed since ghosts last heard of them; at first, everything they hold.
@@ -111,8 +129,6 @@ class ShardedSimulation(BorderExchange, GroupResolution, WorldEvents, Population
         self.balancer = ShardBalancer(self.map, defn.regions, defn.shards)
         self.max_handoffs = defn.shards.max_handoffs_per_tick
         self._distribute(template.world)
-        for sh in self.shards:
-            sh.index_now()
         self._view = None
         if self.generator is not None:
             self._refresh_view(first=True)
@@ -123,6 +139,17 @@ class ShardedSimulation(BorderExchange, GroupResolution, WorldEvents, Population
         from worlds.loader import load_world
 
         return cls(load_world(path), shards, seed=seed, **kw)
+
+    @property
+    def shards(self) -> list[Shard]:
+        """The shards themselves (in-process back-end only: the others keep them elsewhere)."""
+        if not self.host.shares_allocator:
+            raise AttributeError(f"the {self.backend} back-end keeps its shards in other processes")
+        return self.host.shards
+
+    def close(self) -> None:
+        """Stop the shards' processes (nothing to stop in process)."""
+        self.host.close()
 
     # -- ownership -------------------------------------------------------------------------------
     def _home(self, world, ids: np.ndarray) -> np.ndarray:
@@ -140,10 +167,11 @@ class ShardedSimulation(BorderExchange, GroupResolution, WorldEvents, Population
     def _distribute(self, world) -> None:
         ids = np.concatenate([t.ids for t in world.tables if t.n]) if world.tables else np.empty(0, np.int64)
         home = self._home(world, ids)
-        for s, sh in enumerate(self.shards):
+        frames = {}
+        for s in self.shard_range:
             mine = ids[home == s]
-            if mine.size:
-                write_rows(sh.world, encode_rows(world, mine, skip=()), self.catalog)
+            frames[s] = ([encode(HandOff(0, -1, s, encode_rows(world, mine, skip=())))] if mine.size else [],)
+        self.host.each("adopt", frames)
         self._set_owner(ids, home)
         for t in world.tables:  # the template's rows now live on the shards
             t.n = 0
@@ -169,7 +197,13 @@ class ShardedSimulation(BorderExchange, GroupResolution, WorldEvents, Population
         return (self.allocator.slots[slots, 0] == ids) & (ids != 0)
 
     def owned_by(self) -> list[np.ndarray]:
-        return [sh.owned_ids() for sh in self.shards]
+        return self.host.all("owned_ids")
+
+    def resource(self, kind):
+        """A world-wide resource as shard 0 holds it (the director's, the learner's)."""
+        if self.host.shares_allocator:
+            return self.host.shards[0].world.resources[kind]
+        return self.host.each("resource", {0: (kind.__name__,)})[0]
 
     # -- the server loop's API --------------------------------------------------------------------
     @property
@@ -178,17 +212,17 @@ class ShardedSimulation(BorderExchange, GroupResolution, WorldEvents, Population
 
     @property
     def entity_count(self) -> int:
-        return sum(sum(t.n for t in sh.owned_tables() if t.has(Position)) for sh in self.shards)
+        return sum(load for load, _, _ in self.host.all("counts"))
 
     @property
     def world(self):
         """The whole world as the shards' owned rows make it up, for reading (summaries)."""
-        return merged_view(self.shards, self.allocator)
+        return self._merged()
 
     @property
     def regions(self) -> RegionStats:
         """The partition's figures, each shard counting what it owns, added up."""
-        parts = [sh.world.resources[RegionStats] for sh in self.shards]
+        parts = self.host.all("region_stats")
         out = RegionStats(parts[0].count)
         for p in parts:
             out.entities = out.entities + p.entities
@@ -204,29 +238,23 @@ class ShardedSimulation(BorderExchange, GroupResolution, WorldEvents, Population
 
     def disconnect(self, player: int) -> None:
         self.out_of_band.append(("disconnect", int(player)))
-        owner = self.shards[int(self.owner_of(np.array([player]))[0])]
-        owner.world.set(player, Player, connected=0)
+        owner = int(self.owner_of(np.array([player]))[0])
+        freed = self.host.each("disconnect", {s: (int(player), s == owner) for s in self.shard_range})
         self.stale |= {Player, TradeOffer}
-        for sh in self.shards:  # withdraw its offers where they are owned
-            offers = [t for t in sh.owned_tables() if t.has(TradeOffer)]
-            for t in offers:
-                hit = (t.column(TradeOffer, "giver") == player) | (t.column(TradeOffer, "taker") == player)
-                for e in t.ids[hit].copy().tolist():
-                    sh.world.despawn(e)
-        self._free_released()
+        self._free([e for s in self.shard_range for e in freed[s]])
 
     def reconnect(self, player: int) -> None:
         self.out_of_band.append(("reconnect", int(player)))
-        owner = self.shards[int(self.owner_of(np.array([player]))[0])]
-        owner.world.set(player, Player, connected=1)
-        owner.world.set(player, Link, last_recv_ms=self.clock.time_ms_of(self.tick))
+        owner = int(self.owner_of(np.array([player]))[0])
+        self.host.each("reconnect", {owner: (int(player), self.clock.time_ms_of(self.tick))})
         self.stale |= {Player, Link}
 
     def state_hash(self) -> str:
-        parts = [sh.hash_part() for sh in self.shards]
-        for s, part in enumerate(parts):
-            owned, ghosts = self.shards[s].counts()
-            self.transport.send(0, ShardHash(self.tick, s, part, owned, ghosts))
+        return self._hash_of(self.host.all("hash_frame", self.tick))
+
+    def _hash_of(self, frames: list[bytes]) -> str:
+        for f in frames:
+            self.transport.post(0, f)
         total = 0
         for m in self.transport.receive(0):
             total = (total + m.part) & 0xFFFFFFFFFFFFFFFF
@@ -240,6 +268,7 @@ class ShardedSimulation(BorderExchange, GroupResolution, WorldEvents, Population
         if wall_start is None:
             wall_start = t0
         self.transport.new_tick()
+        self.host.new_tick()
         batch, truth = Simulation._seal(self, tick)
         self.last_batch = batch
         collecting = gc.isenabled()
@@ -250,20 +279,22 @@ class ShardedSimulation(BorderExchange, GroupResolution, WorldEvents, Population
             if collecting:
                 gc.enable()
         self.clock.advance()
+        hashed = self._hash_of(self._hash_frames) if self._hash_frames else None
         t1 = time.perf_counter()
         if self.generator is not None:
             self._refresh_view()
         applied = batch.status == 0
         wait_ms = np.maximum(self.clock.time_ms_of(tick) - batch.recv_time_ms[applied], 0.0)
         self.truth.record(batch, truth)
-        self.stats.record_tick(self.transport.bytes_tick, (t1 - t0) * 1000.0, self.systems_ms)
+        rounds, exchange_ms = self.host.new_tick()
+        self.stats.record_tick(self.transport.bytes_tick, (t1 - t0) * 1000.0, self.systems_ms, exchange_ms, rounds)
         refused_ix = np.flatnonzero(~applied)
         return TickReport(
             tick=tick, submitted=batch.n, applied=int(applied.sum()), refused=batch.refusal_counts(),
             refusals=[(int(batch.actor[i]), int(batch.seq[i]), REFUSAL_NAMES[int(batch.status[i])])
                       for i in refused_ix.tolist()],
             killed=effects.killed.tolist(),
-            state_hash=self.state_hash() if self.hash_every and tick % self.hash_every == 0 else None,
+            state_hash=hashed,
             tick_ms=(t1 - t0) * 1000.0,
             system_ms=dict(self._timings),
             action_to_effect_ms=wait_ms + (t1 - wall_start) * 1000.0,
@@ -271,123 +302,152 @@ class ShardedSimulation(BorderExchange, GroupResolution, WorldEvents, Population
         )
 
     def _tick(self, tick: int, batch: ActionBatch):
-        loads = np.array([sum(t.n for t in sh.owned_tables() if t.has(Position)) for sh in self.shards], float)
-        self.balancer.evaluate(tick, loads, self._placed)
-        self.balancer.step()
         self._hand_over(tick)
         own = self._route(tick, batch)
+        for s, (idx, _) in zip(self.shard_range, own):
+            self.host.later(s, "begin", tick, self.clock.dt_s, idx)
         self._ghosts_at_start(tick, own)
-        ctxs = [TickContext(tick=tick, dt_s=self.clock.dt_s, seed=self.seed, rng=self.rng, defn=self.defn,
-                            max_speed_mps=self.max_speed_mps) for _ in self.shards]
-        for sh, (idx, sub) in zip(self.shards, own):
-            sh.world.resources[ActionBatch] = sub
-        steps = [sh.schedule.steps(sh.world, c, skip=("ActionOrder",)) for sh, c in zip(self.shards, ctxs)]
         world_ctx = TickContext(tick=tick, dt_s=self.clock.dt_s, seed=self.seed, rng=self.rng, defn=self.defn,
                                 max_speed_mps=self.max_speed_mps)
         self._timings: dict[str, float] = {}
-        order = effects = None
+        order = effects = interest_asked = None
         dirty = self.stale  # components changed since the ghosts last heard of them
-        for system in self.shards[0].schedule.systems:
+        for system in self.systems:
             name = system.name
             t0 = time.perf_counter()
             comps = tuple(c for c in system.writes if hasattr(c, "fields"))
             # Ghosts hear of a change just before a step that reads (or writes) what changed.
             # (Everything that changed goes at once: one exchange instead of several.)
             others = (*system.reads, *comps) if system.reads_others is None else system.reads_others
+            if interest_asked is not None and self.host.rounds > interest_asked:  # (Lifecycle's, below)
+                self._newcomers = any(self.host.take_replies("add_interest"))
+                interest_asked = None
             if any(c in dirty for c in others) or (name == "SpatialHash" and self._newcomers):
                 self._refresh(tick, tuple(sorted(dirty, key=lambda c: c.name)))
                 dirty.clear()
+                if interest_asked is not None:  # the refresh sent the newcomers too
+                    self.host.take_replies("add_interest")
+                    interest_asked = None
                 self._newcomers = False
-            for sh in self.shards:
-                sh.snapshot(comps)
             kills = Deaths in system.writes  # a step that kills: every shard hears of its deaths
-            deaths_before = [_deaths_copy(sh.world) for sh in self.shards] if kills else None
-            if name == "EventDirector":
-                self._before_directing(batch)
-            for gen in steps:
-                next(gen)
-            # Results first: a settled offer, a buried mob are freed with the rest.
-            if name == "ApplyActions":
-                effects = self._resolved(tick, batch, own, order)
+            extra = {"kills": kills, "authoritative": name == "ApplyActions"} if kills else {}
+            if name == "DensityCount":
+                extra.update(self._density_extra(tick))
+            elif name == "SpatialHash" and self.generator is not None:
+                extra["stand"] = True
+            args = {s: (name, [c.name for c in comps], dict(extra)) for s in self.shard_range}
+            if name == "ActionOrder":
+                for s, mine in self._named_by_owner(batch).items():
+                    args[s][2]["named"] = mine
+            elif name == "ApplyActions":
+                for s in self.shard_range:
+                    args[s][2]["resolving"] = bool(self._resolving[s].size)
             elif name == "EventDirector":
-                self._after_directing(tick)
-            elif name == "DensityCount":
-                self._gather_density(tick)
-            placed = self._sync_ids()
+                args[0][2].update(self._director_extra(tick, batch))
+            results = self.host.each("step", args)
+            for s in self.shard_range:  # what a step sends on its own (density counts, the baseline)
+                for dst, frame in results[s].get("frames", ()):
+                    self.transport.post(dst, frame)
+            self._deliver_later()
+            # Results first: a settled offer, a buried mob are freed with the rest.
+            freed = []
+            if name == "ApplyActions":
+                effects, freed = self._resolved(tick, batch, own, results)
+            elif name == "EventDirector":
+                freed = self._after_directing(tick, results)
+            placed = self._sync_ids(results, freed)
             if name == "ActionValidation":
-                for idx, sub in own:
-                    for f in ("status", "event_ms", "excess_ms", "speed_ratio"):
-                        getattr(batch, f)[idx] = getattr(sub, f)
+                for (idx, sub), s in zip(own, self.shard_range):
+                    for f, v in results[s]["validated"].items():
+                        getattr(sub, f)[:] = v
+                        getattr(batch, f)[idx] = v
             elif name == "ActionOrder":
-                order = self._order(tick, batch, world_ctx)
+                order = self._order(batch, world_ctx, results)
                 self._before_apply(tick, batch, order)
             if kills:
-                self._tell_deaths(deaths_before, authoritative=name == "ApplyActions")
+                self._tell_deaths(results)
             if name == "AnomalyScore":
-                self._tell_hurt(tick)
+                self._tell_hurt(tick, results)
                 self._learn_population(tick)
             elif name == "SpatialHash" and self.generator is not None:
-                self._stood = self._where_everyone_stands()
-            for sh in self.shards:
-                sh.restore()
+                self._stood = _stood([results[s]["stand"] for s in self.shard_range])
             if name == "Lifecycle":  # newcomers near a border, and the revived: seen where they are
-                self._newcomers = self._add_interest(
-                    [np.concatenate([sh.world.resources[Revived].ids, new]) for sh, new in zip(self.shards, placed)])
+                asked = [s for s in self.shard_range if placed[s].size or results[s].get("revived")]
+                for s in asked:
+                    self.host.later(s, "add_interest", placed[s])
+                self._newcomers = False
+                interest_asked = self.host.rounds if asked else None
             dirty |= {c for c in comps if c not in GHOST_SKIPS}  # what ghosts do not hold cannot go stale
             self._timings[name] = (time.perf_counter() - t0) * 1e3
-        for sh in self.shards:
-            sh.return_borrowed()
+        hashing = bool(self.hash_every and tick % self.hash_every == 0)
+        done = self.host.all("finish", tick + 1, hashing)
+        self._hash_frames = [d["hash"] for d in done] if hashing else None
         # The shards' own systems, against the whole tick: the rest is replication's share.
-        self.systems_ms = sum(sum(sh.schedule.last_timings_ms.values()) for sh in self.shards)
-        world_ctx.stats.update(ctxs[0].stats)
+        self.systems_ms = sum(d["systems_ms"] for d in done)
+        self.shard_timings = [d["timings"] for d in done]
+        world_ctx.stats.update(done[0]["stats"])
         world_ctx.stats["conflict_groups"] = order.n_groups if order is not None else 0
         world_ctx.stats["largest_group"] = order.largest_group if order is not None else 0
         world_ctx.stats["cycles_broken"] = order.cycles_broken if order is not None else 0
         return world_ctx, effects, order
 
     # -- world-wide sync points ------------------------------------------------------------------
-    def _sync_ids(self) -> list[np.ndarray]:
+    def _sync_ids(self, results: dict, freed: list) -> list[np.ndarray]:
         """Ids for every shard's keyed spawns, in key order, then the freed ones, in id order.
         Returns the ids placed on each shard (theirs until a barrier hands them over), keyed
         or drawn at once (the event director's)."""
-        placed = [_NONE] * len(self.shards)
-        for s, sh in enumerate(self.shards):
-            drawn = sh.world.registry.drawn
-            if drawn:
-                ids = np.concatenate(drawn)
-                drawn.clear()
-                ids = ids[sh.world.locate_many(ids)[0] >= 0]
-                self._set_owner(ids, s)
-                placed[s] = ids
-        pending = [(s, op) for s, sh in enumerate(self.shards) for op in sh.world.keyed_pending]
+        placed = [_NONE] * len(self.shard_range)
+        for s in self.shard_range:
+            r = results[s]
+            if "all_drawn" in r:
+                if not self.host.shares_allocator:  # drawn from the shard's replica: the same here
+                    mine = self.allocator.allocate(r["all_drawn"].shape[0])
+                    if not np.array_equal(mine, r["all_drawn"]):
+                        raise RuntimeError(f"shard {s} drew ids the world's allocator did not: its replica diverged")
+                self._set_owner(r["drawn"], s)
+                placed[s] = r["drawn"]
+        pending = [(s, keys) for s in self.shard_range for keys in results[s].get("keyed", ())]
         if pending:
-            ops = [op for _, op in pending]
-            ids = self.allocator.allocate(sum(k.shape[0] for _, k, _ in ops))
+            ops = [(None, keys, None) for _, keys in pending]
+            total = sum(k.shape[0] for _, k, _ in ops)
+            ids = self.allocator.allocate(total)
+            self._allocator_log.append(("allocate", total))
             given = np.empty(ids.shape[0], np.int64)
             given[key_order(ops)] = ids
             start = 0
-            for s, op in pending:
-                n = op[1].shape[0]
-                sh = self.shards[s]
-                sh.world.registry._hold(given[start : start + n])
-                place_op(sh.world, op, given[start : start + n])
-                self._set_owner(given[start : start + n], s)
-                placed[s] = np.concatenate([placed[s], given[start : start + n]])
+            by_shard: dict[int, list] = {}
+            for s, keys in pending:
+                n = keys.shape[0]
+                mine = given[start : start + n]
+                by_shard.setdefault(s, []).append(mine)
+                self._set_owner(mine, s)
+                placed[s] = np.concatenate([placed[s], mine])
                 start += n
-            for sh in self.shards:
-                sh.world.keyed_pending.clear()
-        self._free_released()
+            for s, parts in by_shard.items():
+                self.host.later(s, "place", parts)
+        released = [e for s in self.shard_range for e in results[s]["released"]] + list(freed)
+        for got in self.host.take_replies("deliver"):
+            released += got
+        self._free(released)
         return placed
 
-    def _free_released(self) -> None:
-        freed = sorted(e for sh in self.shards for e in sh.world.registry.released)
-        for sh in self.shards:
-            sh.world.registry.released.clear()
+    def _free(self, released) -> None:
+        freed = sorted(released)
         for e in freed:
             self.allocator.release(e)
+        if freed:
+            self._allocator_log.append(("release", np.array(freed, np.int64)))
+        if self._allocator_log:
+            if not self.host.shares_allocator:
+                self.host.later(0, "allocator_ops", self._allocator_log)
+            self._allocator_log = []
 
     def summary(self) -> dict:
         return self.stats.summary(self)
+
+
+def _stood(parts) -> tuple[np.ndarray, ...]:
+    return tuple(np.concatenate([p[k] for p in parts]) for k in range(4))
 
 
 __all__ = ["ShardedSimulation", "ShardingError", "merged_view"]

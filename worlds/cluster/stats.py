@@ -16,13 +16,18 @@ class ShardStats:
         self.handoffs_deferred = 0  # ticks whose hand-offs hit the cap (the rest went later)
         self.cross_shard_actions = 0
         self.bytes_per_tick: list[int] = []
+        self.exchange_ms: list[float] = []  # the tick's time in round trips to the shards
+        self.rounds: list[int] = []
         self.replication_share: list[float] = []  # of each tick's time, what was not the systems
         self.lag_rows = [0, 0]  # changed ghost rows shown within the tick / at the next one
         self.rebalance_moves = 0
         self.desync = None
 
-    def record_tick(self, sent: int, tick_ms: float, systems_ms: float) -> None:
+    def record_tick(self, sent: int, tick_ms: float, systems_ms: float, exchange_ms: float = 0.0,
+                    rounds: int = 0) -> None:
         self.bytes_per_tick.append(sent)
+        self.exchange_ms.append(exchange_ms)
+        self.rounds.append(rounds)
         self.replication_share.append(max(tick_ms - systems_ms, 0.0) / tick_ms if tick_ms > 0 else 0.0)
 
     def _lag(self) -> dict:
@@ -37,8 +42,7 @@ class ShardStats:
     def summary(self, sim) -> dict:
         b = np.asarray(self.bytes_per_tick or [0])
         per = []
-        for s, sh in enumerate(sim.shards):
-            owned, ghosts = sh.counts()
+        for s, (_, owned, ghosts) in enumerate(sim.host.all("counts")):
             per.append({"shard": s, "owned": owned, "ghosts": ghosts})
         return {
             "count": self.count, "per_shard": per, "handoffs": self.handoffs, "forwarded": self.forwarded,

@@ -9,14 +9,13 @@ from __future__ import annotations
 import numpy as np
 
 from ecs import World
-from systems.components import Health, Position
 from systems.density import DensityGrid
 from systems.orchestration import EventStats
 from systems.regions import RegionLayout
 from systems.spatial_hash import SpatialGrid
 from worlds.cluster.points import PointSet
-
-_DEAD = (Health, "dead")
+from worlds.cluster.protocol import decode
+from worlds.cluster.rows import write_rows
 
 
 class ClientView:
@@ -28,15 +27,18 @@ class ClientView:
     def _where_everyone_stands(self) -> tuple[np.ndarray, ...]:
         """(ids, x, y, alive) of every placed entity, from its owner: what one world's spatial
         index holds after the spatial step, which the simulated clients read next tick."""
-        parts = [(t.ids, t.column(Position, "x"), t.column(Position, "y"),
-                  t.column(*_DEAD) == 0 if t.has(_DEAD[0]) else np.ones(t.n, np.bool_))
-                 for sh in self.shards for t in sh.owned_tables() if t.has(Position)]
-        return tuple(np.concatenate([p[k] for p in parts]) for k in range(4))
+        return _stood(self.host.all("stand"))
+
+    def _merged(self) -> World:
+        """The world as the shards' owned rows make it up (a copy, for reading)."""
+        if self.host.shares_allocator:
+            return merged_view(self.host.shards, self.allocator)
+        return merged_from_rows(self.host.all("owned_rows"), self.allocator, self.catalog)
 
     def _refresh_view(self, first: bool = False) -> None:
         """What the simulated clients read: the world after the tick (its owned rows, merged)
         and where everyone stood at the tick's spatial step."""
-        view = merged_view(self.shards, self.allocator)
+        view = self._merged()
         self.generator.world = view
         if first:
             self._stood = self._where_everyone_stands()
@@ -44,6 +46,25 @@ class ClientView:
         cell = self.defn.world.cell_m
         grid = SpatialGrid(cell, x0, y0, max(1, int(np.ceil((x1 - x0) / cell))), max(1, int(np.ceil((y1 - y0) / cell))))
         self._view = PointSet(*self._stood, grid=grid)
+
+
+def _stood(parts) -> tuple[np.ndarray, ...]:
+    return tuple(np.concatenate([p[k] for p in parts]) for k in range(4))
+
+
+def merged_from_rows(parts, allocator, catalog) -> World:
+    """``merged_view`` from the shards' owned rows as they sent them (``Node.owned_rows``)."""
+    view = World(shard=allocator.shard)
+    view.registry.share_space(allocator)
+    view.registry._grow(allocator.slots.shape[0])
+    for frames, _ in parts:
+        for f in frames:
+            write_rows(view, decode(f).rows, catalog)
+    for kind in (EventStats, DensityGrid, RegionLayout):
+        found = parts[0][1].get(kind.__name__)
+        if found is not None:
+            view.resources[kind] = found
+    return view
 
 
 def merged_view(shards, allocator) -> World:
