@@ -11,10 +11,12 @@ from worlds.cluster.protocol import (
     Barrier,
     Column,
     DensityCounts,
+    Fields,
     GhostDelta,
     GroupResult,
     HandOff,
     HandOffAck,
+    Loan,
     ProtocolError,
     RoutedActions,
     Rows,
@@ -68,6 +70,10 @@ MESSAGES = [
     ShardHash(1, 0, 2**64 - 3, 0, 0),
     DensityCounts(20, 3, 0, pack(np.array([0.0, 2.0, 5.0])), pack(np.array([1.0, 0.0, 9.0]))),
     DensityCounts(21, 1, 0, pack(np.array([4.0]))),
+    GroupResult(6, 2, 1, [], fields=[Fields("CheatStats", "hurt_ms", "<f8", pack(np.array([7, 9]), np.int64),
+                                            pack(np.array([1.5, 2.5])))]),
+    Loan(6, 1, 3, [rows(2)]),
+    RoutedActions(6, -1, 2, "resolve", actions()),
     Barrier(8, 2, "replicate", sent=5),
     Barrier(8, 2, "hash"),
 ]
@@ -179,6 +185,15 @@ def test_a_hash_part_outside_uint64_and_an_unknown_routing_reason_are_refused():
     refused(ShardHash(1, 0, -1, 0, 0), "ShardHash.part")
     routed = RoutedActions(1, 0, 1, "route", actions())
     refused(msgspec.structs.replace(routed, reason="gossip"), "reason")
+
+
+def test_fields_by_id_must_name_a_wire_dtype_and_one_value_per_id():
+    ids = pack(np.array([7, 9]), np.int64)
+    refused(GroupResult(1, 0, 1, [], fields=[Fields("CheatStats", "hurt_ms", "<f8", ids, pack(np.ones(3)))]),
+            "GroupResult.fields.CheatStats.hurt_ms", "differ in length")
+    refused(GroupResult(1, 0, 1, [], fields=[Fields("CheatStats", "hurt_ms", ">f8", ids, pack(np.ones(2)))]),
+            "big-endian")
+    refused(GroupResult(1, 0, 1, [], fields=[Fields("CheatStats", "hurt_ms", "U4", ids, b"")]), "not a scalar number")
 
 
 @pytest.mark.parametrize("lengths", [{"actors": 3}, {"seqs": 1}, {"status": 0}, {"effect": 4}])

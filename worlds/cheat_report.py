@@ -55,8 +55,9 @@ def flag_level(flags: int) -> str | None:
 
 def baseline_of(sim) -> PopulationBaseline:
     """The population's baseline a run judges by (on a sharded world, every shard's is the same)."""
-    world = sim.shards[0].world if hasattr(sim, "shards") else sim.world
-    return world.resources[PopulationBaseline]
+    if hasattr(sim, "resource"):  # a sharded world: shard 0's (every shard's is the same)
+        return sim.resource(PopulationBaseline)
+    return sim.world.resources[PopulationBaseline]
 
 
 # The population-scored tests behind each statistical flag (``SCORED_TESTS``).

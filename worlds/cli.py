@@ -2,7 +2,8 @@
 
     python -m worlds run FILE [--ticks N] [--seed S] [--realtime] [--json]
                               [--actions STREAM.jsonl] [--record STREAM.jsonl]
-                              [--shards N] [--hashes FILE] [--verify [HASHES]]
+                              [--shards N [--backend inprocess|ray] [--ray-address ADDR]]
+                              [--hashes FILE] [--verify [HASHES]]
                               [--data DIR [--snapshot-every K] [--fsync tick|interval|off] [--acks FILE]]
     python -m worlds resume DIR [--until N] [--json] [--fsync P] [--acks FILE] [--hashes FILE]
     python -m worlds inspect DIR [--json]
@@ -14,6 +15,7 @@ on stdout (the summary); the progress bar and any refused stream lines go to std
 ``--shards N`` splits the world across N shards (it evolves exactly as on one); ``--hashes``
 writes ``TICK HASH`` per tick; ``--verify`` steps a one-shard reference beside the run (or, given
 a hashes file, compares with it) and reports the first divergence in the summary's ``shards``.
+``--backend ray`` keeps each shard in a Ray actor, a process of its own (``worlds.cluster.ray_host``).
 ``--data DIR`` makes the run durable (``worlds.store``): journaled, snapshotted, resumable.
 ``cheat-grid`` measures cheat detection over honest models x cheater profiles x seeds
 (``worlds.cheat_grid``).
@@ -125,7 +127,7 @@ def shards_summary(sim) -> dict:
         return sim.summary()
     return {"count": 1, "per_shard": [{"shard": 0, "owned": sim.world.entity_count, "ghosts": 0}], "handoffs": 0,
             "forwarded": 0, "cross_shard_actions": 0, "borrowed": 0, "bytes_per_tick": {"p50": 0.0, "p99": 0.0},
-            "sync_lag_ticks": {"p50": 0, "p99": 0}, "rebalance_moves": 0, "desync": None}
+            "sync_lag_ticks": {"p50": 0, "p99": 0}, "rebalance_moves": 0, "desync": None, "backend": "inprocess"}
 
 
 def _print_readable(summary: dict) -> None:
@@ -150,12 +152,14 @@ def _run(args: argparse.Namespace) -> int:
         for line in e.problems:
             print(line, file=sys.stderr)
         return 2
+    from worlds.cluster.ray_host import ShardFailed
     from worlds.cluster.sharded import ShardingError
     from worlds.cluster.verify import HashFile, Verifier
 
     try:
+        ray = {"backend": "ray", "ray_address": args.ray_address} if args.backend == "ray" else {}
         sim = open_world(defn, shards=args.shards, seed=args.seed, generate=args.actions is None,
-                         hash_every=args.hash_every)
+                         hash_every=args.hash_every, **ray)
         check = None
         if args.verify == _REFERENCE:
             check = Verifier(sim)
@@ -164,6 +168,9 @@ def _run(args: argparse.Namespace) -> int:
     except ShardingError as e:
         print(f"{Path(args.file).name}: {e}", file=sys.stderr)
         return 2
+    except ShardFailed as e:
+        print(f"{Path(args.file).name}: {e}", file=sys.stderr)
+        return 1
     except (OSError, ValueError) as e:
         print(f"{args.verify}: {e}", file=sys.stderr)
         return 2
@@ -212,10 +219,15 @@ def _run(args: argparse.Namespace) -> int:
     try:
         summary = run_world(durable or sim, args.ticks, realtime=args.realtime,
                             progress=None if not args.json else False, on_tick=on_tick)
+    except ShardFailed as e:
+        print(f"{Path(args.file).name}: {e}", file=sys.stderr)
+        return 1
     finally:
         for f in (record, hashes, durable):
             if f is not None:
                 f.close()
+        if hasattr(sim, "close"):
+            sim.close()
         if acks is not None:
             acks.close(durable.journal.durable_tick)
     summary["shards"]["desync"] = desync
@@ -246,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
                      help="state hash every N ticks (0: only at the end); default 1")
     run.add_argument("--shards", type=int, default=None, metavar="N",
                      help="run on N shards (default: the file's [shards] count)")
+    run.add_argument("--backend", choices=("inprocess", "ray"), default="inprocess",
+                     help="where the shards run: this process (default), or each in a Ray actor")
+    run.add_argument("--ray-address", metavar="ADDR", default=None,
+                     help="with --backend ray: join this Ray cluster (default: start one on this machine)")
     run.add_argument("--hashes", metavar="FILE", help="write 'TICK HASH' after every tick")
     run.add_argument("--verify", nargs="?", const=_REFERENCE, default=None, metavar="HASHES",
                      help="check every tick against a one-shard reference run beside it, or a hashes file")
@@ -300,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--ticks must be >= 0")
     if args.shards is not None and not 1 <= args.shards <= 64:
         parser.error("--shards must be in 1..64")
+    if args.backend == "ray" and args.data is not None:
+        parser.error("--data with --backend ray: durable shards in Ray actors are not built yet")
+    if args.ray_address is not None and args.backend != "ray":
+        parser.error("--ray-address needs --backend ray")
     return _run(args)
 
 

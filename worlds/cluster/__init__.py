@@ -3,7 +3,9 @@
 Contract:
 - ``open_world(defn, shards)`` gives the server loop's API (``submit``, ``step`` returning a
   ``TickReport``, ``state_hash``, ``disconnect``/``reconnect``) for any shard count; one shard
-  is ``worlds.runtime.Simulation`` itself, more are a ``ShardedSimulation`` of that many.
+  is ``worlds.runtime.Simulation`` itself, more are a ``ShardedSimulation`` of that many, its
+  shards in this process (``backend="inprocess"``) or each in a Ray actor (``backend="ray"``,
+  ``ray_address`` to join a cluster), on the same protocol.
 - Transparency: for the same world file, seed and action stream, the state hash after every
   tick is the same on any number of shards (``verify.Verifier`` checks it as it runs and names
   the first diverging tick, shard, entity and field).
@@ -23,10 +25,14 @@ from worlds.runtime import Simulation
 
 def open_world(defn, shards: int | None = None, **kw):
     """The world of ``defn`` on ``shards`` shards (default: the file's ``[shards] count``)."""
+    from worlds.cluster.sharded import ShardedSimulation, ShardingError
+
     n = defn.shards.count if shards is None else int(shards)
     if n <= 1:
+        if kw.pop("backend", "inprocess") != "inprocess":
+            raise ShardingError("the ray back-end runs a world on 2 or more shards (--shards N)")
+        kw.pop("ray_address", None)
         return Simulation(defn, **kw)
-    from worlds.cluster.sharded import ShardedSimulation
 
     return ShardedSimulation(defn, n, **kw)
 

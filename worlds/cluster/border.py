@@ -122,17 +122,25 @@ class BorderExchange:
         self._post_deltas(self.host.each("deltas", {s: (tick, names, lag) for s in self.shard_range}), lag)
 
     def _post_deltas(self, got: dict, lag: int) -> None:
+        """Send the deltas; each changed row is shown on its ghost at the destination's next
+        round trip: the sync lag, from the round trip that changed it (the last one, or for
+        changes at a tick's start, the end of the tick before)."""
+        since = self.host.last_end if lag == 0 else self._tick_end
+        rows = [0] * len(self.shard_range)
         for s in self.shard_range:
             for dst, frame, changed in got[s]:
                 self.stats.lag_rows[lag] += changed
+                rows[dst] += changed
                 self.transport.post(dst, frame)
-        self._deliver_later()
+        self._deliver_later(None if since is None else
+                            {d: (lambda t, n=n: self.stats.lag_ms.append(((t - since) * 1e3, n))) for d, n in
+                             enumerate(rows) if n})
 
-    def _deliver_later(self) -> None:
+    def _deliver_later(self, after: dict | None = None) -> None:
         """What waits for each shard is taken at its next round trip."""
         for d in self.shard_range:
             if self.transport.pending(d):
-                self.host.later(d, "deliver", self.transport.take(d))
+                self.host.later(d, "deliver", self.transport.take(d), after=(after or {}).get(d))
 
 
 def _names(comps) -> list[str]:

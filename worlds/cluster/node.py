@@ -427,6 +427,11 @@ class Node:
             return _NONE, np.empty(0), np.empty(0), np.empty(0, np.bool_)
         return tuple(np.concatenate([p[k] for p in parts]) for k in range(4))
 
+    def process(self) -> dict:
+        from worlds.cluster.hosts import process_info
+
+        return process_info()
+
     def region_stats(self) -> RegionStats:
         return self.world.resources[RegionStats]
 

@@ -246,6 +246,19 @@ def column_values(rows: Rows, column: Column) -> tuple[np.ndarray, np.ndarray | 
     return values, at
 
 
+def _wire_dtype(dtype: str, where: str) -> np.dtype:
+    """The numpy dtype a column names: a little-endian scalar number, or ``ProtocolError``."""
+    try:
+        dt = np.dtype(dtype)
+    except (TypeError, ValueError, SyntaxError):
+        raise ProtocolError(f"{where}: unknown dtype {dtype!r}") from None
+    if dt.kind not in "biuf" or dt.shape != ():
+        raise ProtocolError(f"{where}: dtype {dtype!r} is not a scalar number")
+    if dt.byteorder == ">" or (dt.byteorder == "=" and np.little_endian is False):
+        raise ProtocolError(f"{where}: dtype {dtype!r} is big-endian; the wire is little-endian")
+    return dt
+
+
 def _check(message: Message) -> None:
     """Lengths and dtypes agree, so a decoded message can be applied without further checks."""
     name = type(message).__name__
@@ -253,14 +266,7 @@ def _check(message: Message) -> None:
         n = ids_of(rows).shape[0]
         for col in rows.columns:
             where = f"{name}.rows[{i}].{col.component}.{col.field}"
-            try:
-                dt = np.dtype(col.dtype)
-            except (TypeError, ValueError, SyntaxError):
-                raise ProtocolError(f"{where}: unknown dtype {col.dtype!r}") from None
-            if dt.kind not in "biuf" or dt.shape != ():
-                raise ProtocolError(f"{where}: dtype {col.dtype!r} is not a scalar number")
-            if dt.byteorder == ">" or (dt.byteorder == "=" and np.little_endian is False):
-                raise ProtocolError(f"{where}: dtype {col.dtype!r} is big-endian; the wire is little-endian")
+            _wire_dtype(col.dtype, where)
             values, at = column_values(rows, col)
             want = n if at is None else at.shape[0]
             if values.shape[0] != want:
@@ -274,12 +280,7 @@ def _check(message: Message) -> None:
     if isinstance(message, GroupResult):
         for f in message.fields:
             where = f"{name}.fields.{f.component}.{f.field}"
-            try:
-                dt = np.dtype(f.dtype)
-            except (TypeError, ValueError, SyntaxError):
-                raise ProtocolError(f"{where}: unknown dtype {f.dtype!r}") from None
-            if dt.kind not in "biuf" or dt.shape != () or dt.byteorder == ">":
-                raise ProtocolError(f"{where}: dtype {f.dtype!r} is not a little-endian scalar number")
+            dt = _wire_dtype(f.dtype, where)
             if unpack(f.ids, np.int64, where).shape[0] != unpack(f.data, dt, where).shape[0]:
                 raise ProtocolError(f"{where}: ids and values differ in length")
         sizes = {len(message.actors) // 8, len(message.seqs) // 8, len(message.status) // 2,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from worlds.cluster.hosts import Host, run_on
+from worlds.cluster.hosts import Host, process_info, run_on
 
 
 class ShardFailed(RuntimeError):
@@ -23,6 +23,8 @@ class ShardFailed(RuntimeError):
 
 
 def _ray():
+    # Read when Ray is imported: without it Ray swaps 127.0.0.1 for another interface's address.
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     try:
         import ray
     except ImportError:  # pragma: no cover - depends on the install
@@ -36,7 +38,6 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     ray = _ray()
     if ray.is_initialized():
         return False
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     quiet = dict(log_to_driver=False, logging_level="WARNING", configure_logging=True)
     if address:
         ray.init(address=address, **quiet)
@@ -68,16 +69,16 @@ class ShardProcess:
     def run(self, queued, op, args):
         return run_on(self.node, queued, op, args)
 
+
     def process(self) -> dict:
         """Its pid and resident memory (bytes)."""
-        with open("/proc/self/statm") as f:
-            rss_pages = int(f.read().split()[1])
-        return {"pid": os.getpid(), "rss_bytes": rss_pages * os.sysconf("SC_PAGE_SIZE")}
+        return process_info()
 
 
 class RayHost(Host):
     backend = "ray"
     shares_allocator = False
+    parallel = True
 
     def __init__(self, shards: int, defn, allocator, halo_m: float, max_speed_mps: float, seed: int,
                  address: str | None = None) -> None:
@@ -105,7 +106,8 @@ class RayHost(Host):
 
     def processes(self) -> list[dict]:
         """Each shard's pid and resident memory."""
-        return self._get([a.process.remote() for a in self.actors], range(self.count))
+        got = self.each("process")
+        return [got[s] for s in range(self.count)]
 
     def close(self) -> None:
         ray = _ray()

@@ -104,6 +104,7 @@ class ShardedSimulation(BorderExchange, GroupResolution, WorldEvents, Population
         self.transport = transport or InProcessTransport(shards)
         self.shard_range = range(shards)
         self.backend = backend
+        self._tick_end = None  # when the last tick ended (perf_counter)
         self._allocator_log: list = []  # draws and frees a shard's replica of the allocator has not seen
         if backend == "inprocess":
             self.host = LocalHost([Node(i, shards, defn, self.allocator, self.map, self.halo_m, self.max_speed_mps,
@@ -280,13 +281,13 @@ class ShardedSimulation(BorderExchange, GroupResolution, WorldEvents, Population
                 gc.enable()
         self.clock.advance()
         hashed = self._hash_of(self._hash_frames) if self._hash_frames else None
-        t1 = time.perf_counter()
+        t1 = self._tick_end = time.perf_counter()
+        rounds, _, exchange_ms = self.host.new_tick()
         if self.generator is not None:
             self._refresh_view()
         applied = batch.status == 0
         wait_ms = np.maximum(self.clock.time_ms_of(tick) - batch.recv_time_ms[applied], 0.0)
         self.truth.record(batch, truth)
-        rounds, exchange_ms = self.host.new_tick()
         self.stats.record_tick(self.transport.bytes_tick, (t1 - t0) * 1000.0, self.systems_ms, exchange_ms, rounds)
         refused_ix = np.flatnonzero(~applied)
         return TickReport(
