@@ -76,12 +76,6 @@ class Host:
         got = self.each(op, {s: args for s in range(self.count)})
         return [got[s] for s in range(self.count)]
 
-    def flush(self) -> None:
-        """Run what is queued, on the shards that have something queued."""
-        pending = {s: () for s in range(self.count) if self._queue[s]}
-        if pending:
-            self.each(None, pending)
-
     def take_replies(self, name: str) -> list:
         """What the queued ``name`` operations returned since last asked, shard by shard."""
         out = []

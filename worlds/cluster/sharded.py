@@ -58,7 +58,7 @@ from worlds.cluster.shard import GHOST_SKIPS, Shard, shard_catalog
 from worlds.cluster.shardmap import ShardMap
 from worlds.cluster.stats import ShardStats
 from worlds.cluster.transport import InProcessTransport, Transport
-from worlds.cluster.view import ClientView, merged_view
+from worlds.cluster.view import ClientView, _stood, merged_view
 from worlds.runtime import Inbox, Simulation, TickReport
 
 _SLOT = np.int64(0xFFFFFFFF)
@@ -445,10 +445,6 @@ class ShardedSimulation(BorderExchange, GroupResolution, WorldEvents, Population
 
     def summary(self) -> dict:
         return self.stats.summary(self)
-
-
-def _stood(parts) -> tuple[np.ndarray, ...]:
-    return tuple(np.concatenate([p[k] for p in parts]) for k in range(4))
 
 
 __all__ = ["ShardedSimulation", "ShardingError", "merged_view"]
