@@ -23,8 +23,8 @@ from systems.components import Ghost, Health, Link, Player, Position
 from systems.context import TickContext
 from systems.density import DensityGrid
 from systems.lifecycle import Deaths, Revived
-from systems.orchestration import EventMember, EventStats
-from systems.regions import RegionLayout, RegionStats
+from systems.orchestration import EventMember
+from systems.regions import RegionStats
 from systems.replication import ReplicationPlan
 from worlds.cluster.events import DIRECTOR
 from worlds.cluster.population import LEARNER, scorer
@@ -444,11 +444,11 @@ class Node:
         frames = []
         for t in self.shard.owned_tables():
             frames.append(encode(HandOff(-1, self.index, -1, encode_rows(self.world, t.ids, skip=()))))
+        from worlds.cluster.view import WORLD_RESOURCES
+
         res = {}
         if self.index == 0:
-            for kind in (EventStats, DensityGrid, RegionLayout, PopulationBaseline):
-                if kind in self.world.resources:
-                    res[kind.__name__] = self.world.resources[kind]
+            res = {k.__name__: self.world.resources[k] for k in WORLD_RESOURCES if k in self.world.resources}
         return frames, res
 
     def resource(self, name: str):

@@ -52,15 +52,23 @@ def _stood(parts) -> tuple[np.ndarray, ...]:
     return tuple(np.concatenate([p[k] for p in parts]) for k in range(4))
 
 
-def merged_from_rows(parts, allocator, catalog) -> World:
-    """``merged_view`` from the shards' owned rows as they sent them (``Node.owned_rows``)."""
+WORLD_RESOURCES = (EventStats, DensityGrid, RegionLayout)  # what summaries read of shard 0
+
+
+def _empty_view(allocator) -> World:
     view = World(shard=allocator.shard)
     view.registry.share_space(allocator)
     view.registry._grow(allocator.slots.shape[0])
+    return view
+
+
+def merged_from_rows(parts, allocator, catalog) -> World:
+    """``merged_view`` from the shards' owned rows as they sent them (``Node.owned_rows``)."""
+    view = _empty_view(allocator)
     for frames, _ in parts:
         for f in frames:
             write_rows(view, decode(f).rows, catalog)
-    for kind in (EventStats, DensityGrid, RegionLayout):
+    for kind in WORLD_RESOURCES:
         found = parts[0][1].get(kind.__name__)
         if found is not None:
             view.resources[kind] = found
@@ -70,9 +78,7 @@ def merged_from_rows(parts, allocator, catalog) -> World:
 def merged_view(shards, allocator) -> World:
     """One world made of every shard's owned rows (a copy, for reading), with the world-wide
     resources the summaries read (the director's, from its shard)."""
-    view = World(shard=allocator.shard)
-    view.registry.share_space(allocator)
-    view.registry._grow(allocator.slots.shape[0])
+    view = _empty_view(allocator)
     by_key: dict[frozenset, list] = {}
     for sh in shards:
         for t in sh.owned_tables():
@@ -82,9 +88,7 @@ def merged_view(shards, allocator) -> World:
         ids = np.concatenate([t.ids for t in tables])
         values = {c: {f: np.concatenate([t.column(c, f) for t in tables]) for f in c.fields} for c in comps}
         view.adopt(ids, comps, values)
-    for kind in (EventStats, DensityGrid, RegionLayout):
+    for kind in WORLD_RESOURCES:
         if kind in shards[0].world.resources:
             view.resources[kind] = shards[0].world.resources[kind]
     return view
-
-
